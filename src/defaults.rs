@@ -1,0 +1,31 @@
+//! Named defaults for every host path and tunable; each one is overridable by a flag,
+//! an environment variable or the config file, never hard-coded inside a function.
+
+use std::time::Duration;
+
+/// Where securityfs is mounted on a normal Linux host.
+pub const SECURITYFS: &str = "/sys/kernel/security";
+/// The AppArmor directory inside securityfs.
+pub const APPARMOR_SUBDIR: &str = "apparmor";
+/// The parser looked up on `PATH` first.
+pub const PARSER: &str = "apparmor_parser";
+/// Where Debian, Ubuntu and SUSE install the parser when it is not on `PATH`.
+pub const PARSER_FALLBACK: &str = "/sbin/apparmor_parser";
+/// Where the agent records which profiles it owns.
+pub const STATE_DIR: &str = "/var/lib/apparmor-loader";
+/// The state file's name inside the state directory.
+pub const STATE_FILE: &str = "state.json";
+/// procfs, scanned for processes still confined by a profile before it is unloaded.
+pub const PROC: &str = "/proc";
+/// Largest profile file accepted; a real profile is a few KiB.
+pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// How long one parser process may run before it is killed.
+pub const PARSER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The HTTP listen address of `run` (health, readiness, profiles, metrics).
+pub const LISTEN: &str = "0.0.0.0:9741";
+/// The safety-net full resync period of `run`.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+/// How long `run` waits for more file events before it rescans.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How long SIGTERM waits for the parser call in flight before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

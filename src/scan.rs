@@ -1,0 +1,355 @@
+//! Reads the profiles directory into the *desired* state: which files exist and what
+//! their content hash is.
+//!
+//! The directory is usually a ConfigMap volume: `name -> ..data/name`,
+//! `..data -> ..2026_11_28_…`. Only regular files and symlinks that stay inside the
+//! directory count; everything else is skipped or rejected with a reason naming it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// How to read the directory.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    /// Descend into subdirectories.
+    pub recursive: bool,
+    /// Larger files are rejected.
+    pub max_file_size: u64,
+}
+
+/// A profile file that can be handed to the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// The key: the path relative to the directory (`payment-api`, `team/x` when recursive).
+    pub key: String,
+    /// The path the user knows (`DIR/key`), used in every message.
+    pub shown: PathBuf,
+    /// The resolved path the parser reads; a ConfigMap's timestamped dirs never change in place,
+    /// so the content behind it is the content that was hashed.
+    pub real: PathBuf,
+    /// sha256 of the content, lowercase hex.
+    pub sha256: String,
+}
+
+/// One entry of the desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A readable profile file.
+    File(SourceFile),
+    /// A file that cannot be used, with a reason naming it.
+    Rejected {
+        /// Relative path, as for [`SourceFile::key`].
+        key: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+impl Entry {
+    /// The entry's key.
+    pub fn key(&self) -> &str {
+        match self {
+            Entry::File(f) => &f.key,
+            Entry::Rejected { key, .. } => key,
+        }
+    }
+}
+
+/// The directory itself cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the profiles directory {}", path.display())]
+pub struct ScanError {
+    /// The directory.
+    pub path: PathBuf,
+    /// The I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Whether a directory entry name is something a profile directory may hold besides
+/// profiles: dotfiles (including the ConfigMap's `..data` and `..2026_…` dirs), editor
+/// and package-manager leftovers.
+pub fn is_ignored_name(name: &str) -> bool {
+    name.starts_with('.')
+        || name.ends_with('~')
+        || name.ends_with(".swp")
+        || name.ends_with(".swx")
+        || name.ends_with(".tmp")
+        || name.contains(".dpkg-")
+        || name.ends_with(".rpmnew")
+        || name.ends_with(".rpmsave")
+        || (name.starts_with('#') && name.ends_with('#'))
+        || name == "README"
+        || name.ends_with(".md")
+}
+
+/// How deep `--recursive` descends.
+const MAX_DEPTH: usize = 16;
+
+/// Reads the directory. Entries come back sorted by key.
+pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
+    let root = fs::canonicalize(dir).map_err(|source| ScanError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut out = BTreeMap::new();
+    walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(out.into_values().collect())
+}
+
+fn walk(
+    shown_dir: &Path,
+    root: &Path,
+    prefix: &str,
+    opts: &ScanOptions,
+    out: &mut BTreeMap<String, Entry>,
+) -> std::io::Result<()> {
+    for entry in fs::read_dir(shown_dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            out.insert(
+                key.clone(),
+                Entry::Rejected {
+                    key,
+                    reason: "file name is not UTF-8".into(),
+                },
+            );
+            continue;
+        };
+        if is_ignored_name(&name) {
+            continue;
+        }
+        let key = format!("{prefix}{name}");
+        let shown = shown_dir.join(&name);
+        let reject = |reason: String| Entry::Rejected {
+            key: key.clone(),
+            reason,
+        };
+        // Resolve symlinks ourselves so an escape is caught before anything is read.
+        let real = match fs::canonicalize(&shown) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
+                out.insert(
+                    key.clone(),
+                    reject(format!(
+                        "{}: symlink target does not exist",
+                        shown.display()
+                    )),
+                );
+                continue;
+            }
+            Err(e) => {
+                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+                continue;
+            }
+        };
+        if !real.starts_with(root) {
+            out.insert(
+                key.clone(),
+                reject(format!(
+                    "{}: symlink points outside the profiles directory (to {})",
+                    shown.display(),
+                    real.display()
+                )),
+            );
+            continue;
+        }
+        let meta = match fs::metadata(&real) {
+            Ok(m) => m,
+            Err(e) => {
+                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            // The depth bound stops a symlink to an ancestor from looping forever.
+            if opts.recursive && prefix.matches('/').count() < MAX_DEPTH {
+                walk(&shown, root, &format!("{key}/"), opts, out)?;
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            out.insert(
+                key.clone(),
+                reject(format!("{}: not a regular file", shown.display())),
+            );
+            continue;
+        }
+        let entry = match read_profile(&real, &shown, opts.max_file_size) {
+            Ok(sha256) => Entry::File(SourceFile {
+                key: key.clone(),
+                shown,
+                real,
+                sha256,
+            }),
+            Err(reason) => reject(reason),
+        };
+        out.insert(key, entry);
+    }
+    Ok(())
+}
+
+/// Reads and hashes one file, enforcing the size limit while reading (the file may grow
+/// after `stat`) and checking that it is UTF-8 text.
+fn read_profile(real: &Path, shown: &Path, max: u64) -> Result<String, String> {
+    let file = fs::File::open(real).map_err(|e| format!("{}: {e}", shown.display()))?;
+    let mut buf = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("{}: {e}", shown.display()))?;
+    if buf.len() as u64 > max {
+        return Err(format!(
+            "{}: larger than the {max}-byte limit (--max-file-size)",
+            shown.display()
+        ));
+    }
+    if let Err(e) = std::str::from_utf8(&buf) {
+        return Err(format!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            shown.display(),
+            e.valid_up_to()
+        ));
+    }
+    if buf.contains(&0) {
+        return Err(format!(
+            "{}: contains a NUL byte; not a profile",
+            shown.display()
+        ));
+    }
+    Ok(hex(&Sha256::digest(&buf)))
+}
+
+/// Lowercase hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn opts() -> ScanOptions {
+        ScanOptions {
+            recursive: false,
+            max_file_size: 64,
+        }
+    }
+
+    fn keys(entries: &[Entry]) -> Vec<(String, bool)> {
+        entries
+            .iter()
+            .map(|e| (e.key().to_string(), matches!(e, Entry::File(_))))
+            .collect()
+    }
+
+    #[test]
+    fn ignored_names() {
+        for n in [
+            ".hidden",
+            "..data",
+            "..2026_11_28_10_00_00.123",
+            "x~",
+            "x.swp",
+            "x.dpkg-new",
+            "x.dpkg-old",
+            "#x#",
+            "README",
+            "notes.md",
+        ] {
+            assert!(is_ignored_name(n), "{n}");
+        }
+        for n in ["payment-api", "usr.sbin.nginx", "a.b", "x-swp"] {
+            assert!(!is_ignored_name(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn configmap_layout_is_read_through_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let ts = d.path().join("..2026_11_28_10_00_00.1");
+        fs::create_dir(&ts).unwrap();
+        fs::write(ts.join("a"), "profile a {}\n").unwrap();
+        symlink("..2026_11_28_10_00_00.1", d.path().join("..data")).unwrap();
+        symlink("..data/a", d.path().join("a")).unwrap();
+        let got = scan(d.path(), &opts()).unwrap();
+        assert_eq!(keys(&got), vec![("a".to_string(), true)]);
+        let Entry::File(f) = &got[0] else {
+            unreachable!()
+        };
+        assert_eq!(f.shown, d.path().join("a"));
+        assert!(
+            f.real.ends_with("..2026_11_28_10_00_00.1/a"),
+            "{}",
+            f.real.display()
+        );
+        assert_eq!(f.sha256, hex(&Sha256::digest(b"profile a {}\n")));
+    }
+
+    #[test]
+    fn bad_files_are_rejected_by_name_and_others_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("shadow"), "secret").unwrap();
+        fs::write(d.path().join("good"), "profile good {}\n").unwrap();
+        fs::write(d.path().join("big"), vec![b'a'; 65]).unwrap();
+        fs::write(d.path().join("binary"), [0xff, 0xfe, 0x00]).unwrap();
+        fs::write(d.path().join("nul"), b"profile x {\0}").unwrap();
+        fs::write(d.path().join("empty"), "").unwrap();
+        symlink(outside.path().join("shadow"), d.path().join("escape")).unwrap();
+        symlink("nowhere", d.path().join("dangling")).unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/inner"), "profile inner {}\n").unwrap();
+        let got = scan(d.path(), &opts()).unwrap();
+        assert_eq!(
+            keys(&got),
+            vec![
+                ("big".into(), false),
+                ("binary".into(), false),
+                ("dangling".into(), false),
+                ("empty".into(), true),
+                ("escape".into(), false),
+                ("good".into(), true),
+                ("nul".into(), false),
+            ]
+        );
+        let reason = |k: &str| match got.iter().find(|e| e.key() == k).unwrap() {
+            Entry::Rejected { reason, .. } => reason.clone(),
+            Entry::File(_) => panic!("{k} accepted"),
+        };
+        assert!(reason("big").contains("64-byte limit"), "{}", reason("big"));
+        assert!(reason("binary").contains("not UTF-8"));
+        assert!(reason("escape").contains("outside the profiles directory"));
+        assert!(reason("escape").contains("escape"));
+        let recursive = scan(
+            d.path(),
+            &ScanOptions {
+                recursive: true,
+                max_file_size: 64,
+            },
+        )
+        .unwrap();
+        assert!(keys(&recursive).contains(&("sub/inner".to_string(), true)));
+    }
+
+    #[test]
+    fn missing_dir_is_an_error_naming_it() {
+        let err = scan(Path::new("/nonexistent/profiles"), &opts()).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/profiles"));
+    }
+}
