@@ -91,12 +91,7 @@ pub fn parse(listing: &str) -> Result<Vec<KernelProfile>, ListingError> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, line)| {
-            parse_line(line).ok_or_else(|| ListingError {
-                line: i + 1,
-                text: line.to_string(),
-            })
-        })
+        .map(|(i, line)| parse_line(line).ok_or_else(|| ListingError { line: i + 1, text: line.to_string() }))
         .collect()
 }
 
@@ -106,10 +101,7 @@ fn parse_line(line: &str) -> Option<KernelProfile> {
     if name.is_empty() || mode.is_empty() || mode.contains(char::is_whitespace) {
         return None;
     }
-    Some(KernelProfile {
-        name: name.to_string(),
-        mode: Mode::parse(mode),
-    })
+    Some(KernelProfile { name: name.to_string(), mode: Mode::parse(mode) })
 }
 
 #[cfg(test)]
@@ -123,39 +115,19 @@ mod tests {
             ("payment-api (enforce)\n", &[("payment-api", Mode::Enforce)]),
             (
                 "a (complain)\nb (kill)\nc (unconfined)\nd (user)\n",
-                &[
-                    ("a", Mode::Complain),
-                    ("b", Mode::Kill),
-                    ("c", Mode::Unconfined),
-                    ("d", Mode::User),
-                ],
+                &[("a", Mode::Complain), ("b", Mode::Kill), ("c", Mode::Unconfined), ("d", Mode::User)],
             ),
             (
                 "/usr/sbin/nginx (enforce)\n/usr/sbin/nginx//HANDLING (complain)\n",
-                &[
-                    ("/usr/sbin/nginx", Mode::Enforce),
-                    ("/usr/sbin/nginx//HANDLING", Mode::Complain),
-                ],
+                &[("/usr/sbin/nginx", Mode::Enforce), ("/usr/sbin/nginx//HANDLING", Mode::Complain)],
             ),
-            (
-                "my profile (with paren) (enforce)\n",
-                &[("my profile (with paren)", Mode::Enforce)],
-            ),
-            (
-                "snap.lxd.lxc (prompt)\n",
-                &[("snap.lxd.lxc", Mode::Other("prompt".into()))],
-            ),
-            (
-                "x (enforce)\n\n  \ny (complain)",
-                &[("x", Mode::Enforce), ("y", Mode::Complain)],
-            ),
+            ("my profile (with paren) (enforce)\n", &[("my profile (with paren)", Mode::Enforce)]),
+            ("snap.lxd.lxc (prompt)\n", &[("snap.lxd.lxc", Mode::Other("prompt".into()))]),
+            ("x (enforce)\n\n  \ny (complain)", &[("x", Mode::Enforce), ("y", Mode::Complain)]),
         ];
         for (input, want) in cases {
             let got = parse(input).unwrap();
-            let got: Vec<(&str, Mode)> = got
-                .iter()
-                .map(|p| (p.name.as_str(), p.mode.clone()))
-                .collect();
+            let got: Vec<(&str, Mode)> = got.iter().map(|p| (p.name.as_str(), p.mode.clone())).collect();
             let want: Vec<(&str, Mode)> = want.iter().map(|(n, m)| (*n, m.clone())).collect();
             assert_eq!(got, want, "input {input:?}");
         }
@@ -163,13 +135,8 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_the_line() {
-        for (input, line) in [
-            ("ok (enforce)\nbroken\n", 2),
-            ("noparen", 1),
-            (" (enforce)", 1),
-            ("a ()", 1),
-            ("a (two words)", 1),
-        ] {
+        for (input, line) in [("ok (enforce)\nbroken\n", 2), ("noparen", 1), (" (enforce)", 1), ("a ()", 1), ("a (two words)", 1)]
+        {
             assert_eq!(parse(input).unwrap_err().line, line, "input {input:?}");
         }
     }

@@ -30,12 +30,7 @@ pub fn split_names(output: &str, files: usize) -> Option<Vec<Vec<String>>> {
 
 /// Parses the output of `-N` for a single file: one top-level name per line.
 pub fn parse_names(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
+    output.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
 /// One problem the parser reported, reduced to what a user needs.
@@ -80,11 +75,7 @@ pub fn diagnostics(stderr: &str) -> Vec<Diagnostic> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| Diagnostic {
-            file: None,
-            line: None,
-            message: l.to_string(),
-        })
+        .map(|l| Diagnostic { file: None, line: None, message: l.to_string() })
         .collect()
 }
 
@@ -97,30 +88,16 @@ fn parse_error_line(line: &str) -> Option<Diagnostic> {
             Some((before, n)) => (before, n.trim().parse().ok()),
             None => (head, None),
         };
-        let file = file_part
-            .split_once(" in profile ")
-            .map_or(file_part, |(f, _)| f);
-        return Some(Diagnostic {
-            file: Some(file.to_string()),
-            line: line_no,
-            message: message.to_string(),
-        });
+        let file = file_part.split_once(" in profile ").map_or(file_part, |(f, _)| f);
+        return Some(Diagnostic { file: Some(file.to_string()), line: line_no, message: message.to_string() });
     }
     if let Some(rest) = line.strip_prefix("AppArmor parser error at line ") {
         let (n, message) = rest.split_once(": ")?;
-        return Some(Diagnostic {
-            file: None,
-            line: n.trim().parse().ok(),
-            message: message.to_string(),
-        });
+        return Some(Diagnostic { file: None, line: n.trim().parse().ok(), message: message.to_string() });
     }
     if let Some(rest) = line.strip_prefix("File ") {
         let file = rest.strip_suffix(" not found, skipping...")?;
-        return Some(Diagnostic {
-            file: Some(file.to_string()),
-            line: None,
-            message: "file not found".to_string(),
-        });
+        return Some(Diagnostic { file: Some(file.to_string()), line: None, message: "file not found".to_string() });
     }
     None
 }
@@ -146,19 +123,13 @@ pub fn rename_file(diag: &mut Diagnostic, seen: &Path, shown: &Path) {
         }
     }
     if diag.message.contains(seen.as_ref()) {
-        diag.message = diag
-            .message
-            .replace(seen.as_ref(), &shown.display().to_string());
+        diag.message = diag.message.replace(seen.as_ref(), &shown.display().to_string());
     }
 }
 
 /// Joins diagnostics into one human sentence list (`file:line: message; …`).
 pub fn summary(diags: &[Diagnostic]) -> String {
-    diags
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ")
+    diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 #[cfg(test)]
@@ -170,11 +141,7 @@ mod tests {
         let b = BOUNDARY_PROFILE;
         let cases: Vec<(String, usize, Option<Vec<Vec<&str>>>)> = vec![
             ("a\n".into(), 1, Some(vec![vec!["a"]])),
-            (
-                format!("a\nb\n{b}\nc\n"),
-                2,
-                Some(vec![vec!["a", "b"], vec!["c"]]),
-            ),
+            (format!("a\nb\n{b}\nc\n"), 2, Some(vec![vec!["a", "b"], vec!["c"]])),
             (format!("{b}\nc\n"), 2, Some(vec![vec![], vec!["c"]])),
             (format!("a\n{b}\n"), 2, Some(vec![vec!["a"], vec![]])),
             (
@@ -186,11 +153,8 @@ mod tests {
             ("a\nb\n".into(), 2, None),
         ];
         for (out, n, want) in cases {
-            let want = want.map(|g| {
-                g.into_iter()
-                    .map(|v| v.into_iter().map(String::from).collect::<Vec<_>>())
-                    .collect::<Vec<_>>()
-            });
+            let want =
+                want.map(|g| g.into_iter().map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()).collect::<Vec<_>>());
             assert_eq!(split_names(&out, n), want, "output {out:?}");
         }
     }
@@ -210,30 +174,10 @@ mod tests {
                 Some(3),
                 "Found unexpected character: '%'",
             ),
-            (
-                "AppArmor parser error for /p/x in profile /p/x: Could not open 'foo'",
-                Some("/p/x"),
-                None,
-                "Could not open 'foo'",
-            ),
-            (
-                "AppArmor parser error at line 12: Invalid mode",
-                None,
-                Some(12),
-                "Invalid mode",
-            ),
-            (
-                "File /p/missing not found, skipping...",
-                Some("/p/missing"),
-                None,
-                "file not found",
-            ),
-            (
-                "Warning: unknown flag\n",
-                None,
-                None,
-                "Warning: unknown flag",
-            ),
+            ("AppArmor parser error for /p/x in profile /p/x: Could not open 'foo'", Some("/p/x"), None, "Could not open 'foo'"),
+            ("AppArmor parser error at line 12: Invalid mode", None, Some(12), "Invalid mode"),
+            ("File /p/missing not found, skipping...", Some("/p/missing"), None, "file not found"),
+            ("Warning: unknown flag\n", None, None, "Warning: unknown flag"),
         ];
         for (input, file, line, message) in cases {
             let d = diagnostics(input);
@@ -246,16 +190,15 @@ mod tests {
 
     #[test]
     fn structured_errors_hide_noise() {
-        let d = diagnostics(
-            "Cache read/write disabled: interface file missing.\nAppArmor parser error at line 2: bad\n",
-        );
+        let d = diagnostics("Cache read/write disabled: interface file missing.\nAppArmor parser error at line 2: bad\n");
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].to_string(), "line 2: bad");
     }
 
     #[test]
     fn rename_maps_resolved_path_back() {
-        let mut d = diagnostics("AppArmor parser error for /p/..2026_11_28/x in profile /p/..2026_11_28/x at line 1: bad").remove(0);
+        let mut d =
+            diagnostics("AppArmor parser error for /p/..2026_11_28/x in profile /p/..2026_11_28/x at line 1: bad").remove(0);
         rename_file(&mut d, Path::new("/p/..2026_11_28/x"), Path::new("/p/x"));
         assert_eq!(d.to_string(), "/p/x:1: bad");
     }

@@ -13,19 +13,7 @@ use crate::scan::SourceFile;
 use crate::state::State;
 
 /// The mode the agent loads a file in.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredMode {
     /// Load normally (the file's own flags apply).
@@ -99,14 +87,8 @@ impl Policy {
     /// The mode a file is loaded in: complain when any of its profiles is set to complain,
     /// because `-C` applies to the whole file.
     pub fn file_mode(&self, names: &[String]) -> DesiredMode {
-        let any_complain = names.iter().any(|n| {
-            self.modes.get(n).copied().unwrap_or(self.default_mode) == DesiredMode::Complain
-        });
-        if any_complain {
-            DesiredMode::Complain
-        } else {
-            DesiredMode::Enforce
-        }
+        let any_complain = names.iter().any(|n| self.modes.get(n).copied().unwrap_or(self.default_mode) == DesiredMode::Complain);
+        if any_complain { DesiredMode::Complain } else { DesiredMode::Enforce }
     }
 }
 
@@ -210,15 +192,8 @@ pub struct Plan {
 impl Plan {
     /// Whether carrying the plan out touches the kernel.
     pub fn changes_kernel(&self) -> bool {
-        self.files.iter().any(|f| {
-            matches!(
-                f.action,
-                FileAction::Load { .. } | FileAction::Replace { .. }
-            )
-        }) || self
-            .removals
-            .iter()
-            .any(|r| r.action == RemovalAction::Unload)
+        self.files.iter().any(|f| matches!(f.action, FileAction::Load { .. } | FileAction::Replace { .. }))
+            || self.removals.iter().any(|r| r.action == RemovalAction::Unload)
     }
 }
 
@@ -238,12 +213,7 @@ pub fn compute(
     }
     let kept: BTreeSet<&str> = files
         .iter()
-        .filter(|f| {
-            !matches!(
-                f.action,
-                FileAction::Refuse { .. } | FileAction::Failed { .. }
-            )
-        })
+        .filter(|f| !matches!(f.action, FileAction::Refuse { .. } | FileAction::Failed { .. }))
         .flat_map(|f| f.names.iter().map(String::as_str))
         .collect();
     let removals = state
@@ -260,11 +230,7 @@ pub fn compute(
             } else {
                 RemovalAction::Unload
             };
-            Removal {
-                name: name.clone(),
-                file: owned.file.clone(),
-                action,
-            }
+            Removal { name: name.clone(), file: owned.file.clone(), action }
         })
         .collect();
     Plan { files, removals }
@@ -305,29 +271,15 @@ fn plan_file(
         FileInput::Broken { key, error } => broken(key, error.clone(), observed, state, policy),
         FileInput::Ready { file, names } => {
             let mode = policy.file_mode(names);
-            let plan = |action| FilePlan {
-                file: file.key.clone(),
-                names: names.clone(),
-                mode,
-                action,
-            };
+            let plan = |action| FilePlan { file: file.key.clone(), names: names.clone(), mode, action };
             if names.is_empty() {
-                return broken(
-                    &file.key,
-                    format!("{}: defines no profile", file.shown.display()),
-                    observed,
-                    state,
-                    policy,
-                );
+                return broken(&file.key, format!("{}: defines no profile", file.shown.display()), observed, state, policy);
             }
             for name in names {
                 let claimed = claims.get(name.as_str()).copied().unwrap_or_default();
                 if claimed != file.key {
                     return plan(FileAction::Refuse {
-                        reason: format!(
-                            "{}: profile {name:?} is also defined by {claimed}",
-                            file.shown.display()
-                        ),
+                        reason: format!("{}: profile {name:?} is also defined by {claimed}", file.shown.display()),
                     });
                 }
             }
@@ -355,11 +307,7 @@ fn plan_file(
                     Some(why) => why,
                 }
             };
-            plan(if in_kernel == 0 {
-                FileAction::Load { why }
-            } else {
-                FileAction::Replace { why }
-            })
+            plan(if in_kernel == 0 { FileAction::Load { why } } else { FileAction::Replace { why } })
         }
     }
 }
@@ -373,16 +321,9 @@ fn why_reload(
     observed: &BTreeMap<String, Observed>,
     state: &State,
 ) -> Option<Why> {
-    let owned: Vec<_> = names
-        .iter()
-        .map(|n| state.profiles.get(n).filter(|o| o.file == key))
-        .collect();
+    let owned: Vec<_> = names.iter().map(|n| state.profiles.get(n).filter(|o| o.file == key)).collect();
     if owned.iter().any(Option::is_none) {
-        return Some(if owned.iter().any(Option::is_some) {
-            Why::Changed
-        } else {
-            Why::New
-        });
+        return Some(if owned.iter().any(Option::is_some) { Why::Changed } else { Why::New });
     }
     let owned: Vec<_> = owned.into_iter().flatten().collect();
     if owned.iter().any(|o| o.sha256 != sha256) {
@@ -403,13 +344,7 @@ fn why_reload(
 
 /// A broken file is `stale` while the profiles of its last good version are still in the
 /// kernel, `failed` otherwise.
-fn broken(
-    key: &str,
-    error: String,
-    observed: &BTreeMap<String, Observed>,
-    state: &State,
-    policy: &Policy,
-) -> FilePlan {
+fn broken(key: &str, error: String, observed: &BTreeMap<String, Observed>, state: &State, policy: &Policy) -> FilePlan {
     let names: Vec<String> = state.owned_by(key).map(|(n, _)| n.clone()).collect();
     let mode = policy.file_mode(&names);
     let action = if !names.is_empty() && names.iter().all(|n| observed.contains_key(n)) {
@@ -417,12 +352,7 @@ fn broken(
     } else {
         FileAction::Failed { error }
     };
-    FilePlan {
-        file: key.to_string(),
-        names,
-        mode,
-        action,
-    }
+    FilePlan { file: key.to_string(), names, mode, action }
 }
 
 #[cfg(test)]
@@ -443,10 +373,7 @@ mod tests {
         }
     }
     fn broken_input(key: &str) -> FileInput {
-        FileInput::Broken {
-            key: key.into(),
-            error: format!("/p/{key}:3: syntax error"),
-        }
+        FileInput::Broken { key: key.into(), error: format!("/p/{key}:3: syntax error") }
     }
     fn owned(file: &str, sha: &str) -> Owned {
         Owned {
@@ -459,37 +386,15 @@ mod tests {
         }
     }
     fn kernel(entries: &[(&str, &str, &str)]) -> BTreeMap<String, Observed> {
-        entries
-            .iter()
-            .map(|(n, m, h)| {
-                (
-                    n.to_string(),
-                    Observed {
-                        mode: m.to_string(),
-                        sha1: Some(h.to_string()),
-                    },
-                )
-            })
-            .collect()
+        entries.iter().map(|(n, m, h)| (n.to_string(), Observed { mode: m.to_string(), sha1: Some(h.to_string()) })).collect()
     }
     fn state(entries: &[(&str, Owned)]) -> State {
-        State {
-            profiles: entries
-                .iter()
-                .map(|(n, o)| (n.to_string(), o.clone()))
-                .collect(),
-            ..State::default()
-        }
+        State { profiles: entries.iter().map(|(n, o)| (n.to_string(), o.clone())).collect(), ..State::default() }
     }
     fn policy() -> Policy {
         let mut b = globset::GlobSetBuilder::new();
         b.add(globset::Glob::new("adopt-*").unwrap());
-        Policy {
-            adopt: b.build().unwrap(),
-            unload_removed: false,
-            default_mode: DesiredMode::Enforce,
-            modes: BTreeMap::new(),
-        }
+        Policy { adopt: b.build().unwrap(), unload_removed: false, default_mode: DesiredMode::Enforce, modes: BTreeMap::new() }
     }
     fn actions(plan: &Plan) -> Vec<(&str, String)> {
         plan.files
@@ -519,13 +424,7 @@ mod tests {
             want: &'static str,
         }
         let cases = vec![
-            Case {
-                what: "cold start",
-                input: ready("a", "s1", &["a"]),
-                kernel: vec![],
-                owned: vec![],
-                want: "load:New",
-            },
+            Case { what: "cold start", input: ready("a", "s1", &["a"]), kernel: vec![], owned: vec![], want: "load:New" },
             Case {
                 what: "restart, nothing changed",
                 input: ready("a", "s1", &["a"]),
@@ -589,13 +488,7 @@ mod tests {
                 owned: vec![("a", owned("a", "s1"))],
                 want: "stale",
             },
-            Case {
-                what: "never compiled",
-                input: broken_input("a"),
-                kernel: vec![],
-                owned: vec![],
-                want: "failed",
-            },
+            Case { what: "never compiled", input: broken_input("a"), kernel: vec![], owned: vec![], want: "failed" },
             Case {
                 what: "broken and last good gone",
                 input: broken_input("a"),
@@ -603,13 +496,7 @@ mod tests {
                 owned: vec![("a", owned("a", "s1"))],
                 want: "failed",
             },
-            Case {
-                what: "empty file",
-                input: ready("a", "s0", &[]),
-                kernel: vec![],
-                owned: vec![],
-                want: "failed",
-            },
+            Case { what: "empty file", input: ready("a", "s0", &[]), kernel: vec![], owned: vec![], want: "failed" },
             Case {
                 what: "profile moved to another file",
                 input: ready("b", "s1", &["a"]),
@@ -619,13 +506,7 @@ mod tests {
             },
         ];
         for c in cases {
-            let plan = compute(
-                &[c.input],
-                &kernel(&c.kernel),
-                &state(&c.owned),
-                &policy(),
-                &BTreeSet::new(),
-            );
+            let plan = compute(&[c.input], &kernel(&c.kernel), &state(&c.owned), &policy(), &BTreeSet::new());
             assert_eq!(actions(&plan)[0].1, c.want, "{}", c.what);
         }
     }
@@ -639,15 +520,8 @@ mod tests {
             &policy(),
             &BTreeSet::new(),
         );
-        let FileAction::Refuse { reason } = &plan.files[0].action else {
-            panic!()
-        };
-        assert!(
-            reason.contains("/p/a")
-                && reason.contains("docker-default")
-                && reason.contains("--adopt"),
-            "{reason}"
-        );
+        let FileAction::Refuse { reason } = &plan.files[0].action else { panic!() };
+        assert!(reason.contains("/p/a") && reason.contains("docker-default") && reason.contains("--adopt"), "{reason}");
         assert!(plan.removals.is_empty());
         assert!(!plan.changes_kernel());
     }
@@ -661,10 +535,7 @@ mod tests {
             &policy(),
             &BTreeSet::new(),
         );
-        assert_eq!(
-            actions(&plan),
-            vec![("a", "refuse".to_string()), ("b", "unchanged".to_string())]
-        );
+        assert_eq!(actions(&plan), vec![("a", "refuse".to_string()), ("b", "unchanged".to_string())]);
         let fresh = compute(
             &[ready("a", "s", &["x"]), ready("b", "s", &["x"])],
             &BTreeMap::new(),
@@ -672,10 +543,7 @@ mod tests {
             &policy(),
             &BTreeSet::new(),
         );
-        assert_eq!(
-            actions(&fresh),
-            vec![("a", "load:New".to_string()), ("b", "refuse".to_string())]
-        );
+        assert_eq!(actions(&fresh), vec![("a", "load:New".to_string()), ("b", "refuse".to_string())]);
     }
 
     /// Owned profiles without a file: orphan / unload / in-use / forget.
@@ -689,34 +557,13 @@ mod tests {
             (false, false, false, RemovalAction::Forget),
         ];
         for (unload_removed, in_kernel, used, want) in cases {
-            let k = if in_kernel {
-                kernel(&[("gone", "enforce", "k1")])
-            } else {
-                BTreeMap::new()
-            };
-            let in_use = if used {
-                BTreeSet::from(["gone".to_string()])
-            } else {
-                BTreeSet::new()
-            };
-            let p = Policy {
-                unload_removed,
-                ..policy()
-            };
-            let plan = compute(
-                &[],
-                &k,
-                &state(&[("gone", owned("gone-file", "s"))]),
-                &p,
-                &in_use,
-            );
+            let k = if in_kernel { kernel(&[("gone", "enforce", "k1")]) } else { BTreeMap::new() };
+            let in_use = if used { BTreeSet::from(["gone".to_string()]) } else { BTreeSet::new() };
+            let p = Policy { unload_removed, ..policy() };
+            let plan = compute(&[], &k, &state(&[("gone", owned("gone-file", "s"))]), &p, &in_use);
             assert_eq!(
                 plan.removals,
-                vec![Removal {
-                    name: "gone".into(),
-                    file: "gone-file".into(),
-                    action: want
-                }],
+                vec![Removal { name: "gone".into(), file: "gone-file".into(), action: want }],
                 "{unload_removed} {in_kernel} {used}"
             );
         }
@@ -726,20 +573,8 @@ mod tests {
     fn name_dropped_from_file_is_a_removal_but_stale_file_keeps_its_names() {
         let st = state(&[("a", owned("f", "s1")), ("b", owned("f", "s1"))]);
         let k = kernel(&[("a", "enforce", "k1"), ("b", "enforce", "k1")]);
-        let plan = compute(
-            &[ready("f", "s2", &["a"])],
-            &k,
-            &st,
-            &policy(),
-            &BTreeSet::new(),
-        );
-        assert_eq!(
-            plan.removals
-                .iter()
-                .map(|r| r.name.as_str())
-                .collect::<Vec<_>>(),
-            vec!["b"]
-        );
+        let plan = compute(&[ready("f", "s2", &["a"])], &k, &st, &policy(), &BTreeSet::new());
+        assert_eq!(plan.removals.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["b"]);
         let plan = compute(&[broken_input("f")], &k, &st, &policy(), &BTreeSet::new());
         assert!(plan.removals.is_empty());
         assert_eq!(plan.files[0].names, vec!["a", "b"]);

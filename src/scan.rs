@@ -92,15 +92,9 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads the directory. Entries come back sorted by key.
 pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
-    let root = fs::canonicalize(dir).map_err(|source| ScanError {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
-    walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
     Ok(out.into_values().collect())
 }
 
@@ -115,13 +109,7 @@ fn walk(
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            out.insert(
-                key.clone(),
-                Entry::Rejected {
-                    key,
-                    reason: "file name is not UTF-8".into(),
-                },
-            );
+            out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -129,22 +117,13 @@ fn walk(
         }
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
-        let reject = |reason: String| Entry::Rejected {
-            key: key.clone(),
-            reason,
-        };
+        let reject = |reason: String| Entry::Rejected { key: key.clone(), reason };
         // Resolve symlinks ourselves so an escape is caught before anything is read.
         let real = match fs::canonicalize(&shown) {
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                out.insert(
-                    key.clone(),
-                    reject(format!(
-                        "{}: symlink target does not exist",
-                        shown.display()
-                    )),
-                );
+                out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
                 continue;
             }
             Err(e) => {
@@ -155,11 +134,7 @@ fn walk(
         if !real.starts_with(root) {
             out.insert(
                 key.clone(),
-                reject(format!(
-                    "{}: symlink points outside the profiles directory (to {})",
-                    shown.display(),
-                    real.display()
-                )),
+                reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
             );
             continue;
         }
@@ -178,19 +153,11 @@ fn walk(
             continue;
         }
         if !meta.is_file() {
-            out.insert(
-                key.clone(),
-                reject(format!("{}: not a regular file", shown.display())),
-            );
+            out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
             continue;
         }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
-            Ok(sha256) => Entry::File(SourceFile {
-                key: key.clone(),
-                shown,
-                real,
-                sha256,
-            }),
+            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
             Err(reason) => reject(reason),
         };
         out.insert(key, entry);
@@ -203,27 +170,15 @@ fn walk(
 fn read_profile(real: &Path, shown: &Path, max: u64) -> Result<String, String> {
     let file = fs::File::open(real).map_err(|e| format!("{}: {e}", shown.display()))?;
     let mut buf = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("{}: {e}", shown.display()))?;
+    file.take(max + 1).read_to_end(&mut buf).map_err(|e| format!("{}: {e}", shown.display()))?;
     if buf.len() as u64 > max {
-        return Err(format!(
-            "{}: larger than the {max}-byte limit (--max-file-size)",
-            shown.display()
-        ));
+        return Err(format!("{}: larger than the {max}-byte limit (--max-file-size)", shown.display()));
     }
     if let Err(e) = std::str::from_utf8(&buf) {
-        return Err(format!(
-            "{}: not UTF-8 text (invalid byte at offset {})",
-            shown.display(),
-            e.valid_up_to()
-        ));
+        return Err(format!("{}: not UTF-8 text (invalid byte at offset {})", shown.display(), e.valid_up_to()));
     }
     if buf.contains(&0) {
-        return Err(format!(
-            "{}: contains a NUL byte; not a profile",
-            shown.display()
-        ));
+        return Err(format!("{}: contains a NUL byte; not a profile", shown.display()));
     }
     Ok(hex(&Sha256::digest(&buf)))
 }
@@ -231,12 +186,10 @@ fn read_profile(real: &Path, shown: &Path, max: u64) -> Result<String, String> {
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 #[cfg(test)]
@@ -245,17 +198,11 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn opts() -> ScanOptions {
-        ScanOptions {
-            recursive: false,
-            max_file_size: 64,
-        }
+        ScanOptions { recursive: false, max_file_size: 64 }
     }
 
     fn keys(entries: &[Entry]) -> Vec<(String, bool)> {
-        entries
-            .iter()
-            .map(|e| (e.key().to_string(), matches!(e, Entry::File(_))))
-            .collect()
+        entries.iter().map(|e| (e.key().to_string(), matches!(e, Entry::File(_)))).collect()
     }
 
     #[test]
@@ -289,15 +236,9 @@ mod tests {
         symlink("..data/a", d.path().join("a")).unwrap();
         let got = scan(d.path(), &opts()).unwrap();
         assert_eq!(keys(&got), vec![("a".to_string(), true)]);
-        let Entry::File(f) = &got[0] else {
-            unreachable!()
-        };
+        let Entry::File(f) = &got[0] else { unreachable!() };
         assert_eq!(f.shown, d.path().join("a"));
-        assert!(
-            f.real.ends_with("..2026_11_28_10_00_00.1/a"),
-            "{}",
-            f.real.display()
-        );
+        assert!(f.real.ends_with("..2026_11_28_10_00_00.1/a"), "{}", f.real.display());
         assert_eq!(f.sha256, hex(&Sha256::digest(b"profile a {}\n")));
     }
 
@@ -336,14 +277,7 @@ mod tests {
         assert!(reason("binary").contains("not UTF-8"));
         assert!(reason("escape").contains("outside the profiles directory"));
         assert!(reason("escape").contains("escape"));
-        let recursive = scan(
-            d.path(),
-            &ScanOptions {
-                recursive: true,
-                max_file_size: 64,
-            },
-        )
-        .unwrap();
+        let recursive = scan(d.path(), &ScanOptions { recursive: true, max_file_size: 64 }).unwrap();
         assert!(keys(&recursive).contains(&("sub/inner".to_string(), true)));
     }
 

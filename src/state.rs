@@ -53,10 +53,7 @@ pub struct State {
 
 impl State {
     /// The owned profiles loaded from one file.
-    pub fn owned_by<'a>(
-        &'a self,
-        file: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Owned)> + 'a {
+    pub fn owned_by<'a>(&'a self, file: &'a str) -> impl Iterator<Item = (&'a String, &'a Owned)> + 'a {
         self.profiles.iter().filter(move |(_, o)| o.file == file)
     }
 }
@@ -102,9 +99,7 @@ pub struct StateStore {
 impl StateStore {
     /// A store in `dir` (the file is `dir/state.json`).
     pub fn new(dir: &Path) -> StateStore {
-        StateStore {
-            path: dir.join(defaults::STATE_FILE),
-        }
+        StateStore { path: dir.join(defaults::STATE_FILE) }
     }
 
     /// The state file's path.
@@ -115,28 +110,16 @@ impl StateStore {
     /// Loads the state; a missing file is an empty state (first start on this node).
     pub fn load(&self) -> Result<State, StateError> {
         match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
-                version: FORMAT_VERSION,
-                ..State::default()
-            }),
-            Err(source) => Err(StateError::Read {
-                path: self.path.clone(),
-                source,
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path: self.path.clone(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State { version: FORMAT_VERSION, ..State::default() }),
+            Err(source) => Err(StateError::Read { path: self.path.clone(), source }),
         }
     }
 
     /// Writes the state atomically: a temp file in the same directory, fsync, rename, fsync
     /// of the directory. A crash leaves either the old or the new state, never a torn one.
     pub fn save(&self, state: &State) -> Result<(), StateError> {
-        let err = |source| StateError::Write {
-            path: self.path.clone(),
-            source,
-        };
+        let err = |source| StateError::Write { path: self.path.clone(), source };
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).map_err(err)?;
         let tmp = self.path.with_extension("json.tmp");
@@ -148,9 +131,7 @@ impl StateStore {
         f.sync_all().map_err(err)?;
         drop(f);
         fs::rename(&tmp, &self.path).map_err(err)?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err)?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
         Ok(())
     }
 }
@@ -190,9 +171,6 @@ mod tests {
         let store = StateStore::new(d.path());
         fs::write(store.path(), "{not json").unwrap();
         let err = store.load().unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&store.path().display().to_string())
-        );
+        assert!(err.to_string().contains(&store.path().display().to_string()));
     }
 }
