@@ -139,7 +139,8 @@ mod tests {
     #[test]
     fn split_names_table() {
         let b = BOUNDARY_PROFILE;
-        let cases: Vec<(String, usize, Option<Vec<Vec<&str>>>)> = vec![
+        type Groups<'a> = Option<Vec<Vec<&'a str>>>;
+        let cases: Vec<(String, usize, Groups)> = vec![
             ("a\n".into(), 1, Some(vec![vec!["a"]])),
             (format!("a\nb\n{b}\nc\n"), 2, Some(vec![vec!["a", "b"], vec!["c"]])),
             (format!("{b}\nc\n"), 2, Some(vec![vec![], vec!["c"]])),

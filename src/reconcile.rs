@@ -444,11 +444,11 @@ impl<K: Kernel> Reconciler<K> {
                 profiles.insert(r.name.clone(), owned_report(&r.name, state, None));
             }
         }
-        for (name, state) in self.state.profiles.iter().map(|(n, _)| (n, ItemState::Orphaned)) {
+        for name in self.state.profiles.keys() {
             // A failed removal leaves the profile owned and loaded.
             if !profiles.contains_key(name) && kernel.top.contains_key(name) {
                 let error = errors.get(&format!("profile:{name}")).cloned();
-                profiles.insert(name.clone(), owned_report(name, state, error));
+                profiles.insert(name.clone(), owned_report(name, ItemState::Orphaned, error));
             }
         }
         for (name, k) in &kernel.top {
