@@ -1,0 +1,100 @@
+# Guest-side helpers for the AppArmor VM scenarios (sourced; busybox sh).
+AA=/sys/kernel/security/apparmor
+PORT=9741
+URL=http://127.0.0.1:$PORT
+AAVM_FAILS=0
+AAVM_CHECKS=0
+AGENT_PID=
+AGENT_LOG=/tmp/agent.log
+
+pass() { AAVM_CHECKS=$((AAVM_CHECKS + 1)); echo "AAVM-CHECK PASS $*"; }
+fail() { AAVM_CHECKS=$((AAVM_CHECKS + 1)); AAVM_FAILS=$((AAVM_FAILS + 1)); echo "AAVM-CHECK FAIL $*"; }
+info() { echo "AAVM-INFO $*"; }
+# check DESC CMD...: pass if CMD succeeds
+check() { d=$1; shift; if "$@" >/tmp/.check.out 2>&1; then pass "$d"; else fail "$d (cmd: $*; out: $(head -c 400 /tmp/.check.out | tr '\n' '|'))"; fi; }
+# check_fails DESC CMD...: pass if CMD fails
+check_fails() { d=$1; shift; if "$@" >/tmp/.check.out 2>&1; then fail "$d (unexpectedly succeeded: $*; out: $(head -c 400 /tmp/.check.out | tr '\n' '|'))"; else pass "$d"; fi; }
+# check_eq DESC GOT WANT
+check_eq() { if [ "$2" = "$3" ]; then pass "$1 (=$2)"; else fail "$1 (got '$2', want '$3')"; fi; }
+
+finish() {
+  if [ -n "$AGENT_PID" ] && kill -0 "$AGENT_PID" 2>/dev/null; then
+    kill -TERM "$AGENT_PID" 2>/dev/null; sleep 0.3
+  fi
+  if [ "$AAVM_FAILS" != 0 ] || [ -n "${AAVM_DUMP_LOG:-}" ]; then
+    if [ -s "$AGENT_LOG" ]; then
+      echo "AAVM-LOG ---- agent log (last 80 lines) ----"
+      tail -n 80 "$AGENT_LOG" | sed 's/^/AAVM-LOG /'
+    fi
+    echo "AAVM-LOG ---- kernel apparmor lines (last 40) ----"
+    dmesg | grep apparmor | tail -n 40 | sed 's/^/AAVM-LOG /'
+  fi
+  echo "AAVM-SUMMARY checks=$AAVM_CHECKS fails=$AAVM_FAILS"
+  [ "$AAVM_FAILS" = 0 ]
+  exit $?
+}
+
+# kernel views
+klist() { cat $AA/profiles; }
+kmode() { sed -n "s/^$1 (\(.*\))\$/\1/p" $AA/profiles; }      # mode of profile NAME ('' if absent)
+kloaded() { grep -q "^$1 (" $AA/profiles; }
+# sha1 of profile NAME from policy/profiles/*/
+ksha1() { aatime show "sha1:$1" | tr -d '\n'; }
+nprofiles() { wc -l < $AA/profiles; }
+
+# confined execution: run CMD under profile NAME via change_onexec
+confined() { p=$1; shift; ( echo -n "exec $p" > /proc/self/attr/exec && exec "$@" ); }
+
+# agent control
+start_agent() {  # start_agent ARGS... (run subcommand args; profiles dir etc.)
+  apparmor-loader run --listen 127.0.0.1:$PORT --log-level debug "$@" >>"$AGENT_LOG" 2>&1 &
+  AGENT_PID=$!
+  info "agent started pid=$AGENT_PID args: $*"
+}
+stop_agent() {
+  [ -n "$AGENT_PID" ] || return 0
+  kill -TERM "$AGENT_PID" 2>/dev/null
+  i=0; while kill -0 "$AGENT_PID" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+  if kill -0 "$AGENT_PID" 2>/dev/null; then fail "agent exits within 10 s of SIGTERM"; kill -9 "$AGENT_PID"; fi
+  wait "$AGENT_PID" 2>/dev/null; AGENT_RC=$?
+  AGENT_PID=
+}
+get() { aatime http "$URL$1" 2>/dev/null; }               # body; rc 0 only on 200
+code() { aatime http "$URL$1" 2>&1 >/dev/null | sed -n 's/^HTTP //p'; }
+wait_ready() { aatime httpwait "$URL/readyz" "${1:-60000}" >/dev/null; }
+wait_http() {  # wait until the agent answers at all (healthz)
+  aatime httpwait "$URL/healthz" "${1:-30000}" >/dev/null
+}
+# poll until CMD succeeds, up to N tenths of a second
+wait_until() { n=$1; shift; i=0; while ! "$@" >/dev/null 2>&1; do i=$((i + 1)); [ $i -ge "$n" ] && return 1; sleep 0.1; done; return 0; }
+
+# JSON helpers (busybox only): one profile object per line from GET /profiles
+# prof_obj NAME -> the {...} object of profile NAME (first match) from /tmp/profiles.json
+fetch_profiles() { get /profiles > /tmp/profiles.json; }
+prof_obj() { tr -d '\n' < /tmp/profiles.json | sed 's/},{/}\n{/g' | grep "\"name\":\"$1\"" | head -1; }
+prof_field() { prof_obj "$1" | sed -n "s/.*\"$2\":\"\\([^\"]*\\)\".*/\\1/p"; }     # string field
+file_obj() { tr -d '\n' < /tmp/profiles.json | sed 's/},{/}\n{/g' | grep "\"file\":\"[^\"]*$1\"" | grep -v '"name":"' | head -1; }
+
+# kubelet-style ConfigMap volume: DIR/..TS/files, DIR/..data -> ..TS, DIR/NAME -> ..data/NAME
+cm_init() {  # cm_init DIR SRC_DIR
+  d=$1; ts="..$(date +%Y_%m_%d_%H_%M_%S).$$$(aatime now | tail -c 6)"
+  mkdir -p "$d/$ts"; cp -a "$2/." "$d/$ts/"
+  ln -s "$ts" "$d/..data"
+  for f in "$d/$ts"/*; do b=${f##*/}; ln -s "..data/$b" "$d/$b"; done
+}
+# cm_stage DIR SRC_DIR: new timestamped dir + ..data_tmp symlink (everything but the rename)
+cm_stage() {
+  d=$1; CM_OLD=$(readlink "$d/..data")
+  CM_NEW="..$(date +%Y_%m_%d_%H_%M_%S).$(aatime now | tail -c 9)"
+  mkdir -p "$d/$CM_NEW"; cp -a "$2/." "$d/$CM_NEW/"
+  ln -s "$CM_NEW" "$d/..data_tmp"
+}
+# cm_finish DIR: user-visible symlinks for new names, drop removed names, remove old dir
+cm_finish() {
+  d=$1
+  for f in "$d/$CM_NEW"/*; do b=${f##*/}; [ -L "$d/$b" ] || ln -s "..data/$b" "$d/$b"; done
+  for l in "$d"/*; do [ -L "$l" ] && [ ! -e "$l" ] && rm -f "$l"; done
+  rm -rf "${d:?}/$CM_OLD"
+}
+# cm_swap DIR SRC_DIR: the whole kubelet atomic update (rename(2) of ..data_tmp over ..data via mv -T)
+cm_swap() { cm_stage "$1" "$2"; mv -T "$1/..data_tmp" "$1/..data"; cm_finish "$1"; }
