@@ -406,11 +406,16 @@ impl ConfigMapDir {
 
 /// A minimal HTTP/1.1 GET: returns (status, body). Understands Content-Length and chunked bodies.
 pub fn http_get(addr: &str, path: &str) -> io::Result<(u16, String)> {
+    http_request(addr, "GET", path)
+}
+
+/// Any method, no request body.
+pub fn http_request(addr: &str, method: &str, path: &str) -> io::Result<(u16, String)> {
     let sock = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e}")))?;
     let mut s = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n")?;
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n")?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -487,10 +492,27 @@ impl TestEnv {
         ]
     }
 
+    /// The global flags, less those named in `skip` (e.g. `["--parser"]` to pass another one).
+    pub fn env_args_except(&self, skip: &[&str]) -> Vec<OsString> {
+        let all = self.env_args();
+        let mut out = Vec::new();
+        for pair in all.chunks(2) {
+            if !skip.iter().any(|s| pair[0] == **s) {
+                out.extend_from_slice(pair);
+            }
+        }
+        out
+    }
+
     /// `apparmor-loader <args...> <env args>` with the fake parser's log set.
     pub fn command(&self, args: &[&str]) -> Command {
+        self.command_except(args, &[])
+    }
+
+    /// Like `command`, without the global flags named in `skip`.
+    pub fn command_except(&self, args: &[&str], skip: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).args(self.env_args());
+        cmd.args(args).args(self.env_args_except(skip));
         cmd.env("FAKE_PARSER_LOG", &self.calls);
         cmd.env_remove("FAKE_PARSER_DELAY_MS");
         for (k, _) in std::env::vars_os() {
@@ -734,5 +756,32 @@ pub fn process_gone(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         Ok(s) => s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')).unwrap_or(false),
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A small deterministic PRNG (xorshift64*), so a failing sequence can be replayed from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
     }
 }

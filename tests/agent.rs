@@ -1,0 +1,522 @@
+//! Integration tests of `apparmor-loader run` against a fake kernel and the fake parser.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const WORKERS: &str = "\
+# two profiles and a hat
+profile w1 {
+  /srv/w1/** r,
+}
+profile w2 flags=(attach_disconnected) {
+  /srv/w2/** rw,
+  ^handling {
+    /srv/w2/tmp/* rw,
+  }
+}
+";
+
+const NGINX: &str = "\
+/usr/sbin/nginx flags=(complain) {
+  capability net_bind_service,
+  /etc/nginx/** r,
+}
+";
+
+/// Writes the three-file set; returns file name -> content.
+fn three(env: &TestEnv) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    files.insert("payment-api".to_string(), profile("payment-api", &["/etc/payment/** r", "network inet tcp"]));
+    files.insert("workers".to_string(), WORKERS.to_string());
+    files.insert("nginx".to_string(), NGINX.to_string());
+    for (f, c) in &files {
+        env.write(f, c);
+    }
+    files
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
+}
+
+/// Load calls that name `file` (by path under the profiles dir).
+fn loads_of(env: &TestEnv, file: &str) -> Vec<Call> {
+    let p = env.path(file).display().to_string();
+    env.calls_of(CallKind::Load).into_iter().filter(|c| c.files().contains(&p)).collect()
+}
+
+#[test]
+fn cold_start_loads_everything_in_one_parser_call() {
+    let env = TestEnv::new();
+    let files = three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+
+    let (listing, shas) = expected_kernel(&files);
+    assert_eq!(env.kernel.listing(), listing);
+    assert_eq!(env.kernel.sha1s(), shas);
+    assert_eq!(env.kernel.mode("/usr/sbin/nginx").as_deref(), Some("complain"));
+
+    let loads = env.calls_of(CallKind::Load);
+    assert_eq!(loads.len(), 1, "cold start of good files is one batch: {loads:?}");
+    assert_eq!(loads[0].files().len(), 3, "{loads:?}");
+    assert_eq!(env.count(CallKind::Remove), 0);
+
+    let v = agent.profiles();
+    assert!(v["last_sync"].is_string(), "last_sync: {v}");
+    for (name, file) in [("payment-api", "payment-api"), ("w1", "workers"), ("w2", "workers"), ("/usr/sbin/nginx", "nginx")] {
+        let p = profile_entry(&v, name).unwrap_or_else(|| panic!("{name} missing from {v}"));
+        assert_eq!(p["state"], "loaded", "{p}");
+        assert!(file_matches(&p["file"], file), "{p}");
+        assert_eq!(str_of(&p["mode"]), env.kernel.mode(name).unwrap(), "{p}");
+        let sha = p["sha256"].as_str().unwrap_or_else(|| panic!("sha256 in {p}"));
+        assert_eq!(sha, sha256_hex(files[file].as_bytes()), "sha256 is of the file's content: {p}");
+        assert!(p["loaded_at"].is_string(), "{p}");
+        assert!(p["error"].is_null(), "{p}");
+    }
+    let w = file_entry(&v, "workers").unwrap_or_else(|| panic!("workers missing from {v}"));
+    assert_eq!(w["state"], "loaded");
+    let names: Vec<String> = w["names"].as_array().unwrap().iter().map(str_of).collect();
+    assert_eq!(names, vec!["w1", "w2"], "{w}");
+    assert_eq!(agent.get("/healthz").unwrap().0, 200);
+}
+
+#[test]
+fn edit_of_one_file_among_many_costs_one_load() {
+    let env = TestEnv::new();
+    for i in 0..20 {
+        env.write(&format!("f{i:02}"), &profile(&format!("p{i:02}"), &[&format!("/data/{i} r")]));
+    }
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    let before_shas = env.kernel.sha1s();
+    assert_eq!(before_shas.len(), 20);
+    let n_calls = env.calls().len();
+
+    let new = profile("p07", &["/data/7 r", "/data/7b rw"]);
+    env.write("f07", &new);
+    wait_until(DEADLINE, "p07 replaced in the kernel", || env.kernel.sha1("p07") != before_shas.get("p07").cloned());
+    let want = sha256_hex(new.as_bytes());
+    wait_for(DEADLINE, "/profiles to show the new sha256 of p07", || {
+        let v = agent.profiles();
+        let p = profile_entry(&v, "p07").cloned().unwrap_or_default();
+        if p["sha256"] == want.as_str() && p["state"] == "loaded" { Ok(()) } else { Err(p.to_string()) }
+    });
+
+    let new_calls: Vec<Call> = env.calls()[n_calls..].to_vec();
+    let loads: Vec<&Call> = new_calls.iter().filter(|c| c.kind() == CallKind::Load).collect();
+    assert_eq!(loads.len(), 1, "one parser call for the edit: {new_calls:?}");
+    assert_eq!(loads[0].files(), vec![env.path("f07").display().to_string()], "only the edited file: {new_calls:?}");
+    assert!(new_calls.iter().all(|c| c.kind() != CallKind::Remove), "{new_calls:?}");
+    let names_calls: Vec<&Call> = new_calls.iter().filter(|c| c.kind() == CallKind::Names).collect();
+    assert!(names_calls.len() <= 1, "at most one -N for one changed file: {names_calls:?}");
+    for c in names_calls {
+        assert!(!c.files().contains(&env.path("f03").display().to_string()), "unchanged files are not re-read by -N: {c:?}");
+    }
+    let after = env.kernel.sha1s();
+    for (name, sha) in &before_shas {
+        if name != "p07" {
+            assert_eq!(after.get(name), Some(sha), "{name} must not be touched");
+        }
+    }
+}
+
+#[test]
+fn deleted_file_is_orphaned_and_stays_loaded_by_default() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    env.remove("workers");
+    agent.wait_profile_state("w1", "orphaned");
+    agent.wait_profile_state("w2", "orphaned");
+    assert!(env.kernel.has("w1") && env.kernel.has("w2") && env.kernel.has("w2//handling"));
+    assert_eq!(env.count(CallKind::Remove), 0);
+    assert_eq!(agent.get("/readyz").unwrap().0, 200, "an orphan does not make the node unready");
+}
+
+#[test]
+fn deleted_file_is_unloaded_with_unload_removed() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&["--unload-removed"]);
+    agent.wait_ready();
+    let pay = env.kernel.sha1("payment-api");
+    env.remove("workers");
+    wait_until(DEADLINE, "w1, w2 and w2//handling removed from the kernel", || {
+        let l = env.kernel.listing();
+        !l.contains_key("w1") && !l.contains_key("w2") && !l.contains_key("w2//handling")
+    });
+    assert!(env.count(CallKind::Remove) >= 1);
+    wait_for(DEADLINE, "w1 and w2 gone from /profiles", || {
+        let v = agent.profiles();
+        if profile_entry(&v, "w1").is_none() && profile_entry(&v, "w2").is_none() && file_entry(&v, "workers").is_none() {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    });
+    assert_eq!(env.kernel.sha1("payment-api"), pay);
+    assert!(env.kernel.has("/usr/sbin/nginx"));
+}
+
+#[test]
+fn in_use_profile_is_not_unloaded_until_its_tasks_exit() {
+    let env = TestEnv::new();
+    three(&env);
+    env.proc_.confine(4242, "w2 (enforce)");
+    env.proc_.confine(4243, "w2//handling (enforce)");
+    let mut agent = env.spawn_agent(&["--unload-removed", "--resync-interval", "1s"]);
+    agent.wait_ready();
+    env.remove("workers");
+    // w1 is free to go; w2 is confining two tasks (one in its hat).
+    wait_until(DEADLINE, "w1 removed", || !env.kernel.has("w1"));
+    agent.wait_profile_state("w2", "in-use");
+    assert!(env.kernel.has("w2") && env.kernel.has("w2//handling"));
+
+    // The task in the profile itself exits; the one in the hat still pins it.
+    env.proc_.exit(4242);
+    let seen = agent.profiles()["last_sync"].clone();
+    wait_until(DEADLINE, "another sync after the first task exited", || agent.profiles()["last_sync"] != seen);
+    let seen = agent.profiles()["last_sync"].clone();
+    wait_until(DEADLINE, "and one more", || agent.profiles()["last_sync"] != seen);
+    assert!(env.kernel.has("w2"), "a task in w2//handling still uses w2");
+    assert_eq!(profile_entry(&agent.profiles(), "w2").unwrap()["state"], "in-use");
+
+    env.proc_.exit(4243);
+    wait_until(DEADLINE, "w2 removed once no task uses it", || !env.kernel.has("w2") && !env.kernel.has("w2//handling"));
+}
+
+#[test]
+fn foreign_name_is_refused_and_never_touched() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    env.kernel.seed_foreign("snap.firefox.firefox", "complain");
+    let foreign_sha = env.kernel.sha1("docker-default");
+    env.write("docker", &profile("docker-default", &["/var/lib/docker/** r"]));
+    env.write("good", &profile("good", &["/good r"]));
+    let mut agent = env.spawn_agent(&[]);
+
+    let f = agent.wait_file_state("docker", "refused");
+    let err = str_of(&f["error"]);
+    assert!(err.contains("docker-default"), "the reason names the profile: {f}");
+    agent.wait_profile_state("good", "loaded");
+    assert_eq!(env.kernel.sha1("docker-default"), foreign_sha);
+    assert_eq!(env.kernel.mode("snap.firefox.firefox").as_deref(), Some("complain"));
+    assert!(loads_of(&env, "docker").is_empty(), "the refused file is never loaded");
+
+    let v = agent.profiles();
+    let snap = profile_entry(&v, "snap.firefox.firefox").unwrap_or_else(|| panic!("foreign profiles are listed: {v}"));
+    assert_eq!(snap["state"], "foreign");
+    let dd = profile_entry(&v, "docker-default").unwrap_or_else(|| panic!("docker-default listed: {v}"));
+    assert!(dd["state"] == "foreign" || dd["state"] == "refused", "{dd}");
+
+    let (st, body) = agent.get_json("/readyz").unwrap();
+    assert_eq!(st, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    let reasons = body["reasons"].as_array().unwrap_or_else(|| panic!("reasons: {body}"));
+    assert!(reasons.iter().any(|r| file_matches(&r["file"], "docker") && r["state"] == "refused"), "{body}");
+}
+
+#[test]
+fn foreign_name_is_adopted_when_it_matches_adopt() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    env.kernel.seed_foreign("snap.firefox.firefox", "complain");
+    let foreign_sha = env.kernel.sha1("docker-default");
+    let content = profile("docker-default", &["/var/lib/docker/** r"]);
+    env.write("docker", &content);
+    let mut agent = env.spawn_agent(&["--adopt", "docker-*", "--adopt", "nothing-else"]);
+    agent.wait_ready();
+    agent.wait_profile_state("docker-default", "loaded");
+    let mut files = BTreeMap::new();
+    files.insert("docker".to_string(), content);
+    let (_, shas) = expected_kernel(&files);
+    assert_ne!(env.kernel.sha1("docker-default"), foreign_sha);
+    assert_eq!(env.kernel.sha1("docker-default"), shas.get("docker-default").cloned());
+    assert_eq!(profile_entry(&agent.profiles(), "snap.firefox.firefox").unwrap()["state"], "foreign");
+    assert_eq!(env.kernel.mode("snap.firefox.firefox").as_deref(), Some("complain"));
+}
+
+#[test]
+fn bad_edit_keeps_the_last_good_version() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    let good_sha = env.kernel.sha1("payment-api");
+    let old_entry = profile_entry(&agent.profiles(), "payment-api").unwrap().clone();
+
+    // Line 4 lacks its comma.
+    env.write("payment-api", "# v2\nprofile payment-api {\n  /etc/payment/** r,\n  /etc/oops r\n}\n");
+    let f = agent.wait_file_state("payment-api", "stale");
+    let err = str_of(&f["error"]);
+    assert!(err.contains("payment-api"), "error names the file: {f}");
+    assert!(err.contains("line 4") || err.contains(":4:") || err.contains(":4 "), "error gives the line: {f}");
+    assert_eq!(env.kernel.sha1("payment-api"), good_sha, "the kernel keeps the last good version");
+    let p = profile_entry(&agent.profiles(), "payment-api").unwrap().clone();
+    assert_eq!(p["state"], "stale", "{p}");
+    assert_eq!(p["sha256"], old_entry["sha256"], "sha256 of what is loaded: {p}");
+    assert_eq!(agent.get("/readyz").unwrap().0, 200, "stale keeps readiness");
+    assert!(env.kernel.has("w1") && env.kernel.has("/usr/sbin/nginx"));
+
+    // A fix is picked up.
+    let fixed = profile("payment-api", &["/etc/payment/** r", "/etc/oops r"]);
+    env.write("payment-api", &fixed);
+    agent.wait_file_state("payment-api", "loaded");
+    wait_until(DEADLINE, "the fix in the kernel", || env.kernel.sha1("payment-api") != good_sha);
+    let p = profile_entry(&agent.profiles(), "payment-api").unwrap().clone();
+    assert_eq!(p["sha256"], sha256_hex(fixed.as_bytes()).as_str());
+    assert!(p["error"].is_null(), "{p}");
+}
+
+#[test]
+fn load_failure_after_compile_keeps_last_good_too() {
+    let env = TestEnv::new();
+    env.write("a", &profile("a", &["/a r"]));
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    let sha = env.kernel.sha1("a");
+    env.write("a", &format!("# fake: fail-load\n{}", profile("a", &["/a r", "/b r"])));
+    let f = agent.wait_file_state("a", "stale");
+    assert!(str_of(&f["error"]).contains("fake load failure"), "{f}");
+    assert_eq!(env.kernel.sha1("a"), sha);
+}
+
+#[test]
+fn readiness_goes_from_503_to_200_and_back_on_a_failed_file() {
+    let env = TestEnv::new();
+    env.write("good", &profile("good", &["/good r"]));
+    // A slow parser makes the first sync take a while, so the "not synced yet" state is visible.
+    let mut agent = env.spawn_agent_with(&[], &[("FAKE_PARSER_DELAY_MS", "400")]);
+    let mut seen = Vec::new();
+    wait_for(DEADLINE, "/readyz 200", || {
+        agent.assert_alive();
+        match agent.get("/readyz") {
+            Ok((st, body)) => {
+                seen.push((st, body.clone()));
+                if st == 200 { Ok(()) } else { Err(format!("{st} {body}")) }
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    let first = &seen[0];
+    assert_eq!(first.0, 503, "before the first sync /readyz is 503; saw {seen:?}");
+    let body: Value = serde_json::from_str(&first.1).unwrap_or_else(|e| panic!("503 body not JSON ({e}): {}", first.1));
+    assert_eq!(body["ready"], false, "{body}");
+    assert!(!body["reasons"].as_array().unwrap().is_empty(), "{body}");
+
+    // A file that never compiled: failed, and the node is not ready.
+    env.write("broken", "profile broken {\n  /x r\n}\n");
+    let (st, body) = wait_for(DEADLINE, "/readyz 503 naming broken", || {
+        let (st, v) = agent.get_json("/readyz")?;
+        let named = v["reasons"].as_array().is_some_and(|r| r.iter().any(|r| file_matches(&r["file"], "broken")));
+        if st == 503 && named { Ok((st, v)) } else { Err(format!("{st} {v}")) }
+    });
+    assert_eq!(st, 503);
+    let r = body["reasons"].as_array().unwrap().iter().find(|r| file_matches(&r["file"], "broken")).unwrap();
+    assert_eq!(r["state"], "failed", "{body}");
+    let err = str_of(&r["error"]);
+    assert!(err.contains("broken") && (err.contains("line 2") || err.contains(":2:")), "{body}");
+    agent.wait_file_state("broken", "failed");
+    assert!(!env.kernel.has("broken"));
+    assert!(env.kernel.has("good"));
+
+    env.write("broken", &profile("broken", &["/x r"]));
+    agent.wait_ready();
+    assert!(env.kernel.has("broken"));
+}
+
+#[test]
+fn restart_with_no_changes_replaces_nothing() {
+    let env = TestEnv::new();
+    three(&env);
+    env.kernel.seed_foreign("docker-default", "enforce");
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    agent.stop();
+    let n = env.calls().len();
+    let rev = env.kernel.revision();
+    let listing = env.kernel.listing();
+
+    let mut agent = env.spawn_agent(&["--resync-interval", "1s"]);
+    agent.wait_ready();
+    let first = agent.profiles()["last_sync"].clone();
+    wait_until(DEADLINE, "a periodic resync after the restart", || agent.profiles()["last_sync"] != first);
+    let v = agent.profiles();
+    for name in ["payment-api", "w1", "w2", "/usr/sbin/nginx"] {
+        assert_eq!(profile_entry(&v, name).unwrap()["state"], "loaded", "{v}");
+    }
+    let new_calls = env.calls()[n..].to_vec();
+    assert!(
+        new_calls.iter().all(|c| c.kind() != CallKind::Load && c.kind() != CallKind::Remove),
+        "a restart with nothing changed loads/removes nothing: {new_calls:?}"
+    );
+    assert_eq!(env.kernel.revision(), rev);
+    assert_eq!(env.kernel.listing(), listing);
+}
+
+#[test]
+fn hung_parser_times_out_and_the_rest_loads() {
+    let env = TestEnv::new();
+    env.write("good", &profile("good", &["/good r"]));
+    env.write("hang", &format!("{}# fake: hang\n", profile("hang", &["/hang r"])));
+    let start = Instant::now();
+    let mut agent = env.spawn_agent(&["--parser-timeout", "1s"]);
+    let f = agent.wait_file_state("hang", "failed");
+    let err = str_of(&f["error"]).to_lowercase();
+    assert!(err.contains("time"), "the error says it timed out: {f}");
+    agent.wait_profile_state("good", "loaded");
+    assert!(env.kernel.has("good") && !env.kernel.has("hang"));
+    assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
+    assert_eq!(agent.get("/healthz").unwrap().0, 200);
+    assert_eq!(agent.get("/readyz").unwrap().0, 503);
+    let hung = loads_of(&env, "hang");
+    assert!(!hung.is_empty());
+    for c in &hung {
+        wait_until(DEADLINE, &format!("hung parser pid {} killed", c.pid), || process_gone(c.pid));
+    }
+}
+
+#[test]
+fn drift_is_repaired() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&["--resync-interval", "1s"]);
+    agent.wait_ready();
+    let sha = env.kernel.sha1("payment-api").unwrap();
+    let manual_log = env.tmp.path().join("manual-calls.jsonl");
+
+    // Someone runs `apparmor_parser -R` on the node.
+    let stub = env.tmp.path().join("stub");
+    fs::write(&stub, "profile \"payment-api\" {}\n").unwrap();
+    let o = run_fake_parser(
+        &[&"-R".into(), &"--subdomainfs".into(), &env.kernel.apparmor().into(), &stub.clone().into()],
+        Some(&manual_log),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(!env.kernel.has("payment-api"));
+    wait_until(DEADLINE, "payment-api restored", || env.kernel.sha1("payment-api").as_deref() == Some(sha.as_str()));
+
+    // Someone replaces it with another version.
+    let other = env.tmp.path().join("other");
+    fs::write(&other, profile("payment-api", &["/ r"])).unwrap();
+    let o = run_fake_parser(
+        &[&"-r".into(), &"--subdomainfs".into(), &env.kernel.apparmor().into(), &other.into()],
+        Some(&manual_log),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert_ne!(env.kernel.sha1("payment-api").as_deref(), Some(sha.as_str()));
+    wait_until(DEADLINE, "our version of payment-api restored", || {
+        env.kernel.sha1("payment-api").as_deref() == Some(sha.as_str())
+    });
+
+    // A removed child profile is drift too.
+    let before = env.calls().len();
+    let hatless = env.tmp.path().join("hatless");
+    fs::write(&hatless, "profile w2 {\n}\n").unwrap();
+    let o = run_fake_parser(
+        &[&"-r".into(), &"--subdomainfs".into(), &env.kernel.apparmor().into(), &hatless.into()],
+        Some(&manual_log),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    wait_until(DEADLINE, "w2//handling restored", || env.kernel.has("w2//handling"));
+    let reloads: Vec<Call> = env.calls()[before..].iter().filter(|c| c.kind() == CallKind::Load).cloned().collect();
+    assert!(
+        reloads.iter().all(|c| c.files() == vec![env.path("workers").display().to_string()]),
+        "only the drifted file is reloaded: {reloads:?}"
+    );
+
+    let (st, metrics) = agent.get("/metrics").unwrap();
+    assert_eq!(st, 200);
+    assert!(metrics.contains("drift"), "a drift-repair metric exists:\n{metrics}");
+}
+
+#[test]
+fn sigterm_exits_zero_and_profiles_stay() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    let listing = env.kernel.listing();
+    let start = Instant::now();
+    agent.stop();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(env.kernel.listing(), listing);
+    assert_eq!(env.count(CallKind::Remove), 0);
+}
+
+#[test]
+fn sigterm_finishes_the_parser_call_in_flight() {
+    let env = TestEnv::new();
+    env.write("a", &profile("a", &[]));
+    let mut agent = env.spawn_agent_with(&[], &[("FAKE_PARSER_DELAY_MS", "1500")]);
+    agent.wait_ready();
+    env.write("b", &profile("b", &[]));
+    wait_until(DEADLINE, "the load of b to start", || !loads_of(&env, "b").is_empty());
+    agent.sigterm();
+    let st = agent.wait_exit(Duration::from_secs(8));
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    assert!(env.kernel.has("b"), "the parser call in flight was finished, not killed");
+    assert!(env.kernel.has("a"));
+}
+
+#[test]
+fn endpoints_are_read_only_and_metrics_bounded() {
+    let env = TestEnv::new();
+    env.write("a", &profile("a", &["/secret-token-xyzzy r"]));
+    env.write("broken", "profile broken {\n  /x r\n}\n");
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_file_state("broken", "failed");
+    let rev = env.kernel.revision();
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        for path in ["/profiles", "/readyz", "/healthz", "/metrics"] {
+            let (st, _) = http_request(&agent.addr, method, path).unwrap();
+            assert!(st == 405 || st == 404, "{method} {path} -> {st}");
+        }
+    }
+    assert_eq!(env.kernel.revision(), rev);
+    let (st, m) = agent.get("/metrics").unwrap();
+    assert_eq!(st, 200);
+    assert!(m.contains("# TYPE"), "{m}");
+    assert!(!m.contains("secret-token-xyzzy"), "no file contents in metrics:\n{m}");
+    assert!(!m.contains("syntax error"), "no error strings in metrics:\n{m}");
+    assert!(!m.contains("TOK_"), "no error strings in metrics:\n{m}");
+    let (st, _) = agent.get("/nope").unwrap();
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn complain_mode_from_config_file() {
+    let env = TestEnv::new();
+    three(&env);
+    let cfg = env.tmp.path().join("config.yaml");
+    fs::write(&cfg, "modes:\n  payment-api: complain\nresync_interval: 1s\n").unwrap();
+    let mut agent = env.spawn_agent(&["--config", cfg.to_str().unwrap()]);
+    agent.wait_ready();
+    assert_eq!(env.kernel.mode("payment-api").as_deref(), Some("complain"));
+    assert_eq!(env.kernel.mode("w1").as_deref(), Some("enforce"));
+    let pay = loads_of(&env, "payment-api");
+    assert!(pay.iter().all(Call::complain), "payment-api is loaded with -C: {pay:?}");
+    let w = loads_of(&env, "workers");
+    assert!(w.iter().all(|c| !c.complain()), "workers is not loaded with -C: {w:?}");
+    assert_eq!(profile_entry(&agent.profiles(), "payment-api").unwrap()["mode"], "complain");
+}
+
+#[test]
+fn missing_parser_is_an_environment_error() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut cmd =
+        env.command_except(&["run", "--profiles", env.profiles.to_str().unwrap(), "--listen", "127.0.0.1:0"], &["--parser"]);
+    cmd.arg("--parser").arg(env.tmp.path().join("no-such-parser"));
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).to_lowercase().contains("parser"), "{}", show(&o));
+}

@@ -1,0 +1,129 @@
+//! The kubelet's ConfigMap atomic update (new `..<timestamp>` dir, `..data_tmp` symlink renamed
+//! over `..data`, old dir removed), driven many times in a row against the running agent; after
+//! each update settles, the fake kernel must hold exactly the final content.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use common::*;
+
+/// A profile file for key `key` defining `name`, with a version rule so edits change content.
+fn content(name: &str, version: u64, extra_profile: bool) -> String {
+    let mut s = profile(name, &[&format!("/srv/{name}/v{version} r"), "/etc/ld.so.cache r"]);
+    if extra_profile {
+        s.push_str(&format!("profile {name}-helper {{\n  ^hat {{\n    /tmp/{version} rw,\n  }}\n}}\n"));
+    }
+    s
+}
+
+/// Waits until the kernel's managed set equals `files` (plus the foreign profiles), /readyz is 200
+/// and /profiles reports exactly these files as loaded.
+fn settle(agent: &mut Agent, env: &TestEnv, files: &BTreeMap<String, String>, foreign: &BTreeMap<String, String>, step: &str) {
+    let (mut want_listing, want_shas) = expected_kernel(files);
+    want_listing.extend(foreign.clone());
+    let what = format!("step {step}: kernel == content");
+    wait_for(DEADLINE, &what, || {
+        let got = env.kernel.listing();
+        if got != want_listing {
+            return Err(format!("listing {got:?}\n want {want_listing:?}"));
+        }
+        let mut shas = env.kernel.sha1s();
+        shas.retain(|n, _| !foreign.contains_key(n));
+        if shas != want_shas {
+            return Err(format!("sha1s {shas:?}\n want {want_shas:?}"));
+        }
+        let v = agent.profiles();
+        let reported: BTreeSet<String> = v["files"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["file"].as_str().map(|s| s.rsplit('/').next().unwrap().to_string())).collect())
+            .unwrap_or_default();
+        let keys: BTreeSet<String> = files.keys().cloned().collect();
+        if reported != keys {
+            return Err(format!("/profiles files {reported:?} want {keys:?}"));
+        }
+        if let Some(f) = v["files"].as_array().unwrap().iter().find(|f| f["state"] != "loaded") {
+            return Err(format!("file not loaded: {f}"));
+        }
+        match agent.get("/readyz") {
+            Ok((200, _)) => Ok(()),
+            Ok((st, b)) => Err(format!("readyz {st} {b}")),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+}
+
+#[test]
+fn kubelet_atomic_updates_converge_every_time() {
+    let seed = std::env::var("CONFIGMAP_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("configmap test seed {seed} (rerun with CONFIGMAP_SEED={seed})");
+    let mut rng = Rng::new(seed);
+
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    let foreign: BTreeMap<String, String> = [("docker-default".to_string(), "enforce".to_string())].into();
+
+    // key -> (profile name, version, with a second profile)
+    let mut model: BTreeMap<String, (String, u64, bool)> = BTreeMap::new();
+    for i in 0..6 {
+        model.insert(format!("k{i}"), (format!("p{i}"), 0, i % 3 == 0));
+    }
+    let render = |m: &BTreeMap<String, (String, u64, bool)>| -> BTreeMap<String, String> {
+        m.iter().map(|(k, (n, v, x))| (k.clone(), content(n, *v, *x))).collect()
+    };
+    let mut files = render(&model);
+    let mut cm = ConfigMapDir::create(env.profiles.clone(), &files);
+    let mut agent = env.spawn_agent(&["--unload-removed"]);
+    settle(&mut agent, &env, &files, &foreign, "initial");
+
+    let mut next_key = 6;
+    let start = Instant::now();
+    let mut swaps = 0;
+    for step in 0..40 {
+        // A burst of back-to-back updates every few steps, to exercise coalescing.
+        let burst = if step % 7 == 3 { 3 } else { 1 };
+        for _ in 0..burst {
+            let keys: Vec<String> = model.keys().cloned().collect();
+            match rng.below(10) {
+                // Edit one file (most common).
+                0..=5 => {
+                    let k = &keys[rng.below(keys.len())];
+                    model.get_mut(k).unwrap().1 += 1;
+                }
+                // Add a file.
+                6 => {
+                    model.insert(format!("k{next_key}"), (format!("p{next_key}"), 0, rng.below(2) == 0));
+                    next_key += 1;
+                }
+                // Remove a file (keep at least two).
+                7 if keys.len() > 2 => {
+                    model.remove(&keys[rng.below(keys.len())]);
+                }
+                // Rename a key: the same profile moves to another file.
+                8 => {
+                    let k = keys[rng.below(keys.len())].clone();
+                    let entry = model.remove(&k).unwrap();
+                    model.insert(format!("k{next_key}"), entry);
+                    next_key += 1;
+                }
+                // Edit every file at once.
+                _ => {
+                    for e in model.values_mut() {
+                        e.1 += 1;
+                    }
+                }
+            }
+            files = render(&model);
+            cm.update(&files);
+            swaps += 1;
+        }
+        settle(&mut agent, &env, &files, &foreign, &format!("{step} (seed {seed})"));
+    }
+    eprintln!("{swaps} ConfigMap swaps converged in {:?}", start.elapsed());
+    assert_eq!(env.kernel.sha1("docker-default").as_deref(), Some("f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"));
+    agent.stop();
+}

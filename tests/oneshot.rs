@@ -1,0 +1,347 @@
+//! The one-shot subcommands (`sync`, `diff`, `check`, `status`, `unload`) and the CLI surface
+//! (env vars, config file, exit codes), against the fake kernel and parser.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::symlink;
+
+use common::*;
+use serde_json::Value;
+
+fn out(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn sync(env: &TestEnv, extra: &[&str]) -> std::process::Output {
+    let p = env.profiles.to_str().unwrap().to_string();
+    let mut args = vec!["sync", "--profiles", &p];
+    args.extend_from_slice(extra);
+    env.run(&args)
+}
+
+fn two(env: &TestEnv) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    files.insert("alpha".to_string(), profile("alpha", &["/alpha r"]));
+    files.insert("beta".to_string(), "profile beta {\n  ^hat {\n  }\n}\nprofile beta2 {\n}\n".to_string());
+    for (f, c) in &files {
+        env.write(f, c);
+    }
+    files
+}
+
+#[test]
+fn sync_loads_and_second_sync_is_a_no_op() {
+    let env = TestEnv::new();
+    let files = two(&env);
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let (listing, shas) = expected_kernel(&files);
+    assert_eq!(env.kernel.listing(), listing);
+    assert_eq!(env.kernel.sha1s(), shas);
+    assert_eq!(env.count(CallKind::Load), 1, "{:?}", env.calls());
+    assert!(env.state.join("state.json").is_file(), "state file written");
+
+    let n = env.calls().len();
+    let rev = env.kernel.revision();
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let new: Vec<Call> = env.calls()[n..].to_vec();
+    assert!(new.iter().all(|c| c.kind() != CallKind::Load && c.kind() != CallKind::Remove), "{new:?}");
+    assert_eq!(env.kernel.revision(), rev);
+}
+
+#[test]
+fn sync_with_a_bad_file_exits_1_and_loads_the_rest() {
+    let env = TestEnv::new();
+    two(&env);
+    env.write("bad", "profile bad {\n  /x r,\n  /y r\n}\n");
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(out(&o).contains("bad"), "names the bad file: {}", show(&o));
+    assert!(env.kernel.has("alpha") && env.kernel.has("beta") && env.kernel.has("beta2"));
+    assert!(!env.kernel.has("bad"));
+}
+
+#[test]
+fn sync_refuses_foreign_and_exits_1() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    let sha = env.kernel.sha1("docker-default");
+    two(&env);
+    env.write("docker", &profile("docker-default", &[]));
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(out(&o).contains("docker-default"), "{}", show(&o));
+    assert_eq!(env.kernel.sha1("docker-default"), sha);
+    assert!(env.kernel.has("alpha"));
+    // Adopted, it loads.
+    let o = sync(&env, &["--adopt", "docker-*"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_ne!(env.kernel.sha1("docker-default"), sha);
+}
+
+#[test]
+fn sync_unload_removed_and_orphans() {
+    let env = TestEnv::new();
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    env.remove("beta");
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "an orphan is not a failure: {}", show(&o));
+    assert!(env.kernel.has("beta") && env.kernel.has("beta//hat"), "orphans stay by default");
+    assert_eq!(env.count(CallKind::Remove), 0);
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.names(), vec!["alpha"]);
+}
+
+#[test]
+fn scan_skips_and_rejects_the_right_files() {
+    let env = TestEnv::new();
+    env.write("good", &profile("good", &[]));
+    let bad = "this is not a profile\n";
+    for skipped in [".hidden", "good~", ".good.swp", "good.swp", "good.dpkg-new", "good.dpkg-old"] {
+        fs::write(env.path(skipped), bad).unwrap();
+    }
+    fs::create_dir(env.path("sub")).unwrap();
+    fs::write(env.path("sub/inner"), profile("inner", &[])).unwrap();
+    // Rejected: escaping symlink, too big, not UTF-8.
+    let outside = env.tmp.path().join("outside");
+    fs::write(&outside, profile("outside", &[])).unwrap();
+    symlink(&outside, env.path("escape")).unwrap();
+    let mut big = profile("big", &[]);
+    while big.len() < 5000 {
+        big.push_str("# padding padding padding padding padding padding\n");
+    }
+    fs::write(env.path("big"), &big).unwrap();
+    fs::write(env.path("binary"), b"profile bin {\n  /\xff\xfe r,\n}\n").unwrap();
+    // Allowed: a symlink that stays inside the dir.
+    fs::create_dir(env.path("data")).unwrap();
+    fs::write(env.path("data/linked"), profile("linked", &[])).unwrap();
+    symlink("data/linked", env.path("linked")).unwrap();
+
+    let o = sync(&env, &["--max-file-size", "4096"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = out(&o);
+    for rejected in ["escape", "big", "binary"] {
+        assert!(text.contains(rejected), "{rejected} is named: {}", show(&o));
+    }
+    assert_eq!(env.kernel.names(), vec!["good", "linked"], "{}", show(&o));
+    for c in env.calls() {
+        for f in c.files() {
+            assert!(
+                !f.ends_with('~') && !f.contains(".swp") && !f.contains(".dpkg-") && !f.ends_with(".hidden"),
+                "ignored file reached the parser: {c:?}"
+            );
+        }
+    }
+
+    let o = sync(&env, &["--max-file-size", "4096", "--recursive"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(env.kernel.has("inner"), "--recursive descends: {}", show(&o));
+}
+
+#[test]
+fn diff_shows_the_plan_and_changes_nothing() {
+    let env = TestEnv::new();
+    two(&env);
+    let p = env.profiles.to_str().unwrap().to_string();
+    let o = env.run(&["diff", "--profiles", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = out(&o);
+    for name in ["alpha", "beta"] {
+        assert!(text.contains(name), "{name} in the plan: {text}");
+    }
+    assert_eq!(env.kernel.revision(), 0);
+    assert_eq!(env.count(CallKind::Load) + env.count(CallKind::Remove), 0);
+    assert!(!env.state.join("state.json").exists(), "diff writes no state");
+
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    env.write("alpha", &profile("alpha", &["/alpha r", "/alpha2 r"]));
+    let rev = env.kernel.revision();
+    let o = env.run(&["diff", "--profiles", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(out(&o).contains("alpha"), "{}", show(&o));
+    assert_eq!(env.kernel.revision(), rev);
+}
+
+#[test]
+fn check_compiles_only_and_reports_file_line() {
+    let env = TestEnv::new();
+    let good = env.tmp.path().join("good");
+    fs::write(&good, profile("good", &[])).unwrap();
+    let bad = env.tmp.path().join("bad");
+    fs::write(&bad, "# x\n\nprofile bad {\n  /x r\n}\n").unwrap();
+    // No securityfs, no state dir: check needs neither.
+    let parser = fake_parser();
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(args).arg("--parser").arg(&parser).env("FAKE_PARSER_LOG", &env.calls);
+        run_with_deadline(cmd)
+    };
+    let o = run(&["check", good.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = run(&["check", good.to_str().unwrap(), bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let want = format!("{}:4:", bad.display());
+    assert!(out(&o).contains(&want), "expected `{want} message`: {}", show(&o));
+    assert!(env.calls().iter().all(|c| c.kind() == CallKind::Check || c.kind() == CallKind::Version), "{:?}", env.calls());
+    assert!(env.count(CallKind::Check) >= 2);
+}
+
+fn find_named<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(name) {
+                return Some(v);
+            }
+            m.values().find_map(|x| find_named(x, name))
+        }
+        Value::Array(a) => a.iter().find_map(|x| find_named(x, name)),
+        _ => None,
+    }
+}
+
+#[test]
+fn status_lists_kernel_profiles_managed_and_foreign() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "complain");
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    let o = env.run(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("status --json is JSON ({e}): {}", show(&o)));
+    let dd = find_named(&v, "docker-default").unwrap_or_else(|| panic!("docker-default in {v}"));
+    assert!(dd.to_string().contains("foreign"), "docker-default is foreign: {dd}");
+    assert!(dd.to_string().contains("complain"), "with its kernel mode: {dd}");
+    let alpha = find_named(&v, "alpha").unwrap_or_else(|| panic!("alpha in {v}"));
+    assert!(!alpha.to_string().contains("foreign"), "alpha is managed: {alpha}");
+    assert!(alpha.to_string().contains("loaded"), "alpha is loaded: {alpha}");
+
+    let o = env.run(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = out(&o);
+    assert!(text.contains("alpha") && text.contains("docker-default") && text.contains("beta2"), "{text}");
+}
+
+#[test]
+fn unload_removes_managed_and_needs_force_for_foreign() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    let o = env.run(&["unload", "beta"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(!env.kernel.has("beta") && !env.kernel.has("beta//hat"));
+    assert!(env.kernel.has("beta2") && env.kernel.has("alpha"));
+
+    let o = env.run(&["unload", "docker-default"]);
+    assert_ne!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("docker-default"), "foreign needs --force");
+    let o = env.run(&["unload", "docker-default", "--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(!env.kernel.has("docker-default"));
+}
+
+#[test]
+fn every_flag_from_environment_and_global_flags_anywhere() {
+    let env = TestEnv::new();
+    two(&env);
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("sync")
+        .env("APPARMOR_LOADER_PROFILES", &env.profiles)
+        .env("APPARMOR_LOADER_SECURITYFS", &env.kernel.root)
+        .env("APPARMOR_LOADER_PARSER", fake_parser())
+        .env("APPARMOR_LOADER_STATE_DIR", &env.state)
+        .env("APPARMOR_LOADER_PROC", &env.proc_.root)
+        .env("FAKE_PARSER_LOG", &env.calls);
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("alpha"));
+
+    // Global flags before the subcommand.
+    env.write("gamma", &profile("gamma", &[]));
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(env.env_args()).arg("sync").arg("--profiles").arg(&env.profiles).env("FAKE_PARSER_LOG", &env.calls);
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("gamma"));
+}
+
+#[test]
+fn config_file_sets_flags_and_modes() {
+    let env = TestEnv::new();
+    two(&env);
+    let cfg = env.tmp.path().join("cfg.yaml");
+    fs::write(
+        &cfg,
+        format!(
+            "profiles: {}\nsecurityfs: {}\nparser: {}\nstate_dir: {}\nproc: {}\nmodes:\n  beta: complain\n",
+            env.profiles.display(),
+            env.kernel.root.display(),
+            fake_parser().display(),
+            env.state.display(),
+            env.proc_.root.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("sync").arg("--config").arg(&cfg).env("FAKE_PARSER_LOG", &env.calls);
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.mode("beta").as_deref(), Some("complain"));
+    assert_eq!(env.kernel.mode("beta2").as_deref(), Some("complain"), "the mode applies to the file's load (-C)");
+    assert_eq!(env.kernel.mode("alpha").as_deref(), Some("enforce"));
+
+    // --default-mode complain from the command line beats nothing in the config.
+    env.write("delta", &profile("delta", &[]));
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("sync").arg("--config").arg(&cfg).arg("--default-mode").arg("complain").env("FAKE_PARSER_LOG", &env.calls);
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.mode("delta").as_deref(), Some("complain"));
+}
+
+#[test]
+fn exit_codes_for_usage_and_environment_errors() {
+    let env = TestEnv::new();
+    two(&env);
+    // Usage: missing --profiles, unknown flag.
+    let o = env.run(&["sync"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = env.run(&["sync", "--profiles", env.profiles.to_str().unwrap(), "--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    // Environment: no parser.
+    let mut cmd = env.command_except(&["sync", "--profiles", env.profiles.to_str().unwrap()], &["--parser"]);
+    cmd.arg("--parser").arg(env.tmp.path().join("nope"));
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    // Environment: securityfs without apparmor (not the default path: no mount attempt).
+    let empty = env.tmp.path().join("empty-sfs");
+    fs::create_dir(&empty).unwrap();
+    let mut cmd = env.command_except(&["sync", "--profiles", env.profiles.to_str().unwrap()], &["--securityfs"]);
+    cmd.arg("--securityfs").arg(&empty);
+    let o = run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let e = String::from_utf8_lossy(&o.stderr).to_lowercase();
+    assert!(e.contains("apparmor") || e.contains("securityfs"), "{}", show(&o));
+    assert_eq!(env.kernel.revision(), 0);
+}
+
+#[test]
+fn help_explains_flags() {
+    let o = run_with_deadline({
+        let mut c = std::process::Command::new(BIN);
+        c.args(["run", "--help"]);
+        c
+    });
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = out(&o);
+    for flag in
+        ["--profiles", "--unload-removed", "--adopt", "--listen", "--resync-interval", "--parser-timeout", "APPARMOR_LOADER_"]
+    {
+        assert!(text.contains(flag), "{flag} in run --help:\n{text}");
+    }
+}
