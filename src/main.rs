@@ -1,1 +1,90 @@
-fn main() {}
+//! The `apparmor-loader` binary: parse flags, set up logging, dispatch, map the outcome to
+//! an exit code.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use apparmor_loader::commands::{self, Verdict};
+use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
+use apparmor_loader::preflight::EnvironmentError;
+use apparmor_loader::{agent, metrics::Metrics};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad flag or config file.
+const EXIT_USAGE: u8 = 2;
+/// Exit code when AppArmor or the parser is missing.
+const EXIT_ENVIRONMENT: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let resolver = match Resolver::new(cli.global.config.as_deref()) {
+        Ok(r) => r,
+        Err(e) => return fail(&e.into()),
+    };
+    let host = match resolver.host(&cli.global) {
+        Ok(h) => h,
+        Err(e) => return fail(&e.into()),
+    };
+    init_tracing(host.log_format, &host.log_level);
+    let result = match &cli.command {
+        Command::Run(args) => resolver.run(args).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok),
+        Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
+        Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
+        Command::Check { paths } => commands::check(&host, paths),
+        Command::Status { json } => commands::status(&host, *json),
+        Command::Unload { names, force } => commands::unload(&host, names, *force),
+    };
+    match result {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::FAILURE,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    if e.downcast_ref::<ConfigError>().is_some() {
+        ExitCode::from(EXIT_USAGE)
+    } else if e.downcast_ref::<EnvironmentError>().is_some() {
+        ExitCode::from(EXIT_ENVIRONMENT)
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+    // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(handle_signals(shutdown.clone()));
+        agent::run(host, run, axum::Router::new(), Metrics::new(), shutdown).await
+    })
+}
+
+/// The first SIGTERM or SIGINT drains; a second one aborts at once.
+async fn handle_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    shutdown.cancel();
+    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    eprintln!("second signal: aborting");
+    std::process::exit(130);
+}

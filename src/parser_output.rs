@@ -17,7 +17,7 @@ pub fn boundary_source() -> String {
 /// case the caller falls back to one `-N` call per file.
 pub fn split_names(output: &str, files: usize) -> Option<Vec<Vec<String>>> {
     let mut groups = vec![Vec::new()];
-    for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    for line in output.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("//")) {
         if line == BOUNDARY_PROFILE {
             groups.push(Vec::new());
         } else {
@@ -28,9 +28,10 @@ pub fn split_names(output: &str, files: usize) -> Option<Vec<Vec<String>>> {
     (groups.len() == files).then_some(groups)
 }
 
-/// Parses the output of `-N` for a single file: one top-level name per line.
+/// Parses the output of `-N` for a single file: one name per line. The parser also prints
+/// children and hats as `parent//child`; they are part of their parent and are dropped.
 pub fn parse_names(output: &str) -> Vec<String> {
-    output.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect()
+    output.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("//")).map(str::to_string).collect()
 }
 
 /// One problem the parser reported, reduced to what a user needs.
@@ -67,6 +68,10 @@ impl std::fmt::Display for Diagnostic {
 /// messages only when no structured error was found, so that nothing the parser said
 /// on failure is lost.
 pub fn diagnostics(stderr: &str) -> Vec<Diagnostic> {
+    // The parser quotes the offending byte raw ("unexpected character: '\x7f'"): keep
+    // control characters out of logs and JSON.
+    let stderr: String = stderr.chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect();
+    let stderr = stderr.as_str();
     let structured: Vec<Diagnostic> = stderr.lines().filter_map(parse_error_line).collect();
     if !structured.is_empty() {
         return structured;
@@ -145,6 +150,7 @@ mod tests {
             (format!("a\nb\n{b}\nc\n"), 2, Some(vec![vec!["a", "b"], vec!["c"]])),
             (format!("{b}\nc\n"), 2, Some(vec![vec![], vec!["c"]])),
             (format!("a\n{b}\n"), 2, Some(vec![vec!["a"], vec![]])),
+            (format!("zeta\nzeta//child\nzeta//hat1\n{b}\nbeta\n"), 2, Some(vec![vec!["zeta"], vec!["beta"]])),
             (
                 format!("a\n{b}\n/usr/bin/x\n{b}\nname with space\n"),
                 3,
@@ -187,6 +193,15 @@ mod tests {
             assert_eq!(d[0].line, line, "{input:?}");
             assert_eq!(d[0].message, message, "{input:?}");
         }
+    }
+
+    #[test]
+    fn control_bytes_are_masked() {
+        let d = diagnostics(
+            "AppArmor parser error for /p/junk in profile /p/junk at line 1: Lexer found unexpected character: '\x7f' (0x7f) in state: INITIAL",
+        );
+        assert_eq!(d[0].message, "Lexer found unexpected character: '?' (0x7f) in state: INITIAL");
+        assert_eq!(parse_names("alpha\nzeta\nzeta//child\n"), vec!["alpha", "zeta"]);
     }
 
     #[test]

@@ -1,0 +1,233 @@
+//! `run`: the long-running agent. Level-triggered: every file or kernel event means
+//! "rescan, hash, diff"; a short window coalesces bursts; a periodic resync is the
+//! safety net. One shutdown token is cloned into every task.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HostSettings, RunSettings};
+use crate::kernel::Kernel;
+use crate::metrics::Metrics;
+use crate::preflight;
+use crate::reconcile::{Reconciler, Settings};
+use crate::server::{self, Shared};
+use crate::state::StateStore;
+
+/// Why a sync runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Something changed in the profiles directory (or the watcher lost events).
+    Files,
+    /// The kernel's policy revision changed.
+    Kernel,
+    /// The periodic resync.
+    Resync,
+}
+
+/// Builds the reconciler settings from the resolved configuration.
+pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSettings) -> anyhow::Result<Settings> {
+    Ok(Settings {
+        profiles_dir: r.profiles.clone(),
+        scan: crate::scan::ScanOptions { recursive: r.recursive, max_file_size: r.max_file_size },
+        policy: crate::plan::Policy {
+            adopt: r.adopt_set()?,
+            unload_removed: r.unload_removed,
+            default_mode: r.default_mode,
+            modes: r.modes.clone(),
+        },
+        proc_dir: host.proc_dir.clone(),
+    })
+}
+
+/// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
+pub async fn run(
+    host: HostSettings,
+    run: RunSettings,
+    extra_routes: axum::Router,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let kernel = preflight::host_kernel(&host)?;
+    let settings = reconcile_settings(&host, &run.reconcile)?;
+    // A sync that takes longer than this many parser timeouts is stuck, not slow.
+    let stall_limit = host.parser_timeout * 20 + run.resync_interval;
+    let shared = Arc::new(Shared::new(metrics, stall_limit));
+    let observer_shared = shared.clone();
+    let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
+    let revision = kernel.apparmor_dir().join("revision");
+    let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?;
+
+    let listener = tokio::net::TcpListener::bind(run.listen).await.with_context(|| format!("cannot listen on {}", run.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /profiles /metrics");
+    let app = server::router(shared.clone(), extra_routes);
+    let server_token = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await.context("HTTP server failed")
+    });
+
+    let (tx, rx) = mpsc::channel(64);
+    let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
+    watch_revision(revision, tx);
+
+    let worker =
+        tokio::spawn(reconcile_loop(reconciler, shared.clone(), rx, run.resync_interval, run.debounce, shutdown.clone()));
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
+    match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
+        Ok(joined) => joined.context("reconcile loop panicked")??,
+        Err(_) => tracing::warn!("the sync in flight did not finish in time; exiting anyway"),
+    }
+    server.await.context("HTTP server task panicked")??;
+    Ok(())
+}
+
+/// Watches the profiles directory. The callback only forwards: the event's kind and path
+/// are never trusted, so any event (including an overflow or an error) means "rescan".
+fn watch_files(dir: &Path, recursive: bool, tx: mpsc::Sender<Trigger>) -> anyhow::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        match &event {
+            // Opening and reading files (our own scan, the parser) changes nothing; forwarding
+            // those would make every sync trigger the next one.
+            Ok(e) if is_read_only_access(&e.kind) => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "file watcher error; rescanning"),
+        }
+        // A full channel already holds a pending rescan.
+        let _ = tx.try_send(Trigger::Files);
+    })
+    .context("cannot create the inotify watcher")?;
+    let mode = if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
+    watcher.watch(dir, mode).with_context(|| format!("cannot watch {}", dir.display()))?;
+    Ok(watcher)
+}
+
+fn is_read_only_access(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
+}
+
+/// Wakes a sync whenever the kernel's policy revision changes (someone loaded or removed a
+/// profile), so drift is repaired in well under the resync period. The kernel's
+/// `revision` file is pollable; a plain file (a test's fake kernel) is not, and then the
+/// periodic resync alone catches drift.
+fn watch_revision(path: PathBuf, tx: mpsc::Sender<Trigger>) {
+    let spawned = std::thread::Builder::new().name("revision".into()).spawn(move || {
+        let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::info!(path = %path.display(), error = %e, "kernel revision not watchable; relying on the periodic resync");
+                return;
+            }
+        };
+        watch_revision_fd(&path, file, &tx);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the revision watcher; relying on the periodic resync");
+    }
+}
+
+fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
+    let mut buf = [0u8; 32];
+    // The first read returns the current revision (or EAGAIN while it is still 0).
+    let _ = file.read(&mut buf);
+    loop {
+        let mut fds = [nix::poll::PollFd::new(file.as_fd(), nix::poll::PollFlags::POLLIN)];
+        if let Err(e) = nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
+            if e == nix::errno::Errno::EINTR {
+                continue;
+            }
+            tracing::warn!(error = %e, "poll on the kernel revision failed; relying on the periodic resync");
+            return;
+        }
+        match file.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                if tx.blocking_send(Trigger::Kernel).is_err() {
+                    return;
+                }
+            }
+            // POLLIN without a new value: a regular file, not the kernel's revision file.
+            Ok(_) => {
+                tracing::info!(path = %path.display(), "kernel revision file is not pollable; relying on the periodic resync");
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the kernel revision failed; relying on the periodic resync");
+                return;
+            }
+        }
+    }
+}
+
+async fn reconcile_loop<K: Kernel + 'static>(
+    reconciler: Reconciler<K>,
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Trigger>,
+    resync_interval: Duration,
+    debounce: Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let reconciler = Arc::new(Mutex::new(reconciler));
+    let mut resync = tokio::time::interval(resync_interval);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let trigger = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = resync.tick() => Trigger::Resync,
+            Some(t) = rx.recv() => t,
+        };
+        if trigger != Trigger::Resync {
+            // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(debounce) => {}
+            }
+        }
+        while rx.try_recv().is_ok() {}
+        shared.sync_started();
+        let started = Instant::now();
+        let r = reconciler.clone();
+        let result =
+            tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
+        match result {
+            Ok(outcome) => {
+                shared.metrics.record_sync(&outcome.counts, &outcome.report);
+                let changed = !outcome.counts.ops.is_empty();
+                let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
+                if changed || !blocking.is_empty() || trigger == Trigger::Files {
+                    tracing::info!(
+                        trigger = ?trigger,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        loaded = outcome.counts.get("load", true),
+                        replaced = outcome.counts.get("replace", true),
+                        removed = outcome.counts.get("remove", true),
+                        failed = outcome.counts.ops.iter().filter(|((_, ok), _)| !ok).map(|(_, n)| n).sum::<u64>(),
+                        not_ready = ?blocking,
+                        "sync done"
+                    );
+                } else {
+                    tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
+                }
+                shared.publish(outcome.report);
+            }
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(error = %message, "sync failed");
+                shared.metrics.record_sync_error();
+                shared.publish_error(message);
+            }
+        }
+    }
+    shared.loops_stopped();
+    Ok(())
+}

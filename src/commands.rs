@@ -1,0 +1,211 @@
+//! The one-shot subcommands an operator runs by hand on a node: `sync`, `diff`, `check`,
+//! `status`, `unload`.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::config::{HostSettings, ReconcileSettings};
+use crate::kernel::{HostKernel, Kernel};
+use crate::listing::top_level;
+use crate::plan::{FileAction, RemovalAction};
+use crate::reconcile::{ItemState, Reconciler};
+use crate::scan::{self, Entry, ScanOptions};
+use crate::state::StateStore;
+use crate::{agent, preflight};
+
+/// How a one-shot command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything is as it should be.
+    Ok,
+    /// Some file failed, was refused or did not compile.
+    Failures,
+}
+
+fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
+    let kernel = preflight::host_kernel(host)?;
+    let settings = agent::reconcile_settings(host, r)?;
+    Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
+}
+
+/// `sync`: one pass, a line per file.
+pub fn sync(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdict> {
+    let mut rec = reconciler(host, r)?;
+    let outcome = rec.sync()?;
+    let mut out = std::io::stdout().lock();
+    for f in &outcome.report.files {
+        match &f.error {
+            Some(e) => writeln!(out, "{:<8} {}: {e}", f.state.as_str(), f.file)?,
+            None => writeln!(out, "{:<8} {} ({})", f.state.as_str(), f.file, f.names.join(", "))?,
+        }
+    }
+    for p in outcome.report.profiles.iter().filter(|p| matches!(p.state, ItemState::Orphaned | ItemState::InUse)) {
+        writeln!(out, "{:<8} {} (file {} is gone)", p.state.as_str(), p.name, p.file.as_deref().unwrap_or("?"))?;
+    }
+    let c = &outcome.counts;
+    writeln!(
+        out,
+        "loaded {}, replaced {}, removed {}, failed {}, drift repaired {}",
+        c.get("load", true),
+        c.get("replace", true),
+        c.get("remove", true),
+        c.get("load", false) + c.get("replace", false) + c.get("remove", false),
+        c.drift_repairs
+    )?;
+    Ok(if outcome.all_good() { Verdict::Ok } else { Verdict::Failures })
+}
+
+/// `diff`: the plan, without acting.
+pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdict> {
+    let mut rec = reconciler(host, r)?;
+    let (plan, _) = rec.plan()?;
+    let mut out = std::io::stdout().lock();
+    for f in &plan.files {
+        let names = f.names.join(", ");
+        match &f.action {
+            FileAction::Load { why } => writeln!(out, "load      {} [{names}] ({why:?}, {})", f.file, f.mode.as_str())?,
+            FileAction::Replace { why } => writeln!(out, "replace   {} [{names}] ({why:?}, {})", f.file, f.mode.as_str())?,
+            FileAction::Unchanged => writeln!(out, "unchanged {} [{names}]", f.file)?,
+            FileAction::Refuse { reason } => writeln!(out, "refuse    {reason}")?,
+            FileAction::Stale { error } => writeln!(out, "stale     {error} (the last good version stays loaded)")?,
+            FileAction::Failed { error } => writeln!(out, "failed    {error}")?,
+        }
+    }
+    for rm in &plan.removals {
+        let what = match rm.action {
+            RemovalAction::Orphan => "orphan   ",
+            RemovalAction::Unload => "unload   ",
+            RemovalAction::InUse => "in-use   ",
+            RemovalAction::Forget => "forget   ",
+        };
+        writeln!(out, "{what} {} (file {} is gone)", rm.name, rm.file)?;
+    }
+    if !plan.changes_kernel() {
+        writeln!(out, "nothing to change in the kernel")?;
+    }
+    Ok(Verdict::Ok)
+}
+
+/// `check`: compile files (or every profile file of directories) without loading them.
+pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
+    let parser = preflight::parser(host)?;
+    let scratch = std::env::temp_dir();
+    let kernel = HostKernel::new(host.apparmor_dir(), parser, host.parser_timeout, scratch);
+    let mut out = std::io::stdout().lock();
+    let mut failed = 0;
+    let mut checked = 0;
+    for path in paths {
+        let files: Vec<(PathBuf, Result<(), String>)> = if path.is_dir() {
+            let opts = ScanOptions { recursive: true, max_file_size: crate::defaults::MAX_FILE_SIZE };
+            scan::scan(path, &opts)?
+                .into_iter()
+                .map(|e| match e {
+                    Entry::File(f) => (f.shown, Ok(())),
+                    Entry::Rejected { key, reason } => (path.join(key), Err(reason)),
+                })
+                .collect()
+        } else {
+            vec![(path.clone(), Ok(()))]
+        };
+        for (file, pre) in files {
+            checked += 1;
+            let result = pre.and_then(|()| kernel.check(&file).map_err(|e| format!("{e:#}")));
+            match result {
+                Ok(()) => writeln!(out, "ok      {}", file.display())?,
+                Err(e) => {
+                    failed += 1;
+                    // Parser diagnostics already read `file:line: message`.
+                    let e = if e.contains(&*file.to_string_lossy()) { e } else { format!("{}: {e}", file.display()) };
+                    writeln!(out, "error   {e}")?;
+                }
+            }
+        }
+    }
+    writeln!(out, "{checked} checked, {failed} with errors")?;
+    Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
+}
+
+#[derive(Serialize)]
+struct StatusRow {
+    name: String,
+    mode: String,
+    managed: bool,
+    file: Option<String>,
+    sha256: Option<String>,
+    loaded_at: Option<String>,
+}
+
+/// `status`: the kernel's profiles, managed or foreign.
+pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
+    let apparmor = preflight::securityfs(host)?;
+    let parser = preflight::parser(host).map(Some).unwrap_or(None).unwrap_or_default();
+    let kernel = HostKernel::new(apparmor, parser, host.parser_timeout, host.state_dir.clone());
+    let listing = kernel.listing()?;
+    let state = StateStore::new(&host.state_dir).load()?;
+    let rows: Vec<StatusRow> = listing
+        .iter()
+        .map(|p| {
+            let owned = state.profiles.get(top_level(&p.name));
+            StatusRow {
+                name: p.name.clone(),
+                mode: p.mode.to_string(),
+                managed: owned.is_some(),
+                file: owned.map(|o| o.file.clone()),
+                sha256: owned.map(|o| o.sha256.clone()),
+                loaded_at: owned.map(|o| o.loaded_at.clone()),
+            }
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+    } else {
+        let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+        writeln!(out, "{:<width$}  {:<10}  {:<8}  FILE", "NAME", "MODE", "OWNER")?;
+        for r in &rows {
+            let owner = if r.managed { "managed" } else { "foreign" };
+            writeln!(out, "{:<width$}  {:<10}  {:<8}  {}", r.name, r.mode, owner, r.file.as_deref().unwrap_or("-"))?;
+        }
+        let managed = rows.iter().filter(|r| r.managed).count();
+        writeln!(out, "{} profiles, {managed} managed by apparmor-loader", rows.len())?;
+    }
+    Ok(Verdict::Ok)
+}
+
+/// `unload`: remove profiles by name; foreign ones and ones still in use need `--force`.
+pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Result<Verdict> {
+    let kernel = preflight::host_kernel(host)?;
+    let store = StateStore::new(&host.state_dir);
+    let mut state = store.load()?;
+    let loaded: BTreeMap<String, ()> = kernel.listing()?.into_iter().map(|p| (p.name, ())).collect();
+    let in_use = crate::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
+    let mut verdict = Verdict::Ok;
+    for name in names {
+        let refusal = if !loaded.contains_key(name) {
+            Some(format!("{name}: not loaded in the kernel"))
+        } else if !force && !state.profiles.contains_key(name) {
+            Some(format!("{name}: not loaded by apparmor-loader (foreign); pass --force to remove it anyway"))
+        } else if !force && in_use.contains(name) {
+            Some(format!(
+                "{name}: processes are still confined by it and would become unconfined; pass --force to remove it anyway"
+            ))
+        } else {
+            None
+        };
+        if let Some(r) = refusal {
+            eprintln!("error: {r}");
+            verdict = Verdict::Failures;
+            continue;
+        }
+        kernel.unload(name).with_context(|| format!("cannot remove {name}"))?;
+        state.profiles.remove(name);
+        println!("removed {name}");
+    }
+    store.save(&state)?;
+    Ok(verdict)
+}

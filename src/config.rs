@@ -1,0 +1,429 @@
+//! Settings: command-line flags (each also an `APPARMOR_LOADER_*` environment variable),
+//! an optional YAML config file, and the named defaults — in that order of precedence.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+use crate::defaults;
+use crate::plan::DesiredMode;
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line, for cluster log pipelines.
+    Json,
+}
+
+/// Makes the kernel's AppArmor profiles converge to a directory of profile files.
+#[derive(Debug, Parser)]
+#[command(name = "apparmor-loader", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// YAML config file; every flag can be set there (snake_case keys). Flags and environment win.
+    #[arg(long, global = true, env = "APPARMOR_LOADER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where securityfs is mounted [default: /sys/kernel/security]. If its apparmor/ directory is missing
+    /// and this is the default path, it is mounted (root only).
+    #[arg(long, global = true, env = "APPARMOR_LOADER_SECURITYFS", value_name = "DIR")]
+    pub securityfs: Option<PathBuf>,
+    /// The AppArmor parser [default: apparmor_parser on PATH, then /sbin/apparmor_parser].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER", value_name = "PATH")]
+    pub parser: Option<PathBuf>,
+    /// Where ownership is recorded (state.json) [default: /var/lib/apparmor-loader].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// procfs, scanned for processes still confined by a profile before removing it [default: /proc].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
+    pub proc: Option<PathBuf>,
+    /// Kill a parser process that runs longer than this [default: 30s].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
+    pub parser_timeout: Option<humantime::Duration>,
+    /// Log format [default: plain].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `apparmor_loader=debug` [default: info].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_LEVEL", value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Flags of the subcommands that reconcile a directory.
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// The directory of profile files (a ConfigMap volume, usually).
+    #[arg(long, env = "APPARMOR_LOADER_PROFILES", value_name = "DIR")]
+    pub profiles: Option<PathBuf>,
+    /// Also read subdirectories.
+    #[arg(long, env = "APPARMOR_LOADER_RECURSIVE")]
+    pub recursive: bool,
+    /// Reject profile files larger than this many bytes [default: 1048576].
+    #[arg(long, env = "APPARMOR_LOADER_MAX_FILE_SIZE", value_name = "BYTES")]
+    pub max_file_size: Option<u64>,
+    /// Take over foreign kernel profiles whose name matches this glob (repeatable; comma-separated in the environment).
+    #[arg(long, env = "APPARMOR_LOADER_ADOPT", value_name = "GLOB", value_delimiter = ',')]
+    pub adopt: Vec<String>,
+    /// Remove profiles whose file was deleted (never while a process is confined by them).
+    #[arg(long, env = "APPARMOR_LOADER_UNLOAD_REMOVED")]
+    pub unload_removed: bool,
+    /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
+    #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_enum)]
+    pub default_mode: Option<DesiredMode>,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Directory settings.
+    #[command(flatten)]
+    pub reconcile: ReconcileArgs,
+    /// HTTP address for /healthz, /readyz, /profiles and /metrics [default: 0.0.0.0:9741].
+    #[arg(long, env = "APPARMOR_LOADER_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Full rescan period, the safety net behind file and kernel events [default: 60s].
+    #[arg(long, env = "APPARMOR_LOADER_RESYNC_INTERVAL", value_name = "DURATION")]
+    pub resync_interval: Option<humantime::Duration>,
+    /// Wait this long for more file events before rescanning [default: 50ms].
+    #[arg(long, env = "APPARMOR_LOADER_DEBOUNCE", value_name = "DURATION")]
+    pub debounce: Option<humantime::Duration>,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: converge, watch the directory and the kernel, serve health and metrics.
+    Run(RunArgs),
+    /// One reconcile pass, then exit (0: all good, 1: some file failed or was refused).
+    Sync(ReconcileArgs),
+    /// Print what `run` or `sync` would do now, without doing it.
+    Diff(ReconcileArgs),
+    /// Compile profile files without loading them (no root, no kernel); exit 1 on errors.
+    Check {
+        /// Files or directories to check.
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove managed profiles from the kernel by name.
+    Unload {
+        /// Profile names.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Also remove profiles apparmor-loader did not load.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// The config file. Unknown keys are errors, so a typo never silently does nothing.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    securityfs: Option<PathBuf>,
+    parser: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    proc: Option<PathBuf>,
+    parser_timeout: Option<String>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+    profiles: Option<PathBuf>,
+    recursive: Option<bool>,
+    max_file_size: Option<u64>,
+    adopt: Option<Vec<String>>,
+    unload_removed: Option<bool>,
+    default_mode: Option<DesiredMode>,
+    #[serde(default)]
+    modes: BTreeMap<String, DesiredMode>,
+    listen: Option<SocketAddr>,
+    resync_interval: Option<String>,
+    debounce: Option<String>,
+}
+
+/// A settings problem; the message names the file or flag.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file cannot be read.
+    #[error("cannot read the config file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid (the message has the line and column).
+    #[error("invalid config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The YAML error with its location.
+        message: String,
+    },
+    /// A duration in the config file does not parse.
+    #[error("invalid config file {}: {key}: {value:?} is not a duration like 500ms, 30s or 1m", path.display())]
+    Duration {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// `--profiles` is missing.
+    #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
+    NoProfiles,
+    /// An `--adopt` glob does not parse.
+    #[error("invalid --adopt glob {glob:?}")]
+    Glob {
+        /// The glob.
+        glob: String,
+        /// The error.
+        #[source]
+        source: globset::Error,
+    },
+}
+
+impl FileConfig {
+    /// Reads and parses the config file.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
+        }
+        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    }
+}
+
+/// Host paths and process settings every subcommand uses.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// securityfs mount point.
+    pub securityfs: PathBuf,
+    /// Whether `securityfs` is the default path (only then is mounting allowed).
+    pub securityfs_is_default: bool,
+    /// Explicit parser, if any.
+    pub parser: Option<PathBuf>,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// procfs.
+    pub proc_dir: PathBuf,
+    /// Parser timeout.
+    pub parser_timeout: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+}
+
+impl HostSettings {
+    /// The AppArmor directory inside securityfs.
+    pub fn apparmor_dir(&self) -> PathBuf {
+        self.securityfs.join(defaults::APPARMOR_SUBDIR)
+    }
+}
+
+/// Settings of the reconciling subcommands.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// The profiles directory.
+    pub profiles: PathBuf,
+    /// Read subdirectories.
+    pub recursive: bool,
+    /// Size limit.
+    pub max_file_size: u64,
+    /// Adopt globs, as given.
+    pub adopt: Vec<String>,
+    /// Remove deleted files' profiles.
+    pub unload_removed: bool,
+    /// Default mode.
+    pub default_mode: DesiredMode,
+    /// Per-profile modes.
+    pub modes: BTreeMap<String, DesiredMode>,
+}
+
+impl ReconcileSettings {
+    /// The compiled adopt globs.
+    pub fn adopt_set(&self) -> Result<globset::GlobSet, ConfigError> {
+        let mut builder = globset::GlobSetBuilder::new();
+        for glob in &self.adopt {
+            // A literal separator keeps `*` from matching `/` in path-named profiles only when asked.
+            let g = globset::Glob::new(glob).map_err(|source| ConfigError::Glob { glob: glob.clone(), source })?;
+            builder.add(g);
+        }
+        builder.build().map_err(|source| ConfigError::Glob { glob: self.adopt.join(","), source })
+    }
+}
+
+/// Settings of `run`.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Directory settings.
+    pub reconcile: ReconcileSettings,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Resync period.
+    pub resync_interval: Duration,
+    /// Debounce window.
+    pub debounce: Duration,
+}
+
+/// Merges flags (which already include the environment) over the config file over defaults.
+pub struct Resolver {
+    file: FileConfig,
+    path: Option<PathBuf>,
+}
+
+impl Resolver {
+    /// Loads the config file named by `--config`, if any.
+    pub fn new(config: Option<&Path>) -> Result<Resolver, ConfigError> {
+        let file = config.map(FileConfig::load).transpose()?.unwrap_or_default();
+        Ok(Resolver { file, path: config.map(Path::to_path_buf) })
+    }
+
+    fn duration(
+        &self,
+        flag: Option<humantime::Duration>,
+        key: &'static str,
+        value: &Option<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        if let Some(d) = flag {
+            return Ok(d.into());
+        }
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v).map_err(|_| ConfigError::Duration {
+                path: self.path.clone().unwrap_or_default(),
+                key,
+                value: v.clone(),
+            }),
+        }
+    }
+
+    /// Host settings.
+    pub fn host(&self, g: &GlobalArgs) -> Result<HostSettings, ConfigError> {
+        let f = &self.file;
+        let securityfs = g.securityfs.clone().or_else(|| f.securityfs.clone()).unwrap_or_else(|| defaults::SECURITYFS.into());
+        Ok(HostSettings {
+            securityfs_is_default: securityfs == Path::new(defaults::SECURITYFS),
+            securityfs,
+            parser: g.parser.clone().or_else(|| f.parser.clone()),
+            state_dir: g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
+            proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
+            parser_timeout: self.duration(g.parser_timeout, "parser_timeout", &f.parser_timeout, defaults::PARSER_TIMEOUT)?,
+            log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
+            log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into()),
+        })
+    }
+
+    /// Directory settings.
+    pub fn reconcile(&self, a: &ReconcileArgs) -> Result<ReconcileSettings, ConfigError> {
+        let f = &self.file;
+        Ok(ReconcileSettings {
+            profiles: a.profiles.clone().or_else(|| f.profiles.clone()).ok_or(ConfigError::NoProfiles)?,
+            recursive: a.recursive || f.recursive.unwrap_or(false),
+            max_file_size: a.max_file_size.or(f.max_file_size).unwrap_or(defaults::MAX_FILE_SIZE),
+            adopt: if a.adopt.is_empty() { f.adopt.clone().unwrap_or_default() } else { a.adopt.clone() },
+            unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
+            default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
+            modes: f.modes.clone(),
+        })
+    }
+
+    /// `run` settings.
+    pub fn run(&self, a: &RunArgs) -> Result<RunSettings, ConfigError> {
+        let f = &self.file;
+        Ok(RunSettings {
+            reconcile: self.reconcile(&a.reconcile)?,
+            listen: a.listen.or(f.listen).unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
+            resync_interval: self.duration(
+                a.resync_interval,
+                "resync_interval",
+                &f.resync_interval,
+                defaults::RESYNC_INTERVAL,
+            )?,
+            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("apparmor-loader").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_win_over_file_which_wins_over_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "profiles: /from/file\nresync_interval: 2m\nadopt: [host-*]\nmodes:\n  payment-api: complain\nlog_format: json\nunload_removed: true\n",
+        )
+        .unwrap();
+        let c = cli(&["run", "--resync-interval", "5s", "--config", path.to_str().unwrap()]);
+        let r = Resolver::new(c.global.config.as_deref()).unwrap();
+        let Command::Run(args) = &c.command else { panic!() };
+        let run = r.run(args).unwrap();
+        assert_eq!(run.resync_interval, Duration::from_secs(5));
+        assert_eq!(run.reconcile.profiles, PathBuf::from("/from/file"));
+        assert_eq!(run.reconcile.adopt, vec!["host-*"]);
+        assert!(run.reconcile.unload_removed);
+        assert_eq!(run.reconcile.modes["payment-api"], DesiredMode::Complain);
+        assert_eq!(run.debounce, defaults::DEBOUNCE);
+        assert_eq!(run.listen.port(), 9741);
+        let host = r.host(&c.global).unwrap();
+        assert_eq!(host.log_format, LogFormat::Json);
+        assert_eq!(host.securityfs, PathBuf::from(defaults::SECURITYFS));
+        assert!(host.securityfs_is_default);
+    }
+
+    #[test]
+    fn config_errors_name_the_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("bad.yaml");
+        std::fs::write(&path, "profiles: /p\nresync_intervall: 5s\n").unwrap();
+        let err = Resolver::new(Some(&path)).err().unwrap().to_string();
+        assert!(err.contains("bad.yaml") && err.contains("resync_intervall"), "{err}");
+        assert!(err.contains('2'), "line number: {err}");
+        std::fs::write(&path, "debounce: soon\n").unwrap();
+        let r = Resolver::new(Some(&path)).unwrap();
+        let c = cli(&["run", "--profiles", "/p"]);
+        let Command::Run(args) = &c.command else { panic!() };
+        assert!(r.run(args).unwrap_err().to_string().contains("debounce"));
+        std::fs::write(&path, "modes: {x: loud}\n").unwrap();
+        assert!(Resolver::new(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn missing_profiles_is_a_clear_error() {
+        let r = Resolver::new(None).unwrap();
+        let c = cli(&["sync"]);
+        let Command::Sync(args) = &c.command else { panic!() };
+        assert!(r.reconcile(args).unwrap_err().to_string().contains("--profiles"));
+    }
+}
