@@ -54,7 +54,7 @@ pub enum KernelError {
         source: std::io::Error,
     },
     /// The parser ran longer than the timeout and was killed.
-    #[error("{} did not finish within {} ({what}); it was killed", parser.display(), humantime::format_duration(*timeout))]
+    #[error("{} timed out after {} ({what}) and was killed; raise --parser-timeout if the profile is just large", parser.display(), humantime::format_duration(*timeout))]
     Timeout {
         /// The parser binary.
         parser: PathBuf,
