@@ -134,6 +134,8 @@ struct StatusRow {
     name: String,
     mode: String,
     managed: bool,
+    /// `loaded` for a profile apparmor-loader loaded, `foreign` otherwise.
+    state: ItemState,
     file: Option<String>,
     sha256: Option<String>,
     loaded_at: Option<String>,
@@ -154,6 +156,7 @@ pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
                 name: p.name.clone(),
                 mode: p.mode.to_string(),
                 managed: owned.is_some(),
+                state: if owned.is_some() { ItemState::Loaded } else { ItemState::Foreign },
                 file: owned.map(|o| o.file.clone()),
                 sha256: owned.map(|o| o.sha256.clone()),
                 loaded_at: owned.map(|o| o.loaded_at.clone()),
