@@ -15,6 +15,8 @@ pub mod kernel;
 pub mod listing;
 /// Prometheus metrics.
 pub mod metrics;
+/// A conservative reader of the profile names a file defines.
+pub mod names;
 /// Parsers of `apparmor_parser` output: `-N` names and error diagnostics.
 pub mod parser_output;
 /// The pure reconciliation plan: desired × observed × owned → actions.

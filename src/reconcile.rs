@@ -199,13 +199,17 @@ pub struct Reconciler<K: Kernel> {
     store: StateStore,
     state: State,
     settings: Settings,
+    /// Content hashes named by the quick reader in this pass, verified after loading.
+    quick: BTreeSet<String>,
+    /// Content hashes the quick reader got wrong: only the parser names them.
+    distrust: BTreeSet<String>,
 }
 
 impl<K: Kernel> Reconciler<K> {
     /// Loads the state; a corrupt state file is an error (never silently "own nothing").
     pub fn new(kernel: K, store: StateStore, settings: Settings) -> Result<Self, SyncError> {
         let state = store.load()?;
-        Ok(Reconciler { kernel, store, state, settings })
+        Ok(Reconciler { kernel, store, state, settings, quick: BTreeSet::new(), distrust: BTreeSet::new() })
     }
 
     /// The kernel handle.
@@ -240,6 +244,7 @@ impl<K: Kernel> Reconciler<K> {
         let mut errors: BTreeMap<String, String> = BTreeMap::new();
         let before = self.state.clone();
         let mut loaded_now: BTreeSet<String> = BTreeSet::new();
+        let mut loaded_files: Vec<(String, String)> = Vec::new();
 
         for mode in [DesiredMode::Enforce, DesiredMode::Complain] {
             let batch: Vec<(&plan::FilePlan, &SourceFile)> = plan
@@ -268,6 +273,7 @@ impl<K: Kernel> Reconciler<K> {
                             tracing::warn!(file = %source.shown.display(), names = ?fp.names, "restored a profile that was removed or replaced behind our back");
                         }
                         tracing::info!(file = %source.shown.display(), names = ?fp.names, mode = mode.as_str(), why = ?why, "{}", if op == "load" { "loaded" } else { "replaced" });
+                        loaded_files.push((fp.file.clone(), source.sha256.clone()));
                         for name in &fp.names {
                             loaded_now.insert(name.clone());
                             self.state.profiles.insert(
@@ -327,6 +333,7 @@ impl<K: Kernel> Reconciler<K> {
                 owned.kernel_sha1 = k.and_then(|k| k.sha1.clone());
             }
         }
+        self.verify_quick_names(&loaded_files, &after);
         self.prune_names(&observation);
         if self.state != before {
             self.store.save(&self.state)?;
@@ -335,8 +342,9 @@ impl<K: Kernel> Reconciler<K> {
         Ok(Outcome { plan, counts, report })
     }
 
-    /// Files that are readable get names: from the cache when the content is known,
-    /// otherwise from the parser (one batched call for all of them).
+    /// Files that are readable get names: from the cache when the content is known, from
+    /// the quick reader when it is sure, otherwise from the parser (one batched `-N` call
+    /// for all of them).
     fn name_files(&mut self, entries: Vec<Entry>) -> Vec<FileInput> {
         let unknown: Vec<&SourceFile> = entries
             .iter()
@@ -345,10 +353,22 @@ impl<K: Kernel> Reconciler<K> {
                 _ => None,
             })
             .collect();
+        let mut ask_parser = Vec::new();
+        for file in unknown {
+            let quick = if self.distrust.contains(&file.sha256) { None } else { quick_read(file) };
+            match quick {
+                Some(names) => {
+                    tracing::debug!(file = %file.shown.display(), ?names, "named without the parser");
+                    self.quick.insert(file.sha256.clone());
+                    self.state.names.insert(file.sha256.clone(), names);
+                }
+                None => ask_parser.push(file),
+            }
+        }
         let mut failures: BTreeMap<String, String> = BTreeMap::new();
-        if !unknown.is_empty() {
-            let results = self.kernel.names(&unknown);
-            for (file, result) in unknown.iter().zip(results) {
+        if !ask_parser.is_empty() {
+            let results = self.kernel.names(&ask_parser);
+            for (file, result) in ask_parser.iter().zip(results) {
                 match result {
                     Ok(names) => {
                         self.state.names.insert(file.sha256.clone(), names);
@@ -372,6 +392,29 @@ impl<K: Kernel> Reconciler<K> {
                 },
             })
             .collect()
+    }
+
+    /// After a load: every name the quick reader predicted must now be in the kernel. If
+    /// one is not, the reader misjudged this content; forget its answer so the parser
+    /// names it from now on.
+    fn verify_quick_names(&mut self, loaded: &[(String, String)], after: &Observation) {
+        for (file, sha) in loaded {
+            if !self.quick.contains(sha) {
+                continue;
+            }
+            let names = self.state.names.get(sha).cloned().unwrap_or_default();
+            let missing: Vec<&String> = names.iter().filter(|n| !after.top.contains_key(*n)).collect();
+            if !missing.is_empty() {
+                tracing::warn!(
+                    file,
+                    ?missing,
+                    "profile names read from the file are not in the kernel after loading it; asking the parser next time"
+                );
+                self.state.names.remove(sha);
+                self.distrust.insert(sha.clone());
+            }
+        }
+        self.quick.clear();
     }
 
     /// Keeps cached names only for content that is in the directory now or still loaded.
@@ -500,6 +543,17 @@ impl Observation {
     }
 }
 
+/// Reads a file again and names it with the quick reader, if the content is still the
+/// content that was hashed and the reader is sure.
+fn quick_read(file: &SourceFile) -> Option<Vec<String>> {
+    use sha2::Digest;
+    let text = std::fs::read_to_string(&file.real).ok()?;
+    if scan::hex(&sha2::Sha256::digest(text.as_bytes())) != file.sha256 {
+        return None;
+    }
+    crate::names::quick_names(&text)
+}
+
 /// Current time, RFC 3339 in UTC with seconds.
 pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
@@ -565,10 +619,8 @@ mod tests {
         k.preload("docker-default");
         let mut r = w.reconciler(k, false);
         let out = r.sync().unwrap();
-        assert_eq!(
-            r.kernel().take_calls(),
-            vec![Call::Names(vec!["a".into(), "b".into()]), Call::Load(vec!["a".into(), "b".into()], DesiredMode::Enforce)]
-        );
+        // Plain profiles are named without the parser: one parser process for the whole set.
+        assert_eq!(r.kernel().take_calls(), vec![Call::Load(vec!["a".into(), "b".into()], DesiredMode::Enforce)]);
         assert_eq!(out.counts.get("load", true), 2);
         assert!(out.all_good());
         let foreign: Vec<_> =
@@ -585,7 +637,7 @@ mod tests {
     }
 
     #[test]
-    fn one_changed_file_costs_one_names_and_one_load() {
+    fn one_changed_file_costs_one_parser_call() {
         let w = World::new();
         let k = FakeKernel::default();
         for i in 0..50 {
@@ -596,11 +648,29 @@ mod tests {
         r.kernel().take_calls();
         w.write(r.kernel(), "p7", "profile p7 { /x r, }", &["p7"]);
         let out = r.sync().unwrap();
+        assert_eq!(r.kernel().take_calls(), vec![Call::Load(vec!["p7".into()], DesiredMode::Enforce)]);
+        assert_eq!(out.counts.get("replace", true), 1);
+        // Content the quick reader cannot vouch for goes through `-N` first.
+        w.write(r.kernel(), "p8", "include <local/p8>\nprofile p8 { /x r, }", &["p8"]);
+        r.sync().unwrap();
         assert_eq!(
             r.kernel().take_calls(),
-            vec![Call::Names(vec!["p7".into()]), Call::Load(vec!["p7".into()], DesiredMode::Enforce)]
+            vec![Call::Names(vec!["p8".into()]), Call::Load(vec!["p8".into()], DesiredMode::Enforce)]
         );
-        assert_eq!(out.counts.get("replace", true), 1);
+    }
+
+    #[test]
+    fn a_wrong_quick_answer_is_dropped_for_the_parser_next_time() {
+        let w = World::new();
+        let k = FakeKernel::default();
+        // The "parser" says this content defines `real`; the quick reader sees `a`.
+        w.write(&k, "a", "profile a {}", &["real"]);
+        let mut r = w.reconciler(k, false);
+        r.sync().unwrap();
+        assert!(!r.state().names.contains_key(&sha("profile a {}")), "unverified names must not stay cached");
+        r.kernel().take_calls();
+        r.sync().unwrap();
+        assert!(r.kernel().take_calls().contains(&Call::Names(vec!["a".into()])));
     }
 
     #[test]

@@ -83,8 +83,10 @@ pub fn is_ignored_name(name: &str) -> bool {
         || name.ends_with(".rpmnew")
         || name.ends_with(".rpmsave")
         || (name.starts_with('#') && name.ends_with('#'))
-        || name == "README"
+        || name.starts_with("README")
         || name.ends_with(".md")
+        || name.ends_with(".yaml")
+        || name.ends_with(".yml")
 }
 
 /// How deep `--recursive` descends.
