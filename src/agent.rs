@@ -177,6 +177,12 @@ async fn reconcile_loop<K: Kernel + 'static>(
     debounce: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let stop = reconciler.stop_flag();
+    let stop_token = shutdown.clone();
+    tokio::spawn(async move {
+        stop_token.cancelled().await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     let reconciler = Arc::new(Mutex::new(reconciler));
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -144,7 +144,8 @@ struct StatusRow {
 /// `status`: the kernel's profiles, managed or foreign.
 pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
     let apparmor = preflight::securityfs(host)?;
-    let parser = preflight::parser(host).map(Some).unwrap_or(None).unwrap_or_default();
+    // Listing needs no parser; the handle just wants a path.
+    let parser = crate::kernel::resolve_parser(host.parser.as_deref()).unwrap_or_else(|| crate::defaults::PARSER.into());
     let kernel = HostKernel::new(apparmor, parser, host.parser_timeout, host.state_dir.clone());
     let listing = kernel.listing()?;
     let state = StateStore::new(&host.state_dir).load()?;

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -203,13 +205,24 @@ pub struct Reconciler<K: Kernel> {
     quick: BTreeSet<String>,
     /// Content hashes the quick reader got wrong: only the parser names them.
     distrust: BTreeSet<String>,
+    /// Set on shutdown: finish the parser call in flight, start no new one.
+    stop: Arc<AtomicBool>,
 }
 
 impl<K: Kernel> Reconciler<K> {
     /// Loads the state; a corrupt state file is an error (never silently "own nothing").
     pub fn new(kernel: K, store: StateStore, settings: Settings) -> Result<Self, SyncError> {
         let state = store.load()?;
-        Ok(Reconciler { kernel, store, state, settings, quick: BTreeSet::new(), distrust: BTreeSet::new() })
+        Ok(Reconciler { kernel, store, state, settings, quick: BTreeSet::new(), distrust: BTreeSet::new(), stop: Arc::default() })
+    }
+
+    /// A flag that, once set, makes a running sync stop before its next parser call.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 
     /// The kernel handle.
@@ -253,7 +266,7 @@ impl<K: Kernel> Reconciler<K> {
                 .filter(|f| f.mode == mode && matches!(f.action, FileAction::Load { .. } | FileAction::Replace { .. }))
                 .filter_map(|f| observation.source(&f.file).map(|s| (f, s)))
                 .collect();
-            if batch.is_empty() {
+            if batch.is_empty() || self.stopping() {
                 continue;
             }
             let files: Vec<&SourceFile> = batch.iter().map(|(_, s)| *s).collect();
@@ -299,6 +312,9 @@ impl<K: Kernel> Reconciler<K> {
         }
 
         for removal in &plan.removals {
+            if self.stopping() {
+                break;
+            }
             match removal.action {
                 RemovalAction::Unload => match self.kernel.unload(&removal.name) {
                     Ok(()) => {
