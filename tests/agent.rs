@@ -520,3 +520,203 @@ fn missing_parser_is_an_environment_error() {
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).to_lowercase().contains("parser"), "{}", show(&o));
 }
+
+#[test]
+fn profile_moving_between_files_is_not_unloaded() {
+    let env = TestEnv::new();
+    env.write("old", &profile("mover", &["/m r"]));
+    env.write("other", &profile("other", &[]));
+    let mut agent = env.spawn_agent(&["--unload-removed"]);
+    agent.wait_ready();
+    let n_remove = env.count(CallKind::Remove);
+    // In one go: a new file defines the profile, the old one goes away.
+    let moved = profile("mover", &["/m r", "/m2 r"]);
+    env.write("new", &moved);
+    env.remove("old");
+    let p = agent.wait_profile_state("mover", "loaded");
+    wait_for(DEADLINE, "mover owned by new", || {
+        let v = agent.profiles();
+        let p = profile_entry(&v, "mover").cloned().unwrap_or_default();
+        if file_matches(&p["file"], "new") && p["sha256"] == sha256_hex(moved.as_bytes()).as_str() {
+            Ok(())
+        } else {
+            Err(p.to_string())
+        }
+    });
+    drop(p);
+    assert!(env.kernel.has("mover"));
+    let mut files = BTreeMap::new();
+    files.insert("new".to_string(), moved);
+    assert_eq!(env.kernel.sha1("mover"), expected_kernel(&files).1.get("mover").cloned());
+    assert_eq!(env.count(CallKind::Remove), n_remove, "moving a profile never removes it: {:?}", env.calls());
+    assert_eq!(agent.get("/readyz").unwrap().0, 200);
+}
+
+#[test]
+fn duplicate_name_in_two_files_refuses_one() {
+    let env = TestEnv::new();
+    env.write("one", &profile("dup", &["/one r"]));
+    env.write("two", &profile("dup", &["/two r"]));
+    env.write("fine", &profile("fine", &[]));
+    let mut agent = env.spawn_agent(&[]);
+    wait_for(DEADLINE, "one of the two files refused", || {
+        let v = agent.profiles();
+        let states: Vec<String> =
+            ["one", "two"].iter().map(|f| file_entry(&v, f).map(|e| str_of(&e["state"])).unwrap_or_default()).collect();
+        let refused = states.iter().filter(|s| *s == "refused").count();
+        let loaded = states.iter().filter(|s| *s == "loaded").count();
+        if refused == 1 && loaded == 1 { Ok(()) } else { Err(v.to_string()) }
+    });
+    assert!(env.kernel.has("fine") && env.kernel.has("dup"));
+    let v = agent.profiles();
+    let winner = if file_entry(&v, "one").unwrap()["state"] == "loaded" { "one" } else { "two" };
+    let mut files = BTreeMap::new();
+    files.insert(winner.to_string(), fs::read_to_string(env.path(winner)).unwrap());
+    assert_eq!(env.kernel.sha1("dup"), expected_kernel(&files).1.get("dup").cloned(), "the kernel has the winner's version");
+    let loser = if winner == "one" { "two" } else { "one" };
+    assert!(loads_of(&env, loser).is_empty(), "the refused file is never loaded");
+    assert_eq!(agent.get("/readyz").unwrap().0, 503);
+}
+
+#[test]
+fn profile_dropped_from_a_file_is_orphaned_or_unloaded() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    env.write("workers", "profile w1 {\n  /srv/w1/** r,\n  /srv/w1/more r,\n}\n");
+    agent.wait_profile_state("w2", "orphaned");
+    agent.wait_profile_state("w1", "loaded");
+    assert!(env.kernel.has("w2"));
+    drop(agent);
+
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&["--unload-removed"]);
+    agent.wait_ready();
+    env.write("workers", "profile w1 {\n  /srv/w1/** r,\n}\n");
+    wait_until(DEADLINE, "w2 and its hat removed", || !env.kernel.has("w2") && !env.kernel.has("w2//handling"));
+    assert!(env.kernel.has("w1"));
+    agent.wait_file_state("workers", "loaded");
+}
+
+#[test]
+fn files_defining_no_profile_are_reported_and_hold_nothing_else_back() {
+    // The agent treats a file that defines no profile as a mistake (failed, named), not as
+    // "nothing to do"; the rest of the directory still loads.
+    let env = TestEnv::new();
+    env.write("a", &profile("a", &[]));
+    env.write("empty", "");
+    env.write("comments", "# nothing here yet\n#include <tunables/global>\n");
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_profile_state("a", "loaded");
+    assert_eq!(env.kernel.names(), vec!["a"]);
+    for f in ["empty", "comments"] {
+        let e = agent.wait_file_state(f, "failed");
+        assert!(e["names"].as_array().unwrap().is_empty(), "{e}");
+        assert!(
+            file_matches(&Value::String(str_of(&e["error"]).split(':').next().unwrap().to_string()), f),
+            "error names the file: {e}"
+        );
+    }
+    let (st, body) = agent.get_json("/readyz").unwrap();
+    assert_eq!(st, 503, "{body}");
+    assert!(loads_of(&env, "empty").is_empty() && loads_of(&env, "comments").is_empty());
+}
+
+#[test]
+fn quoted_names_with_spaces_round_trip() {
+    let env = TestEnv::new();
+    env.write("spaced", "profile \"my app\" /opt/my\\ app/bin {\n  /opt/** r,\n  ^\"the hat\" {\n  }\n}\n");
+    let mut agent = env.spawn_agent(&["--resync-interval", "1s"]);
+    agent.wait_ready();
+    assert!(env.kernel.has("my app"), "{:?}", env.kernel.listing());
+    agent.wait_profile_state("my app", "loaded");
+    // A resync finds it in the kernel and does not reload it.
+    let n = env.count(CallKind::Load);
+    let seen = agent.profiles()["last_sync"].clone();
+    wait_until(DEADLINE, "a resync", || agent.profiles()["last_sync"] != seen);
+    let seen = agent.profiles()["last_sync"].clone();
+    wait_until(DEADLINE, "another resync", || agent.profiles()["last_sync"] != seen);
+    assert_eq!(env.count(CallKind::Load), n, "no reload of a name with spaces: {:?}", env.calls());
+}
+
+#[test]
+fn stale_survives_a_restart_and_edits_while_down_cost_one_load() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    env.write("payment-api", "profile payment-api {\n  broken\n}\n");
+    agent.wait_file_state("payment-api", "stale");
+    agent.stop();
+    let good_sha = env.kernel.sha1("payment-api");
+    let nginx_sha = env.kernel.sha1("/usr/sbin/nginx");
+
+    // Edited while the agent was down.
+    let w = "profile w1 {\n}\nprofile w2 {\n  ^handling {\n  }\n}\n";
+    env.write("workers", w);
+    let n = env.calls().len();
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    agent.wait_file_state("payment-api", "stale");
+    agent.wait_file_state("workers", "loaded");
+    assert_eq!(env.kernel.sha1("payment-api"), good_sha, "the last good version stays");
+    assert_eq!(env.kernel.sha1("/usr/sbin/nginx"), nginx_sha);
+    let loads: Vec<Call> = env.calls()[n..].iter().filter(|c| c.kind() == CallKind::Load).cloned().collect();
+    let loaded_files: Vec<String> = loads.iter().flat_map(Call::files).collect();
+    assert!(loaded_files.contains(&env.path("workers").display().to_string()), "{loads:?}");
+    assert!(!loaded_files.contains(&env.path("nginx").display().to_string()), "unchanged files are not reloaded: {loads:?}");
+}
+
+#[test]
+fn vanished_profile_directory_unloads_nothing() {
+    let env = TestEnv::new();
+    three(&env);
+    let mut agent = env.spawn_agent(&["--unload-removed", "--resync-interval", "1s"]);
+    agent.wait_ready();
+    let listing = env.kernel.listing();
+    let aside = env.tmp.path().join("aside");
+    fs::rename(&env.profiles, &aside).unwrap();
+    // Give the agent a few syncs' worth of chances to do the wrong thing.
+    let seen = agent.profiles()["last_sync"].clone();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        agent.assert_alive();
+        assert_eq!(env.kernel.listing(), listing, "profiles must not be removed when the directory is gone");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.count(CallKind::Remove), 0);
+    drop(seen);
+    fs::rename(&aside, &env.profiles).unwrap();
+    env.write("late", &profile("late", &[]));
+    wait_until(DEADLINE, "the agent to carry on once the directory is back", || env.kernel.has("late"));
+    assert_eq!(env.count(CallKind::Remove), 0);
+}
+
+#[test]
+fn many_files_cold_start_is_batched_and_one_edit_is_one_load() {
+    let env = TestEnv::new();
+    for i in 0..300 {
+        env.write(&format!("f{i:03}"), &profile(&format!("p{i:03}"), &[&format!("/d/{i} r")]));
+    }
+    let mut agent = env.spawn_agent(&[]);
+    agent.wait_ready();
+    assert_eq!(env.kernel.names().len(), 300);
+    let loads = env.count(CallKind::Load);
+    let names = env.count(CallKind::Names);
+    assert!(loads <= 4, "cold start of 300 files in few parser calls, got {loads} loads");
+    assert!(names <= 4, "names of 300 files in few parser calls, got {names} -N calls");
+    let n = env.calls().len();
+    env.write("f150", &profile("p150", &["/d/150 r", "/d/150b r"]));
+    wait_for(DEADLINE, "p150 reloaded", || {
+        let v = agent.profiles();
+        let p = profile_entry(&v, "p150").cloned().unwrap_or_default();
+        let new = env.calls()[n..].iter().filter(|c| c.kind() == CallKind::Load).count();
+        if new >= 1 && p["state"] == "loaded" { Ok(()) } else { Err(p.to_string()) }
+    });
+    let new: Vec<Call> = env.calls()[n..].to_vec();
+    let loads: Vec<&Call> = new.iter().filter(|c| c.kind() == CallKind::Load).collect();
+    assert_eq!(loads.len(), 1, "{loads:?}");
+    assert_eq!(loads[0].files().len(), 1, "{loads:?}");
+}

@@ -127,3 +127,41 @@ fn kubelet_atomic_updates_converge_every_time() {
     assert_eq!(env.kernel.sha1("docker-default").as_deref(), Some("f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0"));
     agent.stop();
 }
+
+#[test]
+fn configmap_writer_matches_the_kubelet_layout() {
+    let tmp = tempfile::TempDir::new().unwrap();
+    let dir = tmp.path().join("cm");
+    let mut files: BTreeMap<String, String> = [("a".to_string(), "A1".to_string()), ("b".to_string(), "B1".to_string())].into();
+    let mut cm = ConfigMapDir::create(dir.clone(), &files);
+    let layout = |dir: &std::path::Path| -> (Vec<String>, String) {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        let data = std::fs::read_link(dir.join("..data")).unwrap().to_string_lossy().into_owned();
+        (names, data)
+    };
+    let (names, data) = layout(&dir);
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(data.starts_with("..") && !data.contains('/'), "relative ..data target: {data}");
+    assert!(names.contains(&data));
+    let ts = data.trim_start_matches("..");
+    assert_eq!(ts.len(), "2026_11_28_03_07_12.123456789".len(), "{ts}");
+    assert_eq!(std::fs::read_link(dir.join("a")).unwrap(), std::path::Path::new("..data/a"));
+    assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "A1");
+
+    files.remove("a");
+    files.insert("b".to_string(), "B2".to_string());
+    files.insert("c".to_string(), "C1".to_string());
+    cm.update(&files);
+    let (names2, data2) = layout(&dir);
+    assert_ne!(data, data2);
+    assert_eq!(names2, {
+        let mut v = vec!["..data".to_string(), data2.clone(), "b".to_string(), "c".to_string()];
+        v.sort();
+        v
+    });
+    assert_eq!(std::fs::read_to_string(dir.join("b")).unwrap(), "B2");
+    assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "C1");
+    assert!(!dir.join(&data).exists(), "old timestamped dir removed");
+}
