@@ -68,66 +68,63 @@ def rule_lines(lines):
     return rules, close
 
 
+def check_profile_file(path, features, report):
+    """Run every check on one profile file; report(ok, message) records each."""
+    name = os.path.basename(path)
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+
+    report(bool(lines) and lines[0].startswith("#") and sum(1 for l in lines[:15] if l.startswith("#")) >= 5,
+           f"{path}:1: starts with a header comment explaining the profile")
+    report(any(l.strip() == "abi <abi/3.0>," for l in lines),
+           f"{path}: declares abi <abi/3.0>")
+    r = subprocess.run(["apparmor_parser", "-N", "-M", features, path],
+                       capture_output=True, text=True, check=False)
+    names = r.stdout.split()
+    report(r.returncode == 0 and names == [name],
+           f"{path}: defines exactly one profile, named after the file (found {names or r.stderr.strip()})")
+
+    ok, base, err = compile_policy(features, name, lines)
+    if not ok:
+        report(False, f"{path}: does not compile, rule checks skipped: {err.strip()}")
+        return
+    rules, close = rule_lines(lines)
+    if close is None:
+        report(False, f"{path}: closing brace of the profile not found")
+        return
+    broad = lines[:close] + BROAD_ALLOWS + lines[close:]
+    ok_b, with_broad, err = compile_policy(features, name, broad)
+    if not ok_b:
+        report(False, f"{path}: does not compile with broad allows added: {err.strip()}")
+        return
+    for i, rule in rules:
+        where = f"{path}:{i + 1}: {rule}"
+        if re.match(r"^(audit\s+)?deny\b", rule):
+            report(rule.startswith("audit deny"),
+                   f"{where} -- is 'audit deny' (a plain deny silences the log)")
+            shifted = i if i < close else i + len(BROAD_ALLOWS)
+            _, h, _ = compile_policy(features, name, broad[:shifted] + broad[shifted + 1:])
+            report(h != with_broad, f"{where} -- still refuses when a broad allow is added")
+        else:
+            _, h, _ = compile_policy(features, name, lines[:i] + lines[i + 1:])
+            report(h != base,
+                   f"{where} -- changes the compiled policy (not redundant, enforced by the kernel ABI)")
+
+
 def main():
     features, paths = sys.argv[1], sys.argv[2:]
-    passed = failed = 0
+    counts = {"passed": 0, "failed": 0}
 
     def report(ok, what):
-        nonlocal passed, failed
-        if ok:
-            passed += 1
-            print(f"ok   {what}")
-        else:
-            failed += 1
-            print(f"FAIL {what}")
+        counts["passed" if ok else "failed"] += 1
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
 
     for path in paths:
-        name = os.path.basename(path)
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-        if lines and lines[-1] == "":
-            lines = lines[:-1]
-
-        report(lines[0].startswith("#") and sum(1 for l in lines[:15] if l.startswith("#")) >= 5,
-               f"{path}:1: starts with a header comment explaining the profile")
-        report(any(l.strip() == "abi <abi/3.0>," for l in lines),
-               f"{path}: declares abi <abi/3.0>")
-        r = subprocess.run(["apparmor_parser", "-N", "-M", features, path],
-                           capture_output=True, text=True, check=False)
-        names = r.stdout.split()
-        report(r.returncode == 0 and names == [name],
-               f"{path}: defines exactly the profile named after the file ({names or r.stderr.strip()})")
-
-        ok, base, err = compile_policy(features, name, lines)
-        report(ok, f"{path}: compiles ({err.strip()})" if not ok else f"{path}: compiles")
-        if not ok:
-            continue
-        rules, close = rule_lines(lines)
-        if close is None:
-            report(False, f"{path}: closing brace of the profile not found")
-            continue
-        broad = lines[:close] + BROAD_ALLOWS + lines[close:]
-        ok_b, with_broad, err = compile_policy(features, name, broad)
-        if not ok_b:
-            report(False, f"{path}: does not compile with broad allows added: {err.strip()}")
-            continue
-        for i, rule in rules:
-            where = f"{path}:{i + 1}: {rule}"
-            is_deny = re.match(r"^(audit\s+)?deny\b", rule) is not None
-            if is_deny:
-                report(rule.startswith("audit deny"),
-                       f"{where} -- deny rules must be 'audit deny' (a plain deny silences the log)")
-                shifted = i if i < close else i + len(BROAD_ALLOWS)
-                _, h, _ = compile_policy(features, name, broad[:shifted] + broad[shifted + 1:])
-                report(h != with_broad,
-                       f"{where} -- still refuses when a broad allow is added")
-            else:
-                _, h, _ = compile_policy(features, name, lines[:i] + lines[i + 1:])
-                report(h != base,
-                       f"{where} -- changes the compiled policy (not redundant, enforced by the kernel ABI)")
-
-    print(f"profile rules: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
+        check_profile_file(path, features, report)
+    print(f"{counts['passed']} passed, {counts['failed']} failed")
+    sys.exit(1 if counts["failed"] else 0)
 
 
 if __name__ == "__main__":
