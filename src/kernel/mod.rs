@@ -264,10 +264,15 @@ impl Kernel for HostKernel {
             args.extend(chunk.iter().map(|f| OsString::from(f.real.clone())));
             match self.run(ParserOp::Load, args, &format!("loading {} files", chunk.len())) {
                 Ok(out) if out.status.success() => results.extend(chunk.iter().map(|_| Ok(()))),
-                // The parser went on past the bad file(s) and loaded the good ones, but its
-                // exit status does not say which failed: ask once more one file at a time so
-                // each error lands on its own file. Good files are replaced with identical policy.
-                _ => results.extend(chunk.iter().map(|f| self.load_one(f, mode))),
+                // The parser goes on past a bad file and loads the good ones; when every error
+                // names a file of the batch, the others are known to be loaded.
+                Ok(out) => match attribute(&out, chunk) {
+                    Some(errors) => results.extend(errors.into_iter().map(|e| e.map_or(Ok(()), Err))),
+                    // An error we cannot pin on one file: ask again one file at a time (good
+                    // files are replaced with identical policy, which the kernel skips).
+                    None => results.extend(chunk.iter().map(|f| self.load_one(f, mode))),
+                },
+                Err(_) => results.extend(chunk.iter().map(|f| self.load_one(f, mode))),
             }
         }
         results
@@ -306,14 +311,48 @@ impl HostKernel {
             self.run(ParserOp::Names, args, &format!("naming {} files", chunk.len()))
         });
         if let Ok(out) = &batched {
-            if out.status.success() {
-                if let Some(groups) = parser_output::split_names(&String::from_utf8_lossy(&out.stdout), chunk.len()) {
+            if let Some(groups) = parser_output::split_names(&String::from_utf8_lossy(&out.stdout), chunk.len()) {
+                if out.status.success() {
                     return groups.into_iter().map(Ok).collect();
+                }
+                // A bad file prints no names but its boundary still follows, so the groups
+                // line up; its error names it.
+                if let Some(errors) = attribute(out, chunk) {
+                    return groups.into_iter().zip(errors).map(|(names, e)| e.map_or(Ok(names), Err)).collect();
                 }
             }
         }
         chunk.iter().map(|f| self.names_one(f)).collect()
     }
+}
+
+/// Pins each diagnostic of a failed batch on the file it names. `None` when any diagnostic
+/// names no file of the batch (the caller then retries file by file).
+fn attribute(out: &Output, chunk: &[&SourceFile]) -> Option<Vec<Option<KernelError>>> {
+    let diagnostics = parser_output::diagnostics(&String::from_utf8_lossy(&out.stderr));
+    if diagnostics.is_empty() {
+        return None;
+    }
+    let mut per_file: Vec<Vec<Diagnostic>> = vec![Vec::new(); chunk.len()];
+    for d in diagnostics {
+        let idx = chunk.iter().position(|f| d.file.as_deref() == Some(&*f.real.to_string_lossy()))?;
+        per_file[idx].push(d);
+    }
+    Some(
+        per_file
+            .into_iter()
+            .zip(chunk)
+            .map(|(mut diags, f)| {
+                if diags.is_empty() {
+                    return None;
+                }
+                for d in &mut diags {
+                    parser_output::rename_file(d, &f.real, &f.shown);
+                }
+                Some(KernelError::Rejected { diagnostics: diags })
+            })
+            .collect(),
+    )
 }
 
 fn write_scratch(path: &Path, content: &str) -> Result<(), KernelError> {
