@@ -3,11 +3,11 @@
 #   docker build -t apparmor-loader:0.1.0 .          (BuildKit: Docker 23+ default)
 #
 # Three stages:
-#   build   -- the release binary, `cargo build --release --locked`, on the same
-#              Debian release (glibc 2.36) as the parser it ships with.
+#   build   -- the release binary, `cargo build --release --locked`, static
+#              (x86_64-unknown-linux-musl): it needs no library at all.
 #   rootfs  -- Debian 12's pinned `apparmor` package; assembles /rootfs with only
-#              what the agent runs: apparmor-loader, apparmor_parser, the shared
-#              libraries both load (glibc only), /etc/apparmor/parser.conf, the
+#              what the agent runs: apparmor-loader, apparmor_parser and the
+#              shared libraries it loads (glibc only), /etc/apparmor/parser.conf, the
 #              abi/, abstractions/ and tunables/ that profiles include, and the
 #              feature file parser.conf points at.
 #   final   -- FROM scratch + /rootfs. No shell, no package manager, no coreutils:
@@ -15,23 +15,26 @@
 #
 # Expected size: ~8-10 MB uncompressed (apparmor_parser 1.4 MB -- its C++
 # runtime is linked in statically, so it needs only glibc; glibc + ld.so
-# ~2.2 MB; abstractions/tunables/abi ~0.6 MB; the stripped, LTO'd agent a few
-# MB). For comparison debian:12-slim alone is ~75 MB.
+# ~2.2 MB; abstractions/tunables/abi ~0.6 MB; the static, stripped, LTO'd
+# agent a few MB). For comparison debian:12-slim alone is ~75 MB.
 #
 # Base images are pinned by exact tag, written literally so hadolint checks
 # them. Pin by digest in production: append @sha256:<digest> to each FROM as
 # resolved from your registry mirror (`docker buildx imagetools inspect`).
 
 # --- build -------------------------------------------------------------------
+# The static musl binary, the same build (`make musl`) that the VM suite runs
+# against a real kernel.
 FROM rust:1.95.0-slim-bookworm AS build
 WORKDIR /src
+RUN rustup target add x86_64-unknown-linux-musl
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binary is
 # copied out of the cached target dir inside the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin apparmor-loader \
-    && install -D -m 0755 target/release/apparmor-loader /out/apparmor-loader
+    cargo build --release --locked --target x86_64-unknown-linux-musl --bin apparmor-loader \
+    && install -D -m 0755 target/x86_64-unknown-linux-musl/release/apparmor-loader /out/apparmor-loader
 
 # --- rootfs ------------------------------------------------------------------
 FROM debian:12.11-slim AS rootfs
@@ -57,7 +60,7 @@ RUN ROOTFS="${ROOTFS:-/rootfs}"; AGENT="${AGENT:-/usr/local/bin/apparmor-loader}
     install -m 0755 /usr/sbin/apparmor_parser "$ROOTFS"/usr/sbin/apparmor_parser; \
     ln -sfn usr/sbin "$ROOTFS"/sbin; \
     for bin in "$AGENT" /usr/sbin/apparmor_parser; do \
-        ldd "$bin" | grep -o '/[^ ]*' | while read -r lib; do \
+        { ldd "$bin" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do \
             cp --parents -L "$lib" "$ROOTFS"/; \
         done; \
     done; \

@@ -274,13 +274,17 @@ def assembly_step(text):
 
 
 def agent_binary(root):
-    cands = [os.environ.get("APPARMOR_LOADER_BIN", "")] + [
-        os.path.join(root, "target", p, "apparmor-loader") for p in ("release", "debug")
+    """$APPARMOR_LOADER_BIN, else the newest of the builds in target/ (a stale
+    build of an older source tree must not be the one tested)."""
+    env = os.environ.get("APPARMOR_LOADER_BIN", "")
+    if env:
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+    cands = [
+        os.path.join(root, "target", p, "apparmor-loader")
+        for p in ("x86_64-unknown-linux-musl/release", "release", "debug")
     ]
-    for c in cands:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    return None
+    cands = [c for c in cands if os.path.isfile(c) and os.access(c, os.X_OK)]
+    return max(cands, key=os.path.getmtime) if cands else None
 
 
 def check_docker(root, ck, tmp):
@@ -320,7 +324,7 @@ def check_docker(root, ck, tmp):
     agent = agent_binary(root)
     if agent is None:
         ck.skip("docker: image root filesystem checks need a built apparmor-loader "
-                "(cargo build, or APPARMOR_LOADER_BIN)")
+                "(make musl, cargo build, or APPARMOR_LOADER_BIN)")
         return
     rootfs = os.path.join(tmp, "rootfs")
     env = dict(os.environ, ROOTFS=rootfs, AGENT=agent)
