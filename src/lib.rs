@@ -1,5 +1,7 @@
 //! apparmor-loader: make the kernel's AppArmor profiles converge to a directory of profile files.
 
+/// Denial monitoring: audit record sources, parser, ring buffer, metrics and rule suggestions.
+pub mod audit;
 /// The long-running agent: watchers, reconcile loop, HTTP server.
 pub mod agent;
 /// The one-shot subcommands run by hand.
