@@ -109,8 +109,13 @@ fn is_pod_uid(s: &str) -> bool {
 /// container's process.
 fn container_id_of(comp: &str) -> Option<(&str, Option<&'static str>)> {
     let stem = comp.strip_suffix(".scope").unwrap_or(comp);
-    const PREFIXES: &[(&str, &str)] =
-        &[("cri-containerd-", "containerd"), ("crio-", "cri-o"), ("docker-", "docker"), ("libpod-", "podman"), ("containerd-", "containerd")];
+    const PREFIXES: &[(&str, &str)] = &[
+        ("cri-containerd-", "containerd"),
+        ("crio-", "cri-o"),
+        ("docker-", "docker"),
+        ("libpod-", "podman"),
+        ("containerd-", "containerd"),
+    ];
     for (prefix, runtime) in PREFIXES {
         if let Some(id) = stem.strip_prefix(prefix) {
             return is_container_id(id).then_some((id, Some(*runtime)));
@@ -154,7 +159,13 @@ impl ContainerResolver {
 
     /// A resolver with explicit cache size and lifetime.
     pub fn with_limits(proc_root: impl Into<PathBuf>, capacity: usize, ttl: Duration) -> Self {
-        ContainerResolver { proc_root: proc_root.into(), ttl, capacity: capacity.max(1), cache: HashMap::new(), order: VecDeque::new() }
+        ContainerResolver {
+            proc_root: proc_root.into(),
+            ttl,
+            capacity: capacity.max(1),
+            cache: HashMap::new(),
+            order: VecDeque::new(),
+        }
     }
 
     /// The container of `pid`, cached.
@@ -196,24 +207,32 @@ mod tests {
         let uid_ = UID.replace('-', "_");
         let rows: Vec<(String, Option<ContainerRef>)> = vec![
             (
-                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope\n"),
+                format!(
+                    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{ID}.scope\n"
+                ),
                 r(Some(ID), Some(UID), Some("containerd")),
             ),
             (format!("0::/kubepods.slice/kubepods-pod{uid_}.slice/crio-{ID}.scope\n"), r(Some(ID), Some(UID), Some("cri-o"))),
             (
-                format!("0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope\n"),
+                format!(
+                    "0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{uid_}.slice/cri-containerd-{ID}.scope\n"
+                ),
                 r(Some(ID), Some(UID), Some("containerd")),
             ),
             // cgroup v1, cgroupfs driver: several lines, all the same.
             (
-                format!("12:pids:/kubepods/burstable/pod{UID}/{ID}\n11:memory:/kubepods/burstable/pod{UID}/{ID}\n1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n"),
+                format!(
+                    "12:pids:/kubepods/burstable/pod{UID}/{ID}\n11:memory:/kubepods/burstable/pod{UID}/{ID}\n1:name=systemd:/kubepods/burstable/pod{UID}/{ID}\n"
+                ),
                 r(Some(ID), Some(UID), None),
             ),
             // cgroupfs driver on v2.
             (format!("0::/kubepods/besteffort/pod{UID}/{ID}\n"), r(Some(ID), Some(UID), None)),
             // Static pod: 32-hex UID.
             (
-                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0123456789abcdef0123456789abcdef.slice/cri-containerd-{ID}.scope\n"),
+                format!(
+                    "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0123456789abcdef0123456789abcdef.slice/cri-containerd-{ID}.scope\n"
+                ),
                 r(Some(ID), Some("0123456789abcdef0123456789abcdef"), Some("containerd")),
             ),
             (format!("0::/system.slice/docker-{ID}.scope\n"), r(Some(ID), None, Some("docker"))),

@@ -361,7 +361,7 @@ fn record_type(prefix: &str) -> Option<u16> {
             None
         };
     };
-    let v = prefix[pos + 5..].split(|c: char| c == ' ' || c == ':').next()?;
+    let v = prefix[pos + 5..].split([' ', ':']).next()?;
     match v {
         "AVC" => Some(AUDIT_TYPE_AVC),
         "USER_AVC" => Some(AUDIT_TYPE_USER_AVC),
@@ -429,7 +429,9 @@ impl<'a> Iterator for Tokens<'a> {
             return None;
         }
         let key_start = self.pos;
-        while self.pos < bytes.len() && (bytes[self.pos].is_ascii_alphanumeric() || bytes[self.pos] == b'_' || bytes[self.pos] == b'-') {
+        while self.pos < bytes.len()
+            && (bytes[self.pos].is_ascii_alphanumeric() || bytes[self.pos] == b'_' || bytes[self.pos] == b'-')
+        {
             self.pos += 1;
         }
         if self.pos == key_start || self.pos >= bytes.len() || bytes[self.pos] != b'=' {
@@ -486,11 +488,7 @@ pub fn decode_hex(s: &str) -> Option<String> {
 /// printable ASCII other than `"` and space, otherwise bare uppercase hex. Used by tests and fixtures.
 pub fn encode_untrusted(s: &str) -> String {
     let needs_hex = s.bytes().any(|b| b <= 0x20 || b == b'"' || b >= 0x7f);
-    if needs_hex {
-        s.bytes().map(|b| format!("{b:02X}")).collect()
-    } else {
-        format!("\"{s}\"")
-    }
+    if needs_hex { s.bytes().map(|b| format!("{b:02X}")).collect() } else { format!("\"{s}\"") }
 }
 
 /// A string field the kernel may hex-encode: decode bare hex, map `(null)` to `None`.
@@ -530,17 +528,15 @@ fn set_once<T>(slot: &mut Option<T>, v: Option<T>) {
 
 fn apply_field(rec: &mut AuditRecord, key: &str, v: Value<'_>, seen_decision: &mut bool) -> Result<(), ParseError> {
     match key {
-        "apparmor" => {
-            if !*seen_decision {
-                let s = match v {
-                    Value::Quoted(s) | Value::Bare(s) => s,
-                };
-                if s.is_empty() {
-                    return Err(ParseError::EmptyDecision);
-                }
-                rec.decision = Decision::from_field(s);
-                *seen_decision = true;
+        "apparmor" if !*seen_decision => {
+            let s = match v {
+                Value::Quoted(s) | Value::Bare(s) => s,
+            };
+            if s.is_empty() {
+                return Err(ParseError::EmptyDecision);
             }
+            rec.decision = Decision::from_field(s);
+            *seen_decision = true;
         }
         "operation" => set_once(&mut rec.operation, text(v)),
         "class" => set_once(&mut rec.class, text(v)),
@@ -597,7 +593,8 @@ mod tests {
     }
 
     /// (line, decision, operation, profile, name, denied mask)
-    type Row = (&'static str, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, Option<&'static str>);
+    type Row =
+        (&'static str, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, Option<&'static str>);
 
     #[test]
     fn table_of_real_shapes() {
@@ -760,12 +757,16 @@ mod tests {
         assert_eq!(r.peer.as_deref(), Some("unconfined"));
 
         // Hex-encoded profile and name (a profile name with a space).
-        let r = parse(r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" profile=6D7920617070 name=2F746D702F612062 pid=7 comm="sh" requested_mask="r" denied_mask="r""#);
+        let r = parse(
+            r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" profile=6D7920617070 name=2F746D702F612062 pid=7 comm="sh" requested_mask="r" denied_mask="r""#,
+        );
         assert_eq!(r.profile.as_deref(), Some("my app"));
         assert_eq!(r.name.as_deref(), Some("/tmp/a b"));
 
         // auditd's enriched section after 0x1d is not part of the record.
-        let r = parse("type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\x1dFSUID=\"root\" OUID=\"root\"");
+        let r = parse(
+            "type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\x1dFSUID=\"root\" OUID=\"root\"",
+        );
         assert_eq!(r.ouid, Some(0));
     }
 
@@ -799,7 +800,10 @@ mod tests {
     #[test]
     fn malformed_apparmor_lines_are_errors() {
         let rows: &[(&str, ParseError)] = &[
-            (r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" name="/very/long/trunc"#, ParseError::Unterminated("name".into())),
+            (
+                r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" name="/very/long/trunc"#,
+                ParseError::Unterminated("name".into()),
+            ),
             (r#"audit: type=1400 audit(x:1): apparmor="DENIED""#, ParseError::BadStamp),
             (r#"audit: type=1400 audit(1.000): apparmor="DENIED""#, ParseError::BadStamp),
             (r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" pid=abc"#, ParseError::BadNumber("pid".into())),
@@ -840,7 +844,9 @@ mod tests {
 
     #[test]
     fn serializes_to_json() {
-        let r = parse(r#"audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r""#);
+        let r = parse(
+            r#"audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r""#,
+        );
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["decision"], "DENIED");
         assert_eq!(v["timestamp"]["serial"], 3);

@@ -174,7 +174,15 @@ pub struct LogLimiter {
 impl LogLimiter {
     /// A limiter with the given settings.
     pub fn new(cfg: LimiterConfig) -> Self {
-        LogLimiter { cfg, seen: HashMap::new(), order: VecDeque::new(), tokens: cfg.burst, last_refill: None, suppressed: 0, hasher: RandomState::new() }
+        LogLimiter {
+            cfg,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            tokens: cfg.burst,
+            last_refill: None,
+            suppressed: 0,
+            hasher: RandomState::new(),
+        }
     }
 
     /// The dedupe key of a record.
