@@ -285,4 +285,20 @@ mod tests {
         }
         assert!(res.cache.len() <= 2 && res.order.len() <= 3);
     }
+
+    proptest::proptest! {
+        /// /proc/<pid>/cgroup content is host-controlled but cgroup names under it can be chosen by
+        /// containers with cgroup delegation: parsing never panics.
+        #[test]
+        fn arbitrary_content_never_panics(
+            s in proptest::prelude::any::<String>(),
+            parts in proptest::collection::vec(
+                proptest::prop_oneof!["0::", "1:pids:", "/", "\n", "pod", "kubepods-", "-pod", "cri-containerd-", "docker-", ".scope", ".slice", "_", "[0-9a-f]{1,66}"],
+                0..24,
+            ),
+        ) {
+            let _ = parse_proc_cgroup(&s);
+            let _ = parse_proc_cgroup(&parts.concat());
+        }
+    }
 }

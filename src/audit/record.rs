@@ -260,6 +260,29 @@ pub fn split_kmsg(line: &str) -> Option<(KmsgHeader, &str)> {
     Some((KmsgHeader { priority, seq, ts_usec }, msg))
 }
 
+/// Undoes `/dev/kmsg`'s escaping of the message text: it prints a backslash and any non-printable byte
+/// as `\xHH`. (A quoted audit value may legitimately contain a backslash, e.g. `name="/tmp/a\b"`.)
+pub fn unescape_kmsg(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.contains("\\x") {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let b = msg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1] == b'x' {
+            if let (Some(hi), Some(lo)) = ((b[i + 2] as char).to_digit(16), (b[i + 3] as char).to_digit(16)) {
+                out.push((hi * 16 + lo) as u8);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// Parses one line in any of the supported forms.
 ///
 /// Returns `Ok(None)` for a line that is not an AppArmor record (decided without allocating), `Err` for
@@ -820,6 +843,16 @@ mod tests {
     fn first_occurrence_wins() {
         let r = parse(r#"apparmor="DENIED" operation="open" profile="a" profile="b" name="/x" name="/y""#);
         assert_eq!((r.profile.as_deref(), r.name.as_deref()), (Some("a"), Some("/x")));
+    }
+
+    #[test]
+    fn kmsg_unescape() {
+        assert_eq!(unescape_kmsg(r#"name="/tmp/a\x5cb""#), r#"name="/tmp/a\b""#);
+        assert_eq!(unescape_kmsg("plain"), "plain");
+        assert_eq!(unescape_kmsg(r"tail \x5"), r"tail \x5");
+        assert_eq!(unescape_kmsg(r"bad \xZZ"), r"bad \xZZ");
+        let r = parse_line(&unescape_kmsg(r#"apparmor="DENIED" operation="open" profile="p" name="/a\x5cb""#)).unwrap().unwrap();
+        assert_eq!(r.name.as_deref(), Some(r"/a\b"));
     }
 
     #[test]

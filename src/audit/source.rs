@@ -162,6 +162,8 @@ impl SourceKind {
 /// Counters a source thread keeps; read by the monitor for metrics and health.
 #[derive(Debug, Default)]
 pub struct SourceStats {
+    /// Lines (kmsg records, netlink messages, file lines) read, AppArmor or not.
+    pub lines: AtomicU64,
     /// Records parsed and sent.
     pub records: AtomicU64,
     /// AppArmor lines that failed to parse.
@@ -345,6 +347,12 @@ struct Sink {
 struct Disconnected;
 
 impl Sink {
+    /// Parses a whole line (file and offline forms) and delivers the result.
+    fn line(&self, line: &str) -> Result<(), Disconnected> {
+        self.stats.lines.fetch_add(1, Ordering::Relaxed);
+        self.deliver(record::parse_line(line))
+    }
+
     fn deliver(&self, parsed: Result<Option<AuditRecord>, ParseError>) -> Result<(), Disconnected> {
         match parsed {
             Ok(None) => Ok(()),
@@ -480,6 +488,7 @@ impl KmsgReader {
 fn handle_kmsg_line(line: &str, last_seq: &mut Option<u64>, sink: &Sink) -> Result<(), Disconnected> {
     // Continuation lines (" SUBSYSTEM=...") carry device properties, never audit text.
     let Some((hdr, msg)) = record::split_kmsg(line) else { return Ok(()) };
+    sink.stats.lines.fetch_add(1, Ordering::Relaxed);
     if let Some(last) = *last_seq {
         if hdr.seq <= last {
             return Ok(()); // already delivered
@@ -492,7 +501,7 @@ fn handle_kmsg_line(line: &str, last_seq: &mut Option<u64>, sink: &Sink) -> Resu
     if hdr.facility() != 0 || !record::looks_like_apparmor(msg) {
         return Ok(());
     }
-    sink.deliver(record::parse_line(msg))
+    sink.deliver(record::parse_line(&record::unescape_kmsg(msg)))
 }
 
 fn wait_readable(file: &impl std::os::fd::AsFd, timeout: Duration) -> io::Result<()> {
@@ -534,7 +543,7 @@ impl FileFollower {
                 Ok(0) => return Ok(Ok(())),
                 Ok(n) => {
                     self.pos += n as u64;
-                    if let Err(d) = self.lines.push(&buf[..n], |l| sink.deliver(record::parse_line(l))) {
+                    if let Err(d) = self.lines.push(&buf[..n], |l| sink.line(l)) {
                         return Ok(Err(d));
                     }
                 }
@@ -551,7 +560,7 @@ impl FileFollower {
                 return Ok(());
             }
             if !opts.follow {
-                let _ = self.lines.finish(|l| sink.deliver(record::parse_line(l)));
+                let _ = self.lines.finish(|l| sink.line(l));
                 return Ok(());
             }
             std::thread::sleep(opts.poll_interval);
@@ -561,7 +570,7 @@ impl FileFollower {
                     if self.drain(sink, &mut buf)?.is_err() {
                         return Ok(());
                     }
-                    let _ = self.lines.finish(|l| sink.deliver(record::parse_line(l)));
+                    let _ = self.lines.finish(|l| sink.line(l));
                     match File::open(&self.path) {
                         Ok(f) => {
                             let m = f.metadata()?;
@@ -664,6 +673,7 @@ impl NetlinkReader {
             match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => {
                     for (ty, payload) in split_netlink(&buf[..n]) {
+                        sink.stats.lines.fetch_add(1, Ordering::Relaxed);
                         if sink.deliver(record::parse_netlink_payload(ty, &String::from_utf8_lossy(payload))).is_err() {
                             return Ok(());
                         }
@@ -967,6 +977,83 @@ mod tests {
         let names: Vec<_> = r.records.iter().map(|r| r.name.clone().unwrap()).collect();
         assert_eq!(names, ["/k", "/a", "/no-newline"]);
         assert_eq!(r.parse_errors, 1);
+    }
+
+    /// Sends a USER_AVC message to the kernel audit subsystem (needs CAP_AUDIT_WRITE). The kernel
+    /// multicasts it to the read-log group and, with no auditd, prints it to the kernel log with
+    /// facility 0: a real-kernel end-to-end check of both sources without AppArmor.
+    fn send_user_avc(body: &str) -> nix::Result<()> {
+        use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, socket};
+        use std::os::fd::AsRawFd;
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkAudit)?;
+        let mut payload = body.as_bytes().to_vec();
+        payload.push(0);
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&record::AUDIT_TYPE_USER_AVC.to_ne_bytes());
+        msg.extend_from_slice(&1u16.to_ne_bytes()); // NLM_F_REQUEST
+        msg.extend_from_slice(&1u32.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(&payload);
+        sendto(fd.as_raw_fd(), &msg, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
+        Ok(())
+    }
+
+    /// Receives until the record named `/tag` arrives (other tests may send their own meanwhile);
+    /// returns it and every name seen before it.
+    fn recv_tagged(rx: &Receiver<AuditRecord>, tag: &str) -> (AuditRecord, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut seen = Vec::new();
+        loop {
+            let rec = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the tagged record");
+            if rec.name.as_deref() == Some(&format!("/{tag}")) {
+                return (rec, seen);
+            }
+            seen.push(rec.name.unwrap_or_default());
+        }
+    }
+
+    fn user_avc_body(tag: &str) -> String {
+        format!(
+            r#"apparmor="DENIED" operation="open" profile="aal-selftest" name="/{tag}" pid=1 comm="selftest" requested_mask="r" denied_mask="r""#
+        )
+    }
+
+    #[test]
+    #[ignore = "needs root, kernel audit and the host network namespace; run with --ignored"]
+    fn real_netlink_multicast_delivers_user_avc() {
+        let src =
+            start(&SourceSpec::Netlink, &SourcePaths::default(), &opts(), StopFlag::new()).expect("netlink source").unwrap();
+        let tag = format!("netlink-{}", std::process::id());
+        send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
+        let (rec, _) = recv_tagged(&src.rx, &tag);
+        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert!(rec.timestamp.is_some());
+        src.stop();
+        src.join();
+    }
+
+    #[test]
+    #[ignore = "needs root, kernel audit, no auditd, and a real /dev/kmsg; run with --ignored"]
+    fn real_kmsg_reads_new_kernel_records_only() {
+        let o = ReadOptions { poll_interval: Duration::from_millis(50), ..ReadOptions::default() };
+        let src = start(&SourceSpec::Kmsg, &SourcePaths::default(), &o, StopFlag::new()).expect("kmsg source").unwrap();
+        // A userspace write lands with facility 1: read (counted as a line) but never trusted.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(DEV_KMSG)
+            .unwrap()
+            .write_all(format!("audit: type=1400 audit(1.000:1): {}\n", user_avc_body("forged")).as_bytes())
+            .unwrap();
+        let tag = format!("kmsg-{}", std::process::id());
+        send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
+        let (rec, before) = recv_tagged(&src.rx, &tag);
+        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert!(!before.iter().any(|n| n == "/forged"), "a userspace-written line must not be delivered: {before:?}");
+        assert!(src.stats.lines.load(Ordering::Relaxed) >= 2);
+        assert_eq!(src.stats.lost.load(Ordering::Relaxed), 0);
+        src.stop();
+        src.join();
     }
 
     #[test]

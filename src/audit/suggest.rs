@@ -558,4 +558,42 @@ mod tests {
 ";
         assert_eq!(text, want);
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever a hostile process names its files, suggest never panics and every rule is one
+            /// line ending with a comma.
+            #[test]
+            fn arbitrary_records_give_well_formed_rules(
+                names in proptest::collection::vec(any::<String>(), 0..8),
+                masks in proptest::collection::vec("[rwacdxlkm:]{0,4}", 8),
+                ops in proptest::collection::vec(prop_oneof!["open", "exec", "capable", "create", "signal", "ptrace", "mkdir", ".*"], 8),
+                collapse in proptest::option::of(0usize..4),
+            ) {
+                let recs: Vec<AuditRecord> = names.iter().enumerate().map(|(i, n)| AuditRecord {
+                    decision: Decision::Denied,
+                    profile: Some("p".into()),
+                    operation: Some(ops[i].clone()),
+                    name: Some(n.clone()),
+                    denied_mask: Some(masks[i].clone()),
+                    capability: Some(i as u32 * 7),
+                    family: (i % 3 == 0).then(|| n.clone()),
+                    sock_type: Some(n.clone()),
+                    peer: Some(n.clone()),
+                    ..AuditRecord::default()
+                }).collect();
+                let s = suggest("p", &recs, &SuggestOptions { collapse_threshold: collapse });
+                for r in &s.rules {
+                    prop_assert!(r.rule.ends_with(','), "{}", r.rule);
+                    prop_assert!(!r.rule.contains('\n') && !r.rule.chars().any(char::is_control), "{:?}", r.rule);
+                }
+                let total: u64 = s.rules.iter().map(|r| r.count).sum::<u64>() + s.skipped.iter().map(|k| k.count).sum::<u64>();
+                prop_assert_eq!(total, s.considered);
+                let _ = s.render();
+            }
+        }
+    }
 }
