@@ -12,6 +12,8 @@ pub mod cgroup;
 pub mod cli;
 /// One readable, terminal-safe line per record.
 pub mod display;
+/// The `GET /denials` route.
+pub mod http;
 /// Prometheus metrics with bounded labels.
 pub mod metrics;
 /// The monitor thread tying source, ring, metrics and log limiter together; the HTTP read handle.

@@ -493,4 +493,29 @@ mod tests {
         assert!(r.snapshot.records.is_empty());
         mon.join();
     }
+
+    #[test]
+    #[ignore = "needs root, kernel audit and the host network namespace; run with --ignored"]
+    fn real_auto_monitor_sees_a_user_avc() {
+        let mut reg = Registry::default();
+        let metrics = AuditMetrics::register(&mut reg, ProfileSet::new(["aal-selftest"]));
+        let cfg = MonitorConfig {
+            read: ReadOptions { poll_interval: Duration::from_millis(20), ..ReadOptions::default() },
+            ..MonitorConfig::default()
+        };
+        let mon = Monitor::start(cfg, metrics, StopFlag::new()).unwrap();
+        let view = mon.view();
+        assert!(view.status().up, "{:?}", view.status());
+        let tag = format!("/monitor-{}", std::process::id());
+        crate::audit::source::tests::send_user_avc(&format!(
+            r#"apparmor="DENIED" operation="open" profile="aal-selftest" name="{tag}" pid=1 comm="selftest" requested_mask="r" denied_mask="r""#
+        ))
+        .unwrap();
+        let q = Query { profile: Some("aal-selftest".into()), ..Query::default() };
+        wait_for(|| view.snapshot(&q).records.iter().any(|e| e.record.name.as_deref() == Some(tag.as_str())));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        assert!(out.contains(r#"audit_denials_total{profile="aal-selftest",operation="open"}"#), "{out}");
+        mon.join();
+    }
 }

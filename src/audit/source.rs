@@ -736,7 +736,7 @@ pub fn read_records(reader: impl BufRead) -> io::Result<ReadResult> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::time::Instant;
@@ -982,7 +982,7 @@ mod tests {
     /// Sends a USER_AVC message to the kernel audit subsystem (needs CAP_AUDIT_WRITE). The kernel
     /// multicasts it to the read-log group and, with no auditd, prints it to the kernel log with
     /// facility 0: a real-kernel end-to-end check of both sources without AppArmor.
-    fn send_user_avc(body: &str) -> nix::Result<()> {
+    pub(crate) fn send_user_avc(body: &str) -> nix::Result<()> {
         use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, socket};
         use std::os::fd::AsRawFd;
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkAudit)?;
