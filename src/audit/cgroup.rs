@@ -170,10 +170,9 @@ impl ContainerResolver {
 
     /// The container of `pid`, cached.
     pub fn resolve(&mut self, pid: u32, now: Instant) -> Option<ContainerRef> {
-        if let Some((at, found)) = self.cache.get(&pid)
-            && now.saturating_duration_since(*at) < self.ttl
-        {
-            return found.clone();
+        match self.cache.get(&pid) {
+            Some((at, found)) if now.saturating_duration_since(*at) < self.ttl => return found.clone(),
+            _ => {}
         }
         let found = resolve_pid(&self.proc_root, pid);
         if self.cache.insert(pid, (now, found.clone())).is_none() {

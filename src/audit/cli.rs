@@ -63,9 +63,7 @@ pub fn denials(args: &DenialsArgs, out: &mut dyn Write, stop: &StopFlag) -> Resu
         if !args.all && !rec.decision.is_violation() {
             continue;
         }
-        if let Some(p) = &args.profile
-            && !profile_matches(rec.profile.as_deref(), p)
-        {
+        if args.profile.as_deref().is_some_and(|p| !profile_matches(rec.profile.as_deref(), p)) {
             continue;
         }
         let container = match (&mut resolver, rec.pid) {

@@ -641,10 +641,9 @@ impl NetlinkReader {
     pub fn open(proc_root: &Path) -> Result<Self, SourceError> {
         use nix::sys::socket::{AddressFamily, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, socket};
         use std::os::fd::AsRawFd;
-        if let (Ok(mine), Ok(init)) =
-            (std::fs::read_link(proc_root.join("self/ns/net")), std::fs::read_link(proc_root.join("1/ns/net")))
-            && mine != init
-        {
+        let netns = |p: &str| std::fs::read_link(proc_root.join(p)).ok();
+        // Unreadable (no hostPID, no permission): no evidence either way, so try.
+        if matches!((netns("self/ns/net"), netns("1/ns/net")), (Some(mine), Some(init)) if mine != init) {
             return Err(SourceError::Netlink(
                 "not in the host network namespace, where the kernel multicasts audit records (run with hostNetwork)".into(),
             ));
