@@ -2,6 +2,8 @@
 
 /// The long-running agent: watchers, reconcile loop, HTTP server.
 pub mod agent;
+/// Denial monitoring: audit record sources, parser, ring buffer, metrics and rule suggestions.
+pub mod audit;
 /// The one-shot subcommands run by hand.
 pub mod commands;
 /// Flags, environment and the YAML config file, merged.

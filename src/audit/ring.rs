@@ -1,0 +1,346 @@
+//! The memory of recent records (a bounded ring buffer) and the limiter that keeps denial logging
+//! from flooding the node.
+
+use super::cgroup::ContainerRef;
+use super::record::AuditRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How many records the ring keeps by default.
+pub const DEFAULT_RING_CAPACITY: usize = 1000;
+
+/// One remembered record with what the monitor learned about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// A number unique within this process, increasing: lets a client ask for "what is new since".
+    pub id: u64,
+    /// When the record was received, RFC 3339 (the kernel's stamp is inside `record.timestamp`).
+    pub received_at: String,
+    /// The parsed record.
+    #[serde(flatten)]
+    pub record: AuditRecord,
+    /// The container and pod of `record.pid`, when it could be resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+}
+
+/// What a caller (the HTTP handler, the CLI) asks of the ring.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Only records of this profile (exact match, or its children `NAME//...`).
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// At most this many, the most recent ones.
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Only records with an id greater than this (for polling).
+    #[serde(default)]
+    pub after: Option<u64>,
+}
+
+/// The answer to a [`Query`]: JSON-ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Matching records, oldest first.
+    pub records: Vec<Entry>,
+    /// Records stored since start (including those the ring has already forgotten).
+    pub total: u64,
+    /// The ring's capacity.
+    pub capacity: usize,
+}
+
+/// True when `profile` is `wanted` or one of its children/hats (`wanted//child`).
+pub fn profile_matches(profile: Option<&str>, wanted: &str) -> bool {
+    match profile {
+        Some(p) => p == wanted || p.strip_prefix(wanted).is_some_and(|rest| rest.starts_with("//")),
+        None => false,
+    }
+}
+
+/// A bounded ring of the most recent records: pushing beyond capacity forgets the oldest.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    entries: VecDeque<Entry>,
+    capacity: usize,
+    next_id: u64,
+}
+
+impl Ring {
+    /// A ring of at most `capacity` records (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Ring { entries: VecDeque::with_capacity(capacity.min(4096)), capacity, next_id: 1 }
+    }
+
+    /// Stores a record, stamping it with the next id and the receive time; returns the id.
+    pub fn push(&mut self, record: AuditRecord, container: Option<ContainerRef>, received: SystemTime) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        if self.entries.len() == self.capacity {
+            self.entries.pop_front();
+        }
+        let received_at = humantime::format_rfc3339_millis(received).to_string();
+        self.entries.push_back(Entry { id, received_at, record, container });
+        id
+    }
+
+    /// Number of records held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The matching records, oldest first, the most recent `limit` of them.
+    pub fn snapshot(&self, q: &Query) -> Snapshot {
+        let limit = q.limit.unwrap_or(self.capacity);
+        let mut picked: Vec<Entry> = self
+            .entries
+            .iter()
+            .rev()
+            .take_while(|e| q.after.is_none_or(|a| e.id > a))
+            .filter(|e| q.profile.as_deref().is_none_or(|p| profile_matches(e.record.profile.as_deref(), p)))
+            .take(limit)
+            .cloned()
+            .collect();
+        picked.reverse();
+        Snapshot { records: picked, total: self.next_id - 1, capacity: self.capacity }
+    }
+}
+
+/// Settings of the [`LogLimiter`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LimiterConfig {
+    /// How many distinct denials are remembered (memory bound).
+    pub max_keys: usize,
+    /// After this long a known denial may be logged again (with the number of repeats in between).
+    pub repeat_after: Duration,
+    /// Sustained log lines per second.
+    pub rate_per_sec: f64,
+    /// Burst size of the token bucket.
+    pub burst: f64,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig { max_keys: 4096, repeat_after: Duration::from_secs(600), rate_per_sec: 10.0, burst: 50.0 }
+    }
+}
+
+/// What to do with one denial's log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogDecision {
+    /// Log it. `repeats` is how many identical denials were not logged since the last time,
+    /// `suppressed` how many log lines the rate limit swallowed since the last line that got through.
+    Log {
+        /// Identical denials seen but not logged since this key was last logged.
+        repeats: u64,
+        /// Lines of any key dropped by the rate limit since the previous logged line.
+        suppressed: u64,
+    },
+    /// Already logged recently: counted, not logged.
+    Duplicate,
+    /// New, but the rate limit is exhausted: counted in the next `Log`'s `suppressed`.
+    RateLimited,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    logged_at: Instant,
+    repeats: u64,
+}
+
+/// Logs each distinct denial once (key: profile + operation + name + mask), again after
+/// `repeat_after`, and never more than a token bucket allows. Memory is bounded by `max_keys`: keys
+/// are stored as 64-bit hashes, the oldest forgotten first.
+#[derive(Debug)]
+pub struct LogLimiter {
+    cfg: LimiterConfig,
+    seen: HashMap<u64, Seen>,
+    order: VecDeque<u64>,
+    tokens: f64,
+    last_refill: Option<Instant>,
+    suppressed: u64,
+    // Randomly keyed so a hostile process cannot craft a name whose key collides with a real denial's.
+    hasher: RandomState,
+}
+
+impl LogLimiter {
+    /// A limiter with the given settings.
+    pub fn new(cfg: LimiterConfig) -> Self {
+        LogLimiter {
+            cfg,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+            tokens: cfg.burst,
+            last_refill: None,
+            suppressed: 0,
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// The dedupe key of a record.
+    fn key_of(&self, rec: &AuditRecord) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        rec.profile.hash(&mut h);
+        rec.operation.hash(&mut h);
+        rec.name.hash(&mut h);
+        rec.effective_mask().hash(&mut h);
+        // Capability and network denials have no name; their subject is here.
+        rec.capname.hash(&mut h);
+        rec.family.hash(&mut h);
+        rec.sock_type.hash(&mut h);
+        h.finish()
+    }
+
+    /// Decides for one record observed at `now`.
+    pub fn check(&mut self, rec: &AuditRecord, now: Instant) -> LogDecision {
+        let key = self.key_of(rec);
+        let repeats = match self.seen.get_mut(&key) {
+            Some(s) if now.saturating_duration_since(s.logged_at) < self.cfg.repeat_after => {
+                s.repeats += 1;
+                return LogDecision::Duplicate;
+            }
+            Some(s) => s.repeats,
+            None => 0,
+        };
+        if !self.take_token(now) {
+            self.suppressed += 1;
+            return LogDecision::RateLimited;
+        }
+        if self.seen.insert(key, Seen { logged_at: now, repeats: 0 }).is_none() {
+            self.order.push_back(key);
+            while self.seen.len() > self.cfg.max_keys.max(1) {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.seen.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        LogDecision::Log { repeats, suppressed }
+    }
+
+    /// Number of distinct keys remembered.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn take_token(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last_refill {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.cfg.rate_per_sec).min(self.cfg.burst);
+        }
+        self.last_refill = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::Decision;
+
+    fn rec(profile: &str, name: &str) -> AuditRecord {
+        AuditRecord {
+            decision: Decision::Denied,
+            operation: Some("open".into()),
+            profile: Some(profile.into()),
+            name: Some(name.into()),
+            denied_mask: Some("r".into()),
+            ..AuditRecord::default()
+        }
+    }
+
+    #[test]
+    fn ring_is_bounded_and_keeps_the_newest() {
+        let mut ring = Ring::new(3);
+        for i in 0..5 {
+            ring.push(rec("p", &format!("/f{i}")), None, SystemTime::UNIX_EPOCH);
+        }
+        assert_eq!(ring.len(), 3);
+        let s = ring.snapshot(&Query::default());
+        let names: Vec<_> = s.records.iter().map(|e| e.record.name.clone().unwrap()).collect();
+        assert_eq!(names, ["/f2", "/f3", "/f4"]);
+        assert_eq!((s.total, s.capacity), (5, 3));
+        assert_eq!(s.records[0].id, 3);
+    }
+
+    #[test]
+    fn ring_filters_by_profile_limit_and_cursor() {
+        let mut ring = Ring::new(10);
+        for (p, n) in [("a", "/1"), ("b", "/2"), ("a//child", "/3"), ("ab", "/4"), ("a", "/5")] {
+            ring.push(rec(p, n), None, SystemTime::UNIX_EPOCH);
+        }
+        let names = |q: Query| ring.snapshot(&q).records.into_iter().map(|e| e.record.name.unwrap()).collect::<Vec<_>>();
+        assert_eq!(names(Query { profile: Some("a".into()), ..Query::default() }), ["/1", "/3", "/5"]);
+        assert_eq!(names(Query { profile: Some("a".into()), limit: Some(2), ..Query::default() }), ["/3", "/5"]);
+        assert_eq!(names(Query { after: Some(3), ..Query::default() }), ["/4", "/5"]);
+        assert_eq!(names(Query { limit: Some(0), ..Query::default() }), Vec::<String>::new());
+    }
+
+    #[test]
+    fn snapshot_json_shape() {
+        let mut ring = Ring::new(2);
+        let container = ContainerRef { container_id: Some("c".repeat(64)), pod_uid: Some("u".into()), runtime: None };
+        ring.push(rec("p", "/x"), Some(container), SystemTime::UNIX_EPOCH + Duration::from_millis(1500));
+        let v = serde_json::to_value(ring.snapshot(&Query::default())).unwrap();
+        let e = &v["records"][0];
+        assert_eq!(e["id"], 1);
+        assert_eq!(e["received_at"], "1970-01-01T00:00:01.500Z");
+        assert_eq!(e["profile"], "p", "record fields are flattened into the entry");
+        assert_eq!(e["decision"], "DENIED");
+        assert_eq!(e["container"]["pod_uid"], "u");
+        let back: Snapshot = serde_json::from_value(v).unwrap();
+        assert_eq!(back.records[0].record.name.as_deref(), Some("/x"));
+    }
+
+    #[test]
+    fn limiter_logs_each_denial_once_then_again_later() {
+        let mut l = LogLimiter::new(LimiterConfig { repeat_after: Duration::from_secs(60), ..LimiterConfig::default() });
+        let t = Instant::now();
+        let a = rec("p", "/a");
+        assert_eq!(l.check(&a, t), LogDecision::Log { repeats: 0, suppressed: 0 });
+        assert_eq!(l.check(&a, t), LogDecision::Duplicate);
+        assert_eq!(l.check(&a, t + Duration::from_secs(1)), LogDecision::Duplicate);
+        assert_eq!(l.check(&rec("p", "/b"), t), LogDecision::Log { repeats: 0, suppressed: 0 });
+        assert_eq!(l.check(&rec("q", "/a"), t), LogDecision::Log { repeats: 0, suppressed: 0 });
+        assert_eq!(l.check(&a, t + Duration::from_secs(61)), LogDecision::Log { repeats: 2, suppressed: 0 });
+    }
+
+    #[test]
+    fn limiter_rate_limits_a_storm_and_stays_bounded() {
+        let cfg = LimiterConfig { max_keys: 100, repeat_after: Duration::from_secs(600), rate_per_sec: 10.0, burst: 20.0 };
+        let mut l = LogLimiter::new(cfg);
+        let t = Instant::now();
+        // 10 000 distinct denials within one second: only the burst gets through.
+        let (mut logged, mut reported) = (0, 0);
+        for i in 0..10_000 {
+            let at = t + Duration::from_micros(i * 100);
+            if let LogDecision::Log { suppressed, .. } = l.check(&rec("p", &format!("/f{i}")), at) {
+                logged += 1;
+                reported += suppressed;
+            }
+        }
+        assert!((20..=31).contains(&logged), "logged {logged}");
+        assert!(l.remembered() <= 100);
+        // After a quiet second, the next line reports how many were swallowed.
+        match l.check(&rec("p", "/new"), t + Duration::from_secs(3)) {
+            LogDecision::Log { suppressed, .. } => assert_eq!(reported + suppressed, 10_000 - logged),
+            other => panic!("{other:?}"),
+        }
+    }
+}
