@@ -785,3 +785,20 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// The value of an unlabelled sample (or the sum over labels) in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut sum = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else { continue };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let v: f64 = rest.rsplit(' ').next()?.parse().ok()?;
+        sum = Some(sum.unwrap_or(0.0) + v);
+    }
+    sum
+}
