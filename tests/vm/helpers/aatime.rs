@@ -13,9 +13,15 @@
 //!   aatime httpwait URL TIMEOUT_MS    GET URL until 200; print elapsed µs (exit 1 on timeout)
 //!   aatime http URL                   GET URL, print the body, exit 0 on 200, 1 otherwise (status on stderr)
 //!   aatime pollrev FILE TIMEOUT_MS    read FILE once, poll() it, print revents, elapsed and a re-read
+//!   aatime json FILE QUERY            print a value from a JSON file (exit 1 if absent). QUERY: dot-separated
+//!                                     keys, each optionally `[N]`, `[k=v]` (first element whose string k == v),
+//!                                     `[k~v]` (k contains v); a trailing `#` prints the count of matches/length
+//!   aatime probe read|cat|write|exec PATH [ARGS] | probe sleep SECS: try one operation, print OK or the errno, exit 0 / errno
+//!                                     (copied into the guest as a confined program, e.g. /usr/local/bin/node)
 //!
 //! SPEC: `file:PATH` (whole content), `sha1:NAME` (sha1 of kernel profile NAME from
-//! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing).
+//! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing),
+//! `rev:` (the policy revision, read without blocking; 0 before the first load).
 #![allow(clippy::all)]
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -58,6 +64,18 @@ impl Spec {
     fn value(&mut self) -> String {
         match self.kind.as_str() {
             "file" => std::fs::read_to_string(&self.arg).unwrap_or_else(|_| "<missing>".into()),
+            "rev" => {
+                // O_NONBLOCK: a fresh fd blocks (EAGAIN here) while the namespace revision is still 0
+                use std::os::unix::fs::OpenOptionsExt;
+                let mut b = String::new();
+                match std::fs::OpenOptions::new().read(true).custom_flags(0o4000).open(format!("{AA}/revision")) {
+                    Ok(mut f) => match f.read_to_string(&mut b) {
+                        Ok(_) => b.trim_end().to_string(),
+                        Err(_) => "0".into(),
+                    },
+                    Err(_) => "<missing>".into(),
+                }
+            }
             "listing" => {
                 let l = std::fs::read_to_string(format!("{AA}/profiles")).unwrap_or_default();
                 let want = format!("{} (", self.arg);
@@ -250,6 +268,252 @@ fn main() {
             let mut g = open();
             show("read-new-fd", &mut g);
         }
+        Some("json") => {
+            let text = std::fs::read_to_string(arg(2)).unwrap_or_else(|e| die(&format!("{}: {e}", arg(2))));
+            let mut p = JsonParser { s: text.as_bytes(), i: 0 };
+            let v = p.value().unwrap_or_else(|| die(&format!("{}: not JSON", arg(2))));
+            match query(&v, &arg(3)) {
+                Some(out) => println!("{out}"),
+                None => std::process::exit(1),
+            }
+        }
+        Some("probe") => {
+            let path = arg(3);
+            let r: std::io::Result<()> = match arg(2).as_str() {
+                "read" => std::fs::read(&path).map(|_| ()),
+                "cat" => std::fs::read(&path).map(|b| {
+                    std::io::stdout().write_all(&b).ok();
+                }),
+                "sleep" => {
+                    std::thread::sleep(Duration::from_secs(path.parse().unwrap_or(60)));
+                    Ok(())
+                }
+                "write" => std::fs::OpenOptions::new().append(true).create(true).open(&path).and_then(|mut f| f.write_all(b"x\n")),
+                "exec" => {
+                    use std::os::unix::process::CommandExt;
+                    Err(std::process::Command::new(&path).args(&a[4..]).exec())
+                }
+                _ => die("probe read|cat|write|exec PATH, probe sleep SECS"),
+            };
+            match r {
+                Ok(()) => println!("OK"),
+                Err(e) => {
+                    println!("ERR {} {e}", e.raw_os_error().unwrap_or(0));
+                    std::process::exit(e.raw_os_error().unwrap_or(1).min(255));
+                }
+            }
+        }
         _ => die("usage: now|since|run|swapwait|waitchange|show|httpwait|http|pollrev (see source)"),
     }
+}
+
+#[derive(Debug, Clone)]
+enum J {
+    Null,
+    Bool(bool),
+    Num(String),
+    Str(String),
+    Arr(Vec<J>),
+    Obj(Vec<(String, J)>),
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && (self.s[self.i] as char).is_ascii_whitespace() {
+            self.i += 1;
+        }
+    }
+    fn value(&mut self) -> Option<J> {
+        self.ws();
+        let c = *self.s.get(self.i)?;
+        match c {
+            b'{' => {
+                self.i += 1;
+                let mut v = Vec::new();
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b'}') {
+                        self.i += 1;
+                        return Some(J::Obj(v));
+                    }
+                    let k = match self.value()? {
+                        J::Str(k) => k,
+                        _ => return None,
+                    };
+                    self.ws();
+                    if self.s.get(self.i) != Some(&b':') {
+                        return None;
+                    }
+                    self.i += 1;
+                    let val = self.value()?;
+                    v.push((k, val));
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b',') {
+                        self.i += 1;
+                    }
+                }
+            }
+            b'[' => {
+                self.i += 1;
+                let mut v = Vec::new();
+                loop {
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b']') {
+                        self.i += 1;
+                        return Some(J::Arr(v));
+                    }
+                    v.push(self.value()?);
+                    self.ws();
+                    if self.s.get(self.i) == Some(&b',') {
+                        self.i += 1;
+                    }
+                }
+            }
+            b'"' => {
+                self.i += 1;
+                let mut out = Vec::new();
+                while let Some(&c) = self.s.get(self.i) {
+                    self.i += 1;
+                    match c {
+                        b'"' => return Some(J::Str(String::from_utf8_lossy(&out).into_owned())),
+                        b'\\' => {
+                            let e = *self.s.get(self.i)?;
+                            self.i += 1;
+                            match e {
+                                b'n' => out.push(b'\n'),
+                                b't' => out.push(b'\t'),
+                                b'r' => out.push(b'\r'),
+                                b'b' | b'f' => out.push(b' '),
+                                b'u' => {
+                                    let h = std::str::from_utf8(self.s.get(self.i..self.i + 4)?).ok()?;
+                                    self.i += 4;
+                                    let cp = u32::from_str_radix(h, 16).ok()?;
+                                    let ch = char::from_u32(cp).unwrap_or('?');
+                                    let mut b = [0u8; 4];
+                                    out.extend_from_slice(ch.encode_utf8(&mut b).as_bytes());
+                                }
+                                other => out.push(other),
+                            }
+                        }
+                        c => out.push(c),
+                    }
+                }
+                None
+            }
+            b't' => {
+                self.i += 4;
+                Some(J::Bool(true))
+            }
+            b'f' => {
+                self.i += 5;
+                Some(J::Bool(false))
+            }
+            b'n' => {
+                self.i += 4;
+                Some(J::Null)
+            }
+            _ => {
+                let st = self.i;
+                while self.i < self.s.len() && b"+-0123456789.eE".contains(&self.s[self.i]) {
+                    self.i += 1;
+                }
+                if st == self.i {
+                    return None;
+                }
+                Some(J::Num(String::from_utf8_lossy(&self.s[st..self.i]).into_owned()))
+            }
+        }
+    }
+}
+
+fn render(v: &J) -> String {
+    match v {
+        J::Null => "null".into(),
+        J::Bool(b) => b.to_string(),
+        J::Num(n) => n.clone(),
+        J::Str(s) => s.clone(),
+        J::Arr(a) => format!("[{}]", a.iter().map(render_q).collect::<Vec<_>>().join(",")),
+        J::Obj(o) => format!("{{{}}}", o.iter().map(|(k, v)| format!("{k:?}:{}", render_q(v))).collect::<Vec<_>>().join(",")),
+    }
+}
+fn render_q(v: &J) -> String {
+    match v {
+        J::Str(s) => format!("{s:?}"),
+        other => render(other),
+    }
+}
+
+fn query(root: &J, q: &str) -> Option<String> {
+    let (q, count) = match q.strip_suffix('#') {
+        Some(r) => (r, true),
+        None => (q, false),
+    };
+    let mut cur = vec![root.clone()];
+    let mut filtered = false;
+    for seg in q.split('.').filter(|s| !s.is_empty()) {
+        let (key, sel) = match seg.find('[') {
+            Some(i) => (&seg[..i], Some(seg[i + 1..].trim_end_matches(']'))),
+            None => (seg, None),
+        };
+        let v = cur.first()?.clone();
+        let mut next = if key.is_empty() {
+            v
+        } else {
+            match v {
+                J::Obj(o) => o.into_iter().find(|(k, _)| k == key)?.1,
+                _ => return None,
+            }
+        };
+        cur = match sel {
+            None => vec![next],
+            Some(sel) => {
+                let arr = match std::mem::replace(&mut next, J::Null) {
+                    J::Arr(a) => a,
+                    _ => return None,
+                };
+                if let Ok(n) = sel.parse::<usize>() {
+                    vec![arr.get(n)?.clone()]
+                } else {
+                    filtered = true;
+                    let (k, val, contains) = match sel.split_once("~") {
+                        Some((k, v)) => (k, v, true),
+                        None => {
+                            let (k, v) = sel.split_once('=')?;
+                            (k, v, false)
+                        }
+                    };
+                    arr.into_iter()
+                        .filter(|e| match e {
+                            J::Obj(o) => o.iter().any(|(kk, vv)| {
+                                kk == k && {
+                                    let s = render(vv);
+                                    if contains { s.contains(val) } else { s == val }
+                                }
+                            }),
+                            _ => false,
+                        })
+                        .collect()
+                }
+            }
+        };
+        if !count && cur.is_empty() {
+            return None;
+        }
+    }
+    if count {
+        if filtered {
+            return Some(cur.len().to_string());
+        }
+        return match cur.first()? {
+            J::Arr(a) => Some(a.len().to_string()),
+            J::Obj(o) => Some(o.len().to_string()),
+            _ => None,
+        };
+    }
+    Some(render(cur.first()?))
 }
