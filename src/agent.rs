@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
-use crate::preflight;
-use crate::reconcile::{Reconciler, Settings};
+use crate::reconcile::{ItemState, Reconciler, Settings};
 use crate::server::{self, Shared};
 use crate::state::StateStore;
+use crate::{audit, defaults, preflight};
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,15 +50,25 @@ pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSetti
 }
 
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
-pub async fn run(
-    host: HostSettings,
-    run: RunSettings,
-    extra_routes: axum::Router,
-    metrics: Metrics,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kernel = preflight::host_kernel(&host)?;
     let settings = reconcile_settings(&host, &run.reconcile)?;
+
+    // Denials are counted per managed profile; the set is refreshed after every sync.
+    let managed = audit::ProfileSet::default();
+    let mut metrics = Metrics::new();
+    let audit_metrics = audit::AuditMetrics::register(metrics.registry_mut(), managed.clone());
+    let monitor_config = audit::MonitorConfig {
+        source: run.audit.source.clone(),
+        paths: run.audit.paths.clone(),
+        read: audit::source::ReadOptions { poll_interval: defaults::AUDIT_IDLE_CHECK, ..Default::default() },
+        ring_capacity: run.denials_buffer,
+        ..Default::default()
+    };
+    // The monitor never stops the agent: a missing source is reported as down and retried.
+    let monitor = audit::Monitor::start(monitor_config, audit_metrics, audit::StopFlag::new())
+        .context("cannot start the denial monitor")?;
+    let extra_routes = audit::http::router(monitor.view());
     // A sync that takes longer than this many parser timeouts is stuck, not slow.
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
     let shared = Arc::new(Shared::new(metrics, stall_limit));
@@ -79,8 +89,8 @@ pub async fn run(
     let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
     watch_revision(revision, tx);
 
-    let worker =
-        tokio::spawn(reconcile_loop(reconciler, shared.clone(), rx, run.resync_interval, run.debounce, shutdown.clone()));
+    let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
@@ -88,6 +98,9 @@ pub async fn run(
         Err(_) => tracing::warn!("the sync in flight did not finish in time; exiting anyway"),
     }
     server.await.context("HTTP server task panicked")??;
+    // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
+    // waiting for them.
+    monitor.stop();
     Ok(())
 }
 
@@ -169,14 +182,21 @@ fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
     }
 }
 
+/// How often the loop resyncs and how long it coalesces events.
+struct Timing {
+    resync_interval: Duration,
+    debounce: Duration,
+}
+
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<Shared>,
+    managed: audit::ProfileSet,
     mut rx: mpsc::Receiver<Trigger>,
-    resync_interval: Duration,
-    debounce: Duration,
+    timing: Timing,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Timing { resync_interval, debounce } = timing;
     let stop = reconciler.stop_flag();
     let stop_token = shutdown.clone();
     tokio::spawn(async move {
@@ -224,6 +244,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
                 } else {
                     tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
                 }
+                managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
                 shared.publish(outcome.report);
             }
             Err(e) => {

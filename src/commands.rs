@@ -213,3 +213,41 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
     store.save(&state)?;
     Ok(verdict)
 }
+
+/// `denials`: print records from the audit source; a stop flag raised by SIGINT/SIGTERM ends `--follow`.
+pub fn denials(args: &crate::audit::cli::DenialsArgs) -> anyhow::Result<Verdict> {
+    let stop = crate::audit::StopFlag::new();
+    stop_on_signal(&stop)?;
+    let mut out = std::io::stdout().lock();
+    crate::audit::cli::denials(args, &mut out, &stop)?;
+    Ok(Verdict::Ok)
+}
+
+/// `suggest`: print the rules that would allow the recorded denials of one profile.
+pub fn suggest(args: &crate::audit::cli::SuggestArgs) -> anyhow::Result<Verdict> {
+    let stop = crate::audit::StopFlag::new();
+    stop_on_signal(&stop)?;
+    let mut out = std::io::stdout().lock();
+    crate::audit::cli::run_suggest(args, &mut out, &stop)?;
+    Ok(Verdict::Ok)
+}
+
+/// Raises `stop` on the first SIGINT or SIGTERM, so a follow loop ends cleanly.
+fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    // Blocked here (inherited by every thread spawned after), taken synchronously by one thread.
+    set.thread_block().context("cannot block signals")?;
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if set.wait().is_ok() {
+                stop.stop();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::audit::{SourcePaths, SourceSpec};
 use crate::defaults;
 use crate::plan::DesiredMode;
 
@@ -87,12 +88,32 @@ pub struct ReconcileArgs {
     pub default_mode: Option<DesiredMode>,
 }
 
+/// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// auto | kmsg | netlink | off | PATH of an audit log [default: auto: netlink, then /dev/kmsg or the audit log].
+    #[arg(long, env = "APPARMOR_LOADER_AUDIT_SOURCE", value_name = "SOURCE")]
+    pub audit_source: Option<SourceSpec>,
+    /// The kernel log device [default: /dev/kmsg].
+    #[arg(long, env = "APPARMOR_LOADER_KMSG", value_name = "PATH")]
+    pub kmsg: Option<PathBuf>,
+    /// The audit daemon's log, used when auditd runs [default: /var/log/audit/audit.log].
+    #[arg(long, env = "APPARMOR_LOADER_AUDIT_LOG", value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+}
+
 /// Flags of `run`.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Directory settings.
     #[command(flatten)]
     pub reconcile: ReconcileArgs,
+    /// Audit record source.
+    #[command(flatten)]
+    pub audit: AuditArgs,
+    /// How many recent denials GET /denials keeps [default: 1000].
+    #[arg(long, env = "APPARMOR_LOADER_DENIALS_BUFFER", value_name = "N")]
+    pub denials_buffer: Option<usize>,
     /// HTTP address for /healthz, /readyz, /profiles and /metrics [default: 0.0.0.0:9741].
     #[arg(long, env = "APPARMOR_LOADER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -124,6 +145,48 @@ pub enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Print AppArmor denials (and complain-mode allowances) from the kernel's audit stream.
+    Denials {
+        /// Only this profile and its children.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Keep printing new records until interrupted (without it: what the source holds now).
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Also print AUDIT and STATUS records.
+        #[arg(long)]
+        all: bool,
+        /// Audit record source.
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// Turn recorded denials of a profile into the rules that would allow them (never writes a profile).
+    Suggest {
+        /// The profile to write rules for.
+        #[arg(long, value_name = "NAME")]
+        profile: String,
+        /// Read records from a saved kernel log, `journalctl -k`/`dmesg` output or an audit log.
+        #[arg(long, value_name = "FILE", conflicts_with = "live", required_unless_present = "live")]
+        from: Option<PathBuf>,
+        /// Read records live from the audit source until interrupted (or for --duration).
+        #[arg(long)]
+        live: bool,
+        /// With --live: stop after this long.
+        #[arg(long, value_name = "DURATION", requires = "live")]
+        duration: Option<humantime::Duration>,
+        /// Collapse N or more files of one directory into `dir/*`.
+        #[arg(long, value_name = "N")]
+        collapse: Option<usize>,
+        /// Print JSON instead of the patch-like list.
+        #[arg(long)]
+        json: bool,
+        /// Audit record source.
+        #[command(flatten)]
+        audit: AuditArgs,
     },
     /// Remove managed profiles from the kernel by name.
     Unload {
@@ -158,6 +221,10 @@ pub struct FileConfig {
     listen: Option<SocketAddr>,
     resync_interval: Option<String>,
     debounce: Option<String>,
+    audit_source: Option<String>,
+    kmsg: Option<PathBuf>,
+    audit_log: Option<PathBuf>,
+    denials_buffer: Option<usize>,
 }
 
 /// A settings problem; the message names the file or flag.
@@ -193,6 +260,14 @@ pub enum ConfigError {
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
     NoProfiles,
+    /// `audit_source` in the config file does not parse.
+    #[error("invalid config file {}: audit_source: {message}", path.display())]
+    AuditSource {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// An `--adopt` glob does not parse.
     #[error("invalid --adopt glob {glob:?}")]
     Glob {
@@ -275,11 +350,24 @@ impl ReconcileSettings {
     }
 }
 
+/// Where audit records come from.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The source.
+    pub source: SourceSpec,
+    /// Host paths (kmsg, audit log, procfs).
+    pub paths: SourcePaths,
+}
+
 /// Settings of `run`.
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     /// Directory settings.
     pub reconcile: ReconcileSettings,
+    /// Denial monitoring.
+    pub audit: AuditSettings,
+    /// Recent denials kept for GET /denials.
+    pub denials_buffer: usize,
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Resync period.
@@ -337,6 +425,28 @@ impl Resolver {
         })
     }
 
+    /// Audit source settings; `proc_dir` is the resolved `--proc`.
+    pub fn audit(&self, a: &AuditArgs, proc_dir: &Path) -> Result<AuditSettings, ConfigError> {
+        let f = &self.file;
+        let source = match (&a.audit_source, &f.audit_source) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => {
+                s.parse().map_err(|message| ConfigError::AuditSource { path: self.path.clone().unwrap_or_default(), message })?
+            }
+            (None, None) => SourceSpec::Auto,
+        };
+        let paths = SourcePaths {
+            kmsg: a.kmsg.clone().or_else(|| f.kmsg.clone()).unwrap_or_else(|| crate::audit::source::DEV_KMSG.into()),
+            audit_log: a
+                .audit_log
+                .clone()
+                .or_else(|| f.audit_log.clone())
+                .unwrap_or_else(|| crate::audit::source::AUDIT_LOG.into()),
+            proc_root: proc_dir.to_path_buf(),
+        };
+        Ok(AuditSettings { source, paths })
+    }
+
     /// Directory settings.
     pub fn reconcile(&self, a: &ReconcileArgs) -> Result<ReconcileSettings, ConfigError> {
         let f = &self.file;
@@ -352,10 +462,12 @@ impl Resolver {
     }
 
     /// `run` settings.
-    pub fn run(&self, a: &RunArgs) -> Result<RunSettings, ConfigError> {
+    pub fn run(&self, a: &RunArgs, host: &HostSettings) -> Result<RunSettings, ConfigError> {
         let f = &self.file;
         Ok(RunSettings {
             reconcile: self.reconcile(&a.reconcile)?,
+            audit: self.audit(&a.audit, &host.proc_dir)?,
+            denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(crate::audit::ring::DEFAULT_RING_CAPACITY),
             listen: a.listen.or(f.listen).unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
             resync_interval: self.duration(
                 a.resync_interval,
@@ -388,7 +500,8 @@ mod tests {
         let c = cli(&["run", "--resync-interval", "5s", "--config", path.to_str().unwrap()]);
         let r = Resolver::new(c.global.config.as_deref()).unwrap();
         let Command::Run(args) = &c.command else { panic!() };
-        let run = r.run(args).unwrap();
+        let host = r.host(&c.global).unwrap();
+        let run = r.run(args, &host).unwrap();
         assert_eq!(run.resync_interval, Duration::from_secs(5));
         assert_eq!(run.reconcile.profiles, PathBuf::from("/from/file"));
         assert_eq!(run.reconcile.adopt, vec!["host-*"]);
@@ -414,7 +527,8 @@ mod tests {
         let r = Resolver::new(Some(&path)).unwrap();
         let c = cli(&["run", "--profiles", "/p"]);
         let Command::Run(args) = &c.command else { panic!() };
-        assert!(r.run(args).unwrap_err().to_string().contains("debounce"));
+        let host = r.host(&c.global).unwrap();
+        assert!(r.run(args, &host).unwrap_err().to_string().contains("debounce"));
         std::fs::write(&path, "modes: {x: loud}\n").unwrap();
         assert!(Resolver::new(Some(&path)).is_err());
     }

@@ -29,3 +29,6 @@ pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How long SIGTERM waits for the parser call in flight before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the denial monitor's idle threads look at their stop flag (and an audit log
+/// for rotation): rare, so an idle agent causes almost no wakeups.
+pub const AUDIT_IDLE_CHECK: Duration = Duration::from_secs(5);

@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use apparmor_loader::agent;
+use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::commands::{self, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
-use apparmor_loader::{agent, metrics::Metrics};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -28,12 +29,36 @@ fn main() -> ExitCode {
     };
     init_tracing(host.log_format, &host.log_level);
     let result = match &cli.command {
-        Command::Run(args) => resolver.run(args).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok),
+        Command::Run(args) => {
+            resolver.run(args, &host).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok)
+        }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
         Command::Check { paths } => commands::check(&host, paths),
         Command::Status { json } => commands::status(&host, *json),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
+        Command::Denials { profile, follow, json, all, audit } => {
+            resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
+                commands::denials(&DenialsArgs {
+                    profile: profile.clone(),
+                    follow: *follow,
+                    json: *json,
+                    all: *all,
+                    source: a.source,
+                    paths: a.paths,
+                    resolve_containers: true,
+                })
+            })
+        }
+        Command::Suggest { profile, from, live: _, duration, collapse, json, audit } => {
+            resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
+                let input = match from {
+                    Some(path) => SuggestInput::File(path.clone()),
+                    None => SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) },
+                };
+                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse: *collapse, json: *json })
+            })
+        }
     };
     match result {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,
@@ -46,7 +71,9 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     if e.downcast_ref::<ConfigError>().is_some() {
         ExitCode::from(EXIT_USAGE)
-    } else if e.downcast_ref::<EnvironmentError>().is_some() {
+    } else if e.downcast_ref::<EnvironmentError>().is_some()
+        || matches!(e.downcast_ref::<AuditCliError>(), Some(AuditCliError::Source(_) | AuditCliError::SourceOff))
+    {
         ExitCode::from(EXIT_ENVIRONMENT)
     } else {
         ExitCode::FAILURE
@@ -71,7 +98,7 @@ fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(handle_signals(shutdown.clone()));
-        agent::run(host, run, axum::Router::new(), Metrics::new(), shutdown).await
+        agent::run(host, run, shutdown).await
     })
 }
 
