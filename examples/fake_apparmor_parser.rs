@@ -21,7 +21,10 @@
 //!
 //! Markers in a file's content: `# fake: hang` makes `-r` sleep forever when it reaches that
 //! file; `# fake: fail-load` makes `-r` fail for that file (while `-N`/`-Q` succeed).
-//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path).
+//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path),
+//! `FAKE_PARSER_NO_FORK=1` (a syntax error ends the whole run at once, like `yyerror()` in a parser
+//! that compiles files in-process rather than in a forked worker per file: later files are not
+//! processed). `--abort-on-error` stops at the first failed file, like the real flag.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -49,6 +52,7 @@ struct Opts {
     complain: bool,
     subdomainfs: Option<PathBuf>,
     files: Vec<String>,
+    abort_on_error: bool,
 }
 
 /// One parsed top-level profile.
@@ -87,7 +91,14 @@ fn main() -> ExitCode {
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
-    let mut opts = Opts { action: None, skip_kernel_load: false, complain: false, subdomainfs: None, files: Vec::new() };
+    let mut opts = Opts {
+        action: None,
+        skip_kernel_load: false,
+        complain: false,
+        subdomainfs: None,
+        files: Vec::new(),
+        abort_on_error: false,
+    };
     let set_action = |opts: &mut Opts, a: Action| -> Result<(), String> {
         match opts.action {
             Some(prev) if prev != a => Err(format!("apparmor_parser: conflicting actions {prev:?} and {a:?}")),
@@ -132,7 +143,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "version" => set_action(&mut opts, Action::Version)?,
                 "skip-kernel-load" => opts.skip_kernel_load = true,
                 "complain" => opts.complain = true,
-                "skip-cache" | "skip-read-cache" | "write-cache" | "quiet" | "verbose" | "abort-on-error" | "skip-bad-cache" => {}
+                "abort-on-error" => opts.abort_on_error = true,
+                "skip-cache" | "skip-read-cache" | "write-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
                 "jobs" | "Include" | "cache-loc" | "base" | "Optimize" | "config-file" | "warn" => {
                     value(key)?;
                 }
@@ -224,7 +236,11 @@ fn run(opts: Opts) -> ExitCode {
     let mut failed = false;
     let stdout = io::stdout();
     let mut out = stdout.lock();
+    let no_fork = std::env::var("FAKE_PARSER_NO_FORK").is_ok_and(|v| v == "1");
     for file in &files {
+        if failed && opts.abort_on_error {
+            break;
+        }
         let text = match read_file(file) {
             Ok(t) => t,
             Err(FileError::NotFound) => {
@@ -242,6 +258,10 @@ fn run(opts: Opts) -> ExitCode {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("AppArmor parser error for {file} in profile {file} at line {}: {}", e.line, e.message);
+                if no_fork {
+                    // yyerror() exits: without a forked worker per file, the rest is never processed.
+                    return ExitCode::from(1);
+                }
                 failed = true;
                 continue;
             }

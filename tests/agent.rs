@@ -731,3 +731,26 @@ fn many_files_cold_start_is_batched_and_one_edit_is_one_load() {
     assert_eq!(loads.len(), 1, "{loads:?}");
     assert_eq!(loads[0].files().len(), 1, "{loads:?}");
 }
+
+#[test]
+#[ignore = "known agent bug: after a batch load the agent reports files loaded that the kernel lacks (mode null) and retries only at the next resync"]
+fn bad_file_in_a_batch_with_an_in_process_parser_does_not_strand_the_rest() {
+    // Parsers that compile in-process (no forked worker per file) exit at the first syntax
+    // error: files after it in the same -r call are never loaded. The agent must notice.
+    let env = TestEnv::new();
+    env.write("a-bad", "profile a-bad {\n  /x r\n}\n");
+    env.write("b-good", &profile("b-good", &[]));
+    env.write("c-good", &profile("c-good", &[]));
+    let mut agent = env.spawn_agent_with(&[], &[("FAKE_PARSER_NO_FORK", "1")]);
+    agent.wait_file_state("a-bad", "failed");
+    wait_until(DEADLINE, "b-good and c-good in the kernel", || env.kernel.has("b-good") && env.kernel.has("c-good"));
+    agent.wait_profile_state("b-good", "loaded");
+    agent.wait_profile_state("c-good", "loaded");
+    // Never report a profile loaded that the kernel does not have.
+    let v = agent.profiles();
+    for p in v["profiles"].as_array().unwrap() {
+        if p["state"] == "loaded" {
+            assert!(p["mode"].is_string(), "loaded but not in the kernel: {p}");
+        }
+    }
+}

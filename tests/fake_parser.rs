@@ -410,3 +410,40 @@ fn expected_kernel_matches_a_real_load() {
     assert_eq!(s1, s2);
     assert_eq!(s1.len(), 3);
 }
+
+#[test]
+fn no_fork_mode_and_abort_on_error_stop_at_the_first_bad_file() {
+    let fx = Fx::new();
+    let bad = fx.file("bad", "profile bad {\n  nope\n}\n");
+    let fail = fx.file("fail", &format!("# fake: fail-load\n{}", profile("fail", &[])));
+    let good = fx.file("good", &profile("good", &[]));
+    // An in-process parser: yyerror() exits, later files are never looked at.
+    let o = Command::new(fake_parser())
+        .args(["-r", "-K", "--subdomainfs"])
+        .arg(fx.k.apparmor())
+        .arg(&bad)
+        .arg(&good)
+        .env("FAKE_PARSER_NO_FORK", "1")
+        .env_remove("FAKE_PARSER_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(fx.k.names().is_empty(), "{:?}", fx.k.names());
+    // A load failure is not a yyerror(): the run goes on even without forking.
+    let o = Command::new(fake_parser())
+        .args(["-r", "-K", "--subdomainfs"])
+        .arg(fx.k.apparmor())
+        .arg(&fail)
+        .arg(&good)
+        .env("FAKE_PARSER_NO_FORK", "1")
+        .env_remove("FAKE_PARSER_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(fx.k.names(), vec!["good"]);
+    // --abort-on-error stops at any failure.
+    let other = fx.file("other", &profile("other", &[]));
+    let o = fx.run(&["-r".into(), "--abort-on-error".into(), "--subdomainfs".into(), fx.sfs(), fail.into(), other.into()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!fx.k.has("other"));
+}
