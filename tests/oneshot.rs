@@ -345,3 +345,88 @@ fn help_explains_flags() {
         assert!(text.contains(flag), "{flag} in run --help:\n{text}");
     }
 }
+
+#[test]
+fn renaming_a_profile_inside_its_file() {
+    let env = TestEnv::new();
+    env.write("app", &profile("old-name", &["/x r"]));
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    env.write("app", &profile("new-name", &["/x r"]));
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("new-name"));
+    assert!(env.kernel.has("old-name"), "the old name is an orphan: left loaded by default");
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.names(), vec!["new-name"]);
+}
+
+#[test]
+fn mode_changes_from_the_config_are_applied_both_ways() {
+    let env = TestEnv::new();
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    let sha = env.kernel.sha1("alpha");
+    let cfg = env.tmp.path().join("cfg.yaml");
+    fs::write(&cfg, "modes:\n  alpha: complain\n").unwrap();
+    let n = env.count(CallKind::Load);
+    let o = sync(&env, &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.mode("alpha").as_deref(), Some("complain"));
+    assert_eq!(env.count(CallKind::Load), n + 1, "only alpha is reloaded: {:?}", env.calls());
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.mode("alpha").as_deref(), Some("enforce"), "back to enforce without the config");
+    assert_eq!(env.kernel.sha1("alpha"), sha);
+    assert_eq!(env.kernel.mode("beta").as_deref(), Some("enforce"));
+}
+
+#[test]
+fn unreadable_state_file_is_not_silently_replaced() {
+    // A corrupt state file must not make the agent forget what it owns and then treat its own
+    // profiles as foreign (refusing every file) or overwrite the evidence: it either refuses to
+    // run (non-zero exit) or recovers ownership from the kernel.
+    let env = TestEnv::new();
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    let state = env.state.join("state.json");
+    fs::write(&state, "{ this is not json").unwrap();
+    let o = sync(&env, &[]);
+    if o.status.success() {
+        assert!(env.kernel.has("alpha") && env.kernel.has("beta"));
+    } else {
+        assert_eq!(fs::read_to_string(&state).unwrap(), "{ this is not json", "evidence kept: {}", show(&o));
+        assert!(out(&o).contains("state"), "says the state file is the problem: {}", show(&o));
+    }
+    assert_eq!(env.count(CallKind::Remove), 0);
+}
+
+#[test]
+fn kernel_listing_with_every_mode_and_odd_names() {
+    let env = TestEnv::new();
+    for (name, mode) in [
+        ("k", "kill"),
+        ("u", "unconfined"),
+        ("pr", "prompt"),
+        ("mx", "mixed"),
+        ("/usr/bin/with space", "enforce"),
+        ("snap.lxd.lxc", "complain"),
+        ("parent//child", "enforce"),
+    ] {
+        env.kernel.seed_foreign(name, mode);
+    }
+    two(&env);
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = env.run(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", show(&o)));
+    for (name, mode) in
+        [("k", "kill"), ("u", "unconfined"), ("pr", "prompt"), ("mx", "mixed"), ("/usr/bin/with space", "enforce")]
+    {
+        let e = find_named(&v, name).unwrap_or_else(|| panic!("{name} in {v}"));
+        assert!(e.to_string().contains(mode), "{name} has mode {mode}: {e}");
+        assert!(e.to_string().contains("foreign"), "{e}");
+    }
+    assert_eq!(env.kernel.mode("k").as_deref(), Some("kill"));
+}
