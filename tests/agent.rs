@@ -778,3 +778,23 @@ fn a_flood_of_events_that_can_overflow_inotify_still_converges() {
     agent.wait_file_state("late", "loaded");
     agent.assert_alive();
 }
+
+#[test]
+#[ignore = "known agent bug: the runtime drop waits for the spawn_blocking sync, so SIGTERM exits only when --parser-timeout kills the parser"]
+fn sigterm_while_the_parser_hangs_still_exits_promptly() {
+    let env = TestEnv::new();
+    env.write("a", &profile("a", &[]));
+    env.write("h", &format!("{}# fake: hang\n", profile("h", &[])));
+    // Default --parser-timeout (30 s): the shutdown must not wait for it.
+    let mut agent = env.spawn_agent(&[]);
+    wait_until(DEADLINE, "the hanging load to start", || !loads_of(&env, "h").is_empty());
+    let start = Instant::now();
+    agent.sigterm();
+    let st = agent.wait_exit(Duration::from_secs(15));
+    let took = start.elapsed();
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    assert!(took < Duration::from_secs(12), "SIGTERM took {took:?} with a hung parser");
+    for c in loads_of(&env, "h") {
+        wait_until(DEADLINE, "the hung parser to be gone", || process_gone(c.pid));
+    }
+}
