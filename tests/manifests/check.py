@@ -50,7 +50,7 @@ CONFIG_CM = "apparmor-loader-config"
 CONFIG_KEYS = {
     "securityfs", "parser", "state_dir", "proc", "parser_timeout", "log_format", "log_level", "profiles",
     "recursive", "max_file_size", "adopt", "unload_removed", "default_mode", "modes", "listen",
-    "resync_interval", "debounce",
+    "resync_interval", "debounce", "audit_source", "kmsg", "audit_log", "denials_buffer",
 }
 DEFAULT_LISTEN_PORT = 9741
 
@@ -487,8 +487,15 @@ def check_loader(rel, docs, root, ck):
     # --- privileges
     sc = c.get("securityContext") or {}
     caps = sc.get("capabilities") or {}
-    ck.ok(caps.get("drop") == ["ALL"] and caps.get("add") == ["MAC_ADMIN"],
-          f"{rel}: capabilities drop ALL, add only MAC_ADMIN (got {caps})")
+    audit_source = env_value(c, "APPARMOR_LOADER_AUDIT_SOURCE") or (config or {}).get("audit_source") or "auto"
+    netlink = audit_source == "netlink"
+    auditlog = audit_source.startswith("/")
+    want_caps = ["MAC_ADMIN", "AUDIT_READ"] if netlink else ["MAC_ADMIN"]
+    ck.ok(caps.get("drop") == ["ALL"] and caps.get("add") == want_caps,
+          f"{rel}: capabilities drop ALL, add only {want_caps} (audit source {audit_source}; got {caps})")
+    ck.ok(audit_source in ("off", "netlink") or auditlog,
+          f"{rel}: the denial monitor's source is explicit: off, netlink or an audit log ({audit_source}); "
+          "auto would only find sources this pod cannot read")
     ck.ok(effective(spec, c, "privileged") is not True, f"{rel}: the loader is not privileged")
     ck.ok(sc.get("allowPrivilegeEscalation") is False, f"{rel}: the loader has allowPrivilegeEscalation: false")
     ck.ok(sc.get("readOnlyRootFilesystem") is True, f"{rel}: the loader has a read-only root filesystem")
@@ -501,8 +508,16 @@ def check_loader(rel, docs, root, ck):
     ck.ok((effective(spec, c, "seccompProfile") or {}).get("type") == "RuntimeDefault",
           f"{rel}: the loader keeps the RuntimeDefault seccomp profile")
     hostpaths = sorted((v["hostPath"]["path"], v["hostPath"].get("type")) for v in vols.values() if "hostPath" in v)
-    ck.ok(hostpaths == [("/sys/kernel/security", "Directory"), ("/var/lib/apparmor-loader", "DirectoryOrCreate")],
-          f"{rel}: host paths are exactly securityfs (Directory) and the state dir (DirectoryOrCreate) ({hostpaths})")
+    want_paths = [("/sys/kernel/security", "Directory"), ("/var/lib/apparmor-loader", "DirectoryOrCreate")]
+    if auditlog:
+        want_paths = sorted(want_paths + [("/var/log/audit", "Directory")])
+    ck.ok(hostpaths == want_paths, f"{rel}: host paths are exactly securityfs (Directory), the state dir "
+                                   f"(DirectoryOrCreate){' and /var/log/audit' if auditlog else ''} ({hostpaths})")
+    if auditlog:
+        names = [n for n, v in vols.items() if (v.get("hostPath") or {}).get("path") == "/var/log/audit"]
+        m = mounts.get(names[0]) if names else None
+        ck.ok(m is not None and m.get("readOnly") is True and audit_source.startswith(m["mountPath"] + "/"),
+              f"{rel}: the audit log directory is mounted read-only where the audit source points")
     for hp, mp in (("/sys/kernel/security", "/sys/kernel/security"),
                    ("/var/lib/apparmor-loader", "/var/lib/apparmor-loader")):
         names = [n for n, v in vols.items() if (v.get("hostPath") or {}).get("path") == hp]
@@ -510,7 +525,18 @@ def check_loader(rel, docs, root, ck):
               and not mounts[names[0]].get("readOnly"),
               f"{rel}: host {hp} is mounted read-write at {mp}, where the agent looks by default")
     ck.ok(spec.get("hostPID") is True, f"{rel}: hostPID (the in-use scan must see every process on the node)")
-    ck.ok(not spec.get("hostNetwork") and not spec.get("hostIPC"), f"{rel}: no hostNetwork, no hostIPC")
+    ck.ok(not spec.get("hostIPC"), f"{rel}: no hostIPC")
+    if netlink:
+        env_names = [e.get("name") for e in c.get("env") or []]
+        listen = env_value(c, "APPARMOR_LOADER_LISTEN") or ""
+        ck.ok(spec.get("hostNetwork") is True,
+              f"{rel}: hostNetwork, because audit multicast reaches only the initial network namespace")
+        ck.ok(listen.startswith("$(HOST_IP):") and "HOST_IP" in env_names
+              and env_names.index("HOST_IP") < env_names.index("APPARMOR_LOADER_LISTEN"),
+              f"{rel}: on the host network the agent listens on the node's IP only, HOST_IP defined before use "
+              f"({listen})")
+    else:
+        ck.ok(not spec.get("hostNetwork"), f"{rel}: no hostNetwork (the denial monitor does not use netlink)")
     ck.ok(spec.get("automountServiceAccountToken") is False, f"{rel}: no service account token in the pod")
     sa = one(docs, "ServiceAccount", spec.get("serviceAccountName"))
     ck.ok(sa is not None and sa.get("automountServiceAccountToken") is False,
@@ -741,6 +767,12 @@ MUTATIONS = [
     ("manifests/base", "an extra hostPath (/) appears",
      lambda d: _ds(d)["spec"]["template"]["spec"]["volumes"].append({"name": "x", "hostPath": {"path": "/"}})),
     ("manifests/base", "memory limit removed", lambda d: _loader(d)["resources"]["limits"].pop("memory")),
+    ("manifests/base", "hostNetwork without the netlink audit source",
+     lambda d: _ds(d)["spec"]["template"]["spec"].update(hostNetwork=True)),
+    ("manifests/components/denials-netlink", "netlink source without AUDIT_READ",
+     lambda d: _loader(d)["securityContext"]["capabilities"].update(add=["MAC_ADMIN"])),
+    ("manifests/components/denials-netlink", "HOST_IP defined after the listen address uses it",
+     lambda d: _loader(d).update(env=sorted(_loader(d)["env"], key=lambda e: e["name"] == "HOST_IP"))),
     ("manifests/examples/payment-api", "deprecated AppArmor annotation added", _annotate),
     ("manifests/examples/payment-api", "appArmorProfile becomes RuntimeDefault",
      lambda d: _pay(d)["securityContext"].update(appArmorProfile={"type": "RuntimeDefault"})),
