@@ -24,7 +24,9 @@
 //! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path),
 //! `FAKE_PARSER_NO_FORK=1` (a syntax error ends the whole run at once, like `yyerror()` in a parser
 //! that compiles files in-process rather than in a forked worker per file: later files are not
-//! processed). `--abort-on-error` stops at the first failed file, like the real flag.
+//! processed; `-j0` does the same), `FAKE_PARSER_PARALLEL=1` (forked per-file workers finish out of
+//! order: `-N` prints each file's names in reverse file order, unless `-j1`).
+//! `--abort-on-error` stops at the first failed file, like the real flag.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -53,6 +55,8 @@ struct Opts {
     subdomainfs: Option<PathBuf>,
     files: Vec<String>,
     abort_on_error: bool,
+    /// `-j N` / `--jobs=N` as given.
+    jobs: Option<String>,
 }
 
 /// One parsed top-level profile.
@@ -98,6 +102,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         subdomainfs: None,
         files: Vec::new(),
         abort_on_error: false,
+        jobs: None,
     };
     let set_action = |opts: &mut Opts, a: Action| -> Result<(), String> {
         match opts.action {
@@ -145,7 +150,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "complain" => opts.complain = true,
                 "abort-on-error" => opts.abort_on_error = true,
                 "skip-cache" | "skip-read-cache" | "write-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
-                "jobs" | "Include" | "cache-loc" | "base" | "Optimize" | "config-file" | "warn" => {
+                "jobs" => opts.jobs = Some(value(key)?),
+                "Include" | "cache-loc" | "base" | "Optimize" | "config-file" | "warn" | "max-jobs" => {
                     value(key)?;
                 }
                 _ => return Err(format!("apparmor_parser: unrecognized option '--{key}'")),
@@ -182,6 +188,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                     };
                     if c == 'f' {
                         opts.subdomainfs = Some(PathBuf::from(v));
+                    } else if c == 'j' {
+                        opts.jobs = Some(v);
                     }
                 }
                 _ => return Err(format!("apparmor_parser: invalid option -- '{c}'")),
@@ -236,7 +244,11 @@ fn run(opts: Opts) -> ExitCode {
     let mut failed = false;
     let stdout = io::stdout();
     let mut out = stdout.lock();
-    let no_fork = std::env::var("FAKE_PARSER_NO_FORK").is_ok_and(|v| v == "1");
+    // `-j0` compiles in-process like FAKE_PARSER_NO_FORK; FAKE_PARSER_PARALLEL=1 models forked
+    // workers finishing out of order (their -N output comes in reverse file order) unless `-j1`.
+    let no_fork = std::env::var("FAKE_PARSER_NO_FORK").is_ok_and(|v| v == "1") || opts.jobs.as_deref() == Some("0");
+    let reorder = std::env::var("FAKE_PARSER_PARALLEL").is_ok_and(|v| v == "1") && opts.jobs.as_deref() != Some("1") && !no_fork;
+    let mut name_groups: Vec<String> = Vec::new();
     for file in &files {
         if failed && opts.abort_on_error {
             break;
@@ -268,10 +280,13 @@ fn run(opts: Opts) -> ExitCode {
         };
         match action {
             Action::Names => {
-                for p in &profiles {
-                    let _ = writeln!(out, "{}", p.name);
+                let group: String = profiles.iter().map(|p| format!("{}\n", p.name)).collect();
+                if reorder {
+                    name_groups.push(group);
+                } else {
+                    let _ = out.write_all(group.as_bytes());
+                    let _ = out.flush();
                 }
-                let _ = out.flush();
             }
             _ if kernel.is_none() => {} // -Q: compile only
             Action::Add | Action::Replace => {
@@ -309,6 +324,10 @@ fn run(opts: Opts) -> ExitCode {
             Action::Version => unreachable!("handled above"),
         }
     }
+    for group in name_groups.iter().rev() {
+        let _ = out.write_all(group.as_bytes());
+    }
+    let _ = out.flush();
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
 }
 

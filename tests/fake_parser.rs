@@ -447,3 +447,33 @@ fn no_fork_mode_and_abort_on_error_stop_at_the_first_bad_file() {
     assert_eq!(o.status.code(), Some(1));
     assert!(!fx.k.has("other"));
 }
+
+#[test]
+fn parallel_mode_reorders_names_unless_j1_and_j0_is_in_process() {
+    let fx = Fx::new();
+    let a = fx.file("a", "profile a {}\n");
+    let s = fx.file("s", "profile apparmor-loader.boundary {}\n");
+    let b = fx.file("b", "profile b {}\nprofile b2 {}\n");
+    let names = |extra: &[&str]| {
+        let o = Command::new(fake_parser())
+            .arg("-N")
+            .args(extra)
+            .arg(&a)
+            .arg(&s)
+            .arg(&b)
+            .env("FAKE_PARSER_PARALLEL", "1")
+            .env_remove("FAKE_PARSER_LOG")
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        stdout(&o)
+    };
+    assert_eq!(names(&[]), "b\nb2\napparmor-loader.boundary\na\n");
+    assert_eq!(names(&["-j1"]), "a\napparmor-loader.boundary\nb\nb2\n");
+    assert_eq!(names(&["--jobs=1"]), "a\napparmor-loader.boundary\nb\nb2\n");
+    // -j0: in-process, a syntax error ends the run.
+    let bad = fx.file("bad", "profile bad {\n  x\n}\n");
+    let o = fx.run(&["-r".into(), "-j".into(), "0".into(), "--subdomainfs".into(), fx.sfs(), bad.into(), a.into()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!fx.k.has("a"));
+}
