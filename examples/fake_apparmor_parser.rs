@@ -19,7 +19,7 @@
 //! block must end with `,`; braces must balance. Errors are printed in the real parser's format:
 //! `AppArmor parser error for FILE in profile FILE at line N: MESSAGE`.
 //!
-//! Markers in a file's content: `# fake: hang` makes `-r` sleep forever when it reaches that
+//! Markers in a file's content: `# fake: hang` makes `-r` hang (until killed, or its caller dies) when it reaches that
 //! file; `# fake: fail-load` makes `-r` fail for that file (while `-N`/`-Q` succeed).
 //! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path),
 //! `FAKE_PARSER_NO_FORK=1` (a syntax error ends the whole run at once, like `yyerror()` in a parser
@@ -291,9 +291,12 @@ fn run(opts: Opts) -> ExitCode {
             _ if kernel.is_none() => {} // -Q: compile only
             Action::Add | Action::Replace => {
                 if text.contains("# fake: hang") {
-                    loop {
-                        thread::sleep(Duration::from_secs(3600));
+                    // Hang until killed; but do not outlive a caller that was itself killed.
+                    let parent = std::os::unix::process::parent_id();
+                    while std::os::unix::process::parent_id() == parent {
+                        thread::sleep(Duration::from_millis(100));
                     }
+                    return ExitCode::from(137);
                 }
                 if text.contains("# fake: fail-load") {
                     eprintln!("AppArmor parser error for {file} in profile {file} at line 1: fake load failure");
