@@ -165,3 +165,38 @@ fn configmap_writer_matches_the_kubelet_layout() {
     assert_eq!(std::fs::read_to_string(dir.join("c")).unwrap(), "C1");
     assert!(!dir.join(&data).exists(), "old timestamped dir removed");
 }
+
+#[test]
+fn slow_kubelet_updates_seen_halfway_still_converge() {
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    eprintln!("slow configmap seed {seed}");
+    let mut rng = Rng::new(seed);
+    let env = TestEnv::new();
+    let foreign = BTreeMap::new();
+    let mut model: BTreeMap<String, u64> = (0..4).map(|i| (format!("k{i}"), 0)).collect();
+    let render = |m: &BTreeMap<String, u64>| -> BTreeMap<String, String> {
+        m.iter().map(|(k, v)| (k.clone(), content(&format!("p-{k}"), *v, false))).collect()
+    };
+    let mut files = render(&model);
+    let mut cm = ConfigMapDir::create(env.profiles.clone(), &files);
+    let mut agent = env.spawn_agent(&["--unload-removed", "--debounce", "20ms"]);
+    settle(&mut agent, &env, &files, &foreign, "initial");
+    let mut next = 4;
+    for step in 0..12 {
+        let keys: Vec<String> = model.keys().cloned().collect();
+        match rng.below(4) {
+            0 if keys.len() > 2 => {
+                model.remove(&keys[rng.below(keys.len())]);
+            }
+            1 => {
+                model.insert(format!("k{next}"), 0);
+                next += 1;
+            }
+            _ => *model.get_mut(&keys[rng.below(keys.len())]).unwrap() += 1,
+        }
+        files = render(&model);
+        // Pauses around the agent's debounce window, so it rescans mid-update.
+        cm.update_paced(&files, std::time::Duration::from_millis(10 + rng.below(40) as u64));
+        settle(&mut agent, &env, &files, &foreign, &format!("slow {step} (seed {seed})"));
+    }
+}

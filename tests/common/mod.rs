@@ -371,6 +371,17 @@ impl ConfigMapDir {
     /// user-visible symlinks `name -> ..data/name`, rename(`..data_tmp`, `..data`), removal of the
     /// names no longer in the payload, removal of the old timestamped dir.
     pub fn update(&mut self, files: &BTreeMap<String, String>) {
+        self.update_paced(files, Duration::ZERO);
+    }
+
+    /// Like `update`, with a pause between the kubelet's steps (a slow or busy node), so the
+    /// agent can look at the directory halfway through.
+    pub fn update_paced(&mut self, files: &BTreeMap<String, String>, pause: Duration) {
+        let step = || {
+            if !pause.is_zero() {
+                thread::sleep(pause);
+            }
+        };
         let ts = timestamp_dir_name();
         let ts_path = self.dir.join(&ts);
         fs::create_dir(&ts_path).unwrap();
@@ -379,6 +390,7 @@ impl ConfigMapDir {
         }
         let tmp_link = self.dir.join("..data_tmp");
         let _ = fs::remove_file(&tmp_link);
+        step();
         symlink(&ts, &tmp_link).unwrap();
         // Kubelet creates the user-visible symlinks before the swap (new ones dangle until then).
         for name in files.keys() {
@@ -387,12 +399,15 @@ impl ConfigMapDir {
                 symlink(Path::new("..data").join(name), &link).unwrap();
             }
         }
+        step();
         fs::rename(&tmp_link, self.dir.join("..data")).unwrap();
+        step();
         for old in &self.current_names {
             if !files.contains_key(old) {
                 fs::remove_file(self.dir.join(old)).unwrap();
             }
         }
+        step();
         if let Some(old_ts) = self.current_ts.take() {
             fs::remove_dir_all(self.dir.join(old_ts)).unwrap();
         }
