@@ -107,10 +107,15 @@ def one(docs, kind, name=None):
 
 
 def profile_files(root):
+    """The profile files in profiles/: everything but what the agent's directory scan also skips
+    (dotfiles, editor leftovers, README, *.md, *.yaml such as kustomization.yaml)."""
     d = os.path.join(root, "profiles")
     return sorted(
         f for f in os.listdir(d)
-        if os.path.isfile(os.path.join(d, f)) and f != "kustomization.yaml" and not f.startswith(".")
+        if os.path.isfile(os.path.join(d, f))
+        and not f.startswith(".")
+        and not f.endswith(("~", ".swp", ".md", ".yaml", ".yml"))
+        and f != "README"
     )
 
 
