@@ -430,3 +430,46 @@ fn kernel_listing_with_every_mode_and_odd_names() {
     }
     assert_eq!(env.kernel.mode("k").as_deref(), Some("kill"));
 }
+
+#[test]
+fn json_logs_are_one_json_object_a_line() {
+    let env = TestEnv::new();
+    two(&env);
+    env.write("bad", "profile bad {\n  /x r\n}\n");
+    let o = sync(&env, &["--log-format", "json", "--log-level", "debug"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "{}", show(&o));
+    let mut has_file_field = false;
+    for l in lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+        has_file_field |= v.get("file").and_then(Value::as_str).is_some_and(|f| f.ends_with("bad"));
+    }
+    assert!(has_file_field, "the failure is logged with a file field: {err}");
+}
+
+#[test]
+fn in_use_check_reads_both_attr_files() {
+    let env = TestEnv::new();
+    two(&env);
+    assert_eq!(sync(&env, &[]).status.code(), Some(0));
+    // Newer kernels: /proc/<pid>/attr/apparmor/current.
+    let d = env.proc_.root.join("777/attr/apparmor");
+    fs::create_dir_all(&d).unwrap();
+    fs::write(d.join("current"), "beta//hat (complain)\n").unwrap();
+    // Older kernels: /proc/<pid>/attr/current, with a stacked label.
+    env.proc_.confine(778, "docker-default//&alpha (enforce)");
+    env.remove("beta");
+    env.remove("alpha");
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(0), "in use is not a failure: {}", show(&o));
+    assert!(env.kernel.has("beta") && env.kernel.has("alpha"), "both still confine a task");
+    assert!(!env.kernel.has("beta2"), "beta2 confines nothing");
+    fs::remove_dir_all(env.proc_.root.join("777")).unwrap();
+    env.proc_.exit(778);
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.names().is_empty(), "{:?}", env.kernel.names());
+}
