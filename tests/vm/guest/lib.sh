@@ -48,6 +48,11 @@ nprofiles() { wc -l < $AA/profiles; }
 
 # confined execution: run CMD under profile NAME via change_onexec
 confined() { p=$1; shift; ( echo -n "exec $p" > /proc/self/attr/exec && exec "$@" ); }
+# confined_bg NAME CMD...: same, in the background; BG_PID is the confined process itself
+# (`confined NAME CMD &` would fork twice and $! would be the waiting shell)
+confined_bg() { p=$1; shift; ( echo -n "exec $p" > /proc/self/attr/exec && exec "$@" ) & BG_PID=$!; }
+# profile files in DIR, as the agent sees them (it skips *.yaml, dotfiles, editor temp files)
+profile_files() { for f in "$1"/*; do case ${f##*/} in *.yaml|*.yml|*.md|*.txt|README*|*~|*.swp|*.dpkg-*) ;; *) echo "${f##*/}" ;; esac; done; }
 
 # agent control
 start_agent() {  # start_agent ARGS... (run subcommand args; profiles dir etc.)

@@ -455,7 +455,22 @@ fn query(root: &J, q: &str) -> Option<String> {
     };
     let mut cur = vec![root.clone()];
     let mut filtered = false;
-    for seg in q.split('.').filter(|s| !s.is_empty()) {
+    // split on '.' outside [...] (values like `junk.bin` contain dots)
+    let mut segs = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in q.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            '.' if depth == 0 => {
+                segs.push(&q[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    segs.push(&q[start..]);
+    for seg in segs.into_iter().filter(|s| !s.is_empty()) {
         let (key, sel) = match seg.find('[') {
             Some(i) => (&seg[..i], Some(seg[i + 1..].trim_end_matches(']'))),
             None => (seg, None),

@@ -7,8 +7,8 @@ nfiles=$(ls $D | wc -l)
 [ "$nfiles" -gt 0 ] && pass "repo profiles/ has $nfiles file(s): $(ls $D | tr '\n' ' ')" || fail "repo profiles/ is empty in the initramfs"
 # what the real parser says each file defines (before the agent touches anything)
 : > /tmp/expected
-for f in $D/*; do
-  case ${f##*/} in *.yaml|*.yml|*.md|*.txt|README*|*~|*.swp|*.dpkg-*) info "not a profile (the agent skips it): ${f##*/}"; continue ;; esac
+for f in $(profile_files $D); do
+  f=$D/$f
   names=$(apparmor_parser -N "$f" 2>/tmp/n.err) || fail "apparmor_parser -N $f failed: $(cat /tmp/n.err)"
   for n in $names; do echo "$(basename "$f") $n" >> /tmp/expected; done
 done

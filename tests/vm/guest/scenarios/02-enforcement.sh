@@ -19,7 +19,7 @@ grep -q 'ERR 13' /tmp/.can.out && pass "enf-test: denial is EACCES" || fail "enf
 check "enf-test: write /tmp/enf/x allowed" can enf-test write /tmp/enf/x
 check_fails "enf-test: write /public denied" can enf-test write /public
 check_fails "enf-test: exec /bin/true denied" can enf-test exec /bin/true
-confined enf-test /usr/local/bin/aatime probe sleep 5 & sp=$!; sleep 0.3
+confined_bg enf-test /usr/local/bin/aatime probe sleep 5; sp=$BG_PID; sleep 0.3
 check_eq "attr/current of a confined process" "$(cat /proc/$sp/attr/current)" "enf-test (enforce)"
 kill $sp 2>/dev/null; wait $sp 2>/dev/null
 wait_until 20 sh -c 'dmesg | grep -q "apparmor=\"DENIED\" operation=\"open\" profile=\"enf-test\" name=\"/secret\""' \

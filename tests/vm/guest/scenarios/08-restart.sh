@@ -25,6 +25,6 @@ for sig in TERM KILL; do
   snapshot > /tmp/snap1
   cmp -s /tmp/snap0 /tmp/snap1 && pass "after SIG$sig restart: every sha1 unchanged" || fail "sha1s changed: $(diff /tmp/snap0 /tmp/snap1 | tr '\n' '|')"
   fetch_profiles
-  check_eq "after SIG$sig restart: all files loaded" "$(pj 'files[state=loaded]#')" "$(ls $D | wc -l)"
+  check_eq "after SIG$sig restart: all files loaded" "$(pj 'files[state=loaded]#')" "$(profile_files $D | wc -l)"
 done
 finish
