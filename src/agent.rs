@@ -75,6 +75,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let observer_shared = shared.clone();
     let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
     let revision = kernel.apparmor_dir().join("revision");
+    let in_flight = kernel.in_flight();
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?;
 
     let listener = tokio::net::TcpListener::bind(run.listen).await.with_context(|| format!("cannot listen on {}", run.listen))?;
@@ -95,7 +96,12 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
         Ok(joined) => joined.context("reconcile loop panicked")??,
-        Err(_) => tracing::warn!("the sync in flight did not finish in time; exiting anyway"),
+        Err(_) => {
+            // A parser that hangs would hold the exit until --parser-timeout; the kubelet's
+            // grace period is usually shorter.
+            tracing::warn!("the sync in flight did not finish in time; exiting anyway");
+            in_flight.kill();
+        }
     }
     server.await.context("HTTP server task panicked")??;
     // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without

@@ -95,11 +95,14 @@ fn init_tracing(format: LogFormat, filter: &str) {
 fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(handle_signals(shutdown.clone()));
         agent::run(host, run, shutdown).await
-    })
+    });
+    // Do not wait for a blocking sync that outlived the shutdown grace period.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// The first SIGTERM or SIGINT drains; a second one aborts at once.

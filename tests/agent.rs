@@ -736,7 +736,7 @@ fn many_files_cold_start_is_batched_and_one_edit_is_one_load() {
 }
 
 #[test]
-#[ignore = "known agent bug: after a batch load the agent reports files loaded that the kernel lacks (mode null) and retries only at the next resync"]
+
 fn bad_file_in_a_batch_with_an_in_process_parser_does_not_strand_the_rest() {
     // Parsers that compile in-process (no forked worker per file) exit at the first syntax
     // error: files after it in the same -r call are never loaded. The agent must notice.
@@ -780,7 +780,7 @@ fn a_flood_of_events_that_can_overflow_inotify_still_converges() {
 }
 
 #[test]
-#[ignore = "known agent bug: the runtime drop waits for the spawn_blocking sync, so SIGTERM exits only when --parser-timeout kills the parser"]
+
 fn sigterm_while_the_parser_hangs_still_exits_promptly() {
     let env = TestEnv::new();
     env.write("a", &profile("a", &[]));
@@ -800,7 +800,7 @@ fn sigterm_while_the_parser_hangs_still_exits_promptly() {
 }
 
 #[test]
-#[ignore = "known agent bug: batched -N output is split by position, but parser workers may finish out of order (pass -j1 to -N)"]
+
 fn names_stay_with_their_files_when_parser_workers_finish_out_of_order() {
     // The real parser forks a worker per file (unless -j0/low memory) and their -N output
     // reaches the pipe in completion order, not file order; only -j1 keeps the order.

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,23 @@ pub struct HostKernel {
     timeout: Duration,
     scratch: PathBuf,
     observer: Option<ParserObserver>,
+    in_flight: InFlight,
+}
+
+/// The parser process running right now, so shutdown can end a hung one without waiting
+/// for the timeout.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(Arc<AtomicI32>);
+
+impl InFlight {
+    /// Kills the running parser's process group, if one is running.
+    pub fn kill(&self) {
+        let pgid = self.0.load(Ordering::Acquire);
+        if pgid > 0 {
+            tracing::warn!(pgid, "killing the parser still running at shutdown");
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 impl HostKernel {
@@ -140,13 +158,18 @@ impl HostKernel {
     /// `/sys/kernel/security/apparmor`), driven by `parser`. Helper files (the `-N` file
     /// boundary, removal stubs) go to `scratch`.
     pub fn new(apparmor_dir: PathBuf, parser: PathBuf, timeout: Duration, scratch: PathBuf) -> HostKernel {
-        HostKernel { apparmor_dir, parser, timeout, scratch, observer: None }
+        HostKernel { apparmor_dir, parser, timeout, scratch, observer: None, in_flight: InFlight::default() }
     }
 
     /// Reports every parser run to `observer` (metrics).
     pub fn with_observer(mut self, observer: ParserObserver) -> HostKernel {
         self.observer = Some(observer);
         self
+    }
+
+    /// A handle on the parser process in flight.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// The AppArmor directory in securityfs.
@@ -177,7 +200,7 @@ impl HostKernel {
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, what: &str) -> Result<Output, KernelError> {
         let start = Instant::now();
-        let result = run_with_timeout(&self.parser, args, self.timeout, what);
+        let result = run_with_timeout(&self.parser, args, self.timeout, what, &self.in_flight);
         if let Some(observe) = &self.observer {
             observe(op, start.elapsed(), matches!(&result, Ok(o) if o.status.success()));
         }
@@ -206,6 +229,50 @@ impl HostKernel {
             args.push("-C".into());
         }
         args
+    }
+
+    /// One `-r` process for the batch. When it fails and every error names a file of the
+    /// batch, the files before the first bad one are loaded whatever the parser's mode; the
+    /// files after it are loaded only if the parser went on (forked workers do, an
+    /// in-process parser exits at the first syntax error), so they get one more batch.
+    fn load_batch(&self, chunk: &[&SourceFile], mode: DesiredMode) -> Vec<Result<(), KernelError>> {
+        if let [one] = chunk {
+            return vec![self.load_one(one, mode)];
+        }
+        let mut args = self.load_args(mode);
+        args.extend(chunk.iter().map(|f| OsString::from(f.real.clone())));
+        let out = match self.run(ParserOp::Load, args, &format!("loading {} files", chunk.len())) {
+            Ok(out) if out.status.success() => return chunk.iter().map(|_| Ok(())).collect(),
+            Ok(out) => out,
+            // A hung batch: find the file that hangs by loading them one at a time.
+            Err(_) => return chunk.iter().map(|f| self.load_one(f, mode)).collect(),
+        };
+        let Some(errors) = attribute(&out, chunk) else {
+            // An error we cannot pin on one file: one file at a time (good files are replaced
+            // with identical policy, which the kernel skips).
+            return chunk.iter().map(|f| self.load_one(f, mode)).collect();
+        };
+        let first_bad = errors.iter().position(Option::is_some).unwrap_or(chunk.len());
+        let mut results: Vec<Result<(), KernelError>> = Vec::with_capacity(chunk.len());
+        let mut errors: Vec<Option<KernelError>> = errors;
+        let mut retry: Vec<(usize, &SourceFile)> = Vec::new();
+        for (i, (file, error)) in chunk.iter().zip(errors.iter_mut()).enumerate() {
+            match error.take() {
+                Some(e) => results.push(Err(e)),
+                None if i < first_bad => results.push(Ok(())),
+                None => {
+                    retry.push((i, file));
+                    results.push(Ok(()));
+                }
+            }
+        }
+        if !retry.is_empty() {
+            let files: Vec<&SourceFile> = retry.iter().map(|(_, f)| *f).collect();
+            for ((i, _), r) in retry.iter().zip(self.load_batch(&files, mode)) {
+                results[*i] = r;
+            }
+        }
+        results
     }
 
     fn load_one(&self, file: &SourceFile, mode: DesiredMode) -> Result<(), KernelError> {
@@ -256,24 +323,7 @@ impl Kernel for HostKernel {
     fn load(&self, files: &[&SourceFile], mode: DesiredMode) -> Vec<Result<(), KernelError>> {
         let mut results = Vec::with_capacity(files.len());
         for chunk in files.chunks(BATCH) {
-            if let [one] = chunk {
-                results.push(self.load_one(one, mode));
-                continue;
-            }
-            let mut args = self.load_args(mode);
-            args.extend(chunk.iter().map(|f| OsString::from(f.real.clone())));
-            match self.run(ParserOp::Load, args, &format!("loading {} files", chunk.len())) {
-                Ok(out) if out.status.success() => results.extend(chunk.iter().map(|_| Ok(()))),
-                // The parser goes on past a bad file and loads the good ones; when every error
-                // names a file of the batch, the others are known to be loaded.
-                Ok(out) => match attribute(&out, chunk) {
-                    Some(errors) => results.extend(errors.into_iter().map(|e| e.map_or(Ok(()), Err))),
-                    // An error we cannot pin on one file: ask again one file at a time (good
-                    // files are replaced with identical policy, which the kernel skips).
-                    None => results.extend(chunk.iter().map(|f| self.load_one(f, mode))),
-                },
-                Err(_) => results.extend(chunk.iter().map(|f| self.load_one(f, mode))),
-            }
+            results.extend(self.load_batch(chunk, mode));
         }
         results
     }
@@ -301,7 +351,9 @@ impl HostKernel {
             return vec![self.names_one(one)];
         }
         let batched = self.boundary_file().and_then(|boundary| {
-            let mut args: Vec<OsString> = vec!["-N".into()];
+            // One job: forked workers would print each file's names in the order they finish,
+            // and the split relies on file order.
+            let mut args: Vec<OsString> = vec!["-N".into(), "-j1".into()];
             for (i, f) in chunk.iter().enumerate() {
                 if i > 0 {
                     args.push(boundary.clone().into());
@@ -392,7 +444,13 @@ fn rejected_file(out: &Output, file: &SourceFile) -> KernelError {
 
 /// Runs the parser with a deadline. It runs in its own process group so that a hung
 /// parser and any helpers it forked (`-j`) are killed together.
-fn run_with_timeout(parser: &Path, args: Vec<OsString>, timeout: Duration, what: &str) -> Result<Output, KernelError> {
+fn run_with_timeout(
+    parser: &Path,
+    args: Vec<OsString>,
+    timeout: Duration,
+    what: &str,
+    in_flight: &InFlight,
+) -> Result<Output, KernelError> {
     let child = Command::new(parser)
         .args(&args)
         .stdin(Stdio::null())
@@ -402,19 +460,22 @@ fn run_with_timeout(parser: &Path, args: Vec<OsString>, timeout: Duration, what:
         .spawn()
         .map_err(|source| KernelError::Spawn { parser: parser.to_path_buf(), source })?;
     let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    in_flight.0.store(pgid.as_raw(), Ordering::Release);
     let (tx, rx) = mpsc::sync_channel(1);
     // The waiter owns the child, so its pid cannot be reused before we signal it.
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(timeout) {
+    let result = match rx.recv_timeout(timeout) {
         Ok(result) => result.map_err(|source| KernelError::Spawn { parser: parser.to_path_buf(), source }),
         Err(_) => {
             let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
             let _ = rx.recv();
             Err(KernelError::Timeout { parser: parser.to_path_buf(), timeout, what: what.to_string() })
         }
-    }
+    };
+    in_flight.0.store(0, Ordering::Release);
+    result
 }
 
 /// Finds the parser: an explicit path (or name looked up on `PATH`), else the default name
