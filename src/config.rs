@@ -57,6 +57,9 @@ pub struct GlobalArgs {
     /// Kill a parser process that runs longer than this [default: 30s].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
     pub parser_timeout: Option<humantime::Duration>,
+    /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parser_jobs: Option<u32>,
     /// Log format [default: plain].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -208,6 +211,7 @@ pub struct FileConfig {
     state_dir: Option<PathBuf>,
     proc: Option<PathBuf>,
     parser_timeout: Option<String>,
+    parser_jobs: Option<u32>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     profiles: Option<PathBuf>,
@@ -305,6 +309,8 @@ pub struct HostSettings {
     pub proc_dir: PathBuf,
     /// Parser timeout.
     pub parser_timeout: Duration,
+    /// Parser compile jobs.
+    pub parser_jobs: u32,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter.
@@ -420,6 +426,7 @@ impl Resolver {
             state_dir: g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
             proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
             parser_timeout: self.duration(g.parser_timeout, "parser_timeout", &f.parser_timeout, defaults::PARSER_TIMEOUT)?,
+            parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
             log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into()),
         })

@@ -19,6 +19,9 @@ pub const STATE_FILE: &str = "state.json";
 pub const PROC: &str = "/proc";
 /// Largest profile file accepted; a real profile is a few KiB.
 pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Compile jobs of one `apparmor_parser -r` process (`--jobs`). The parser's own default is
+/// one per CPU at a few MB each, which on a large node can exceed the pod's memory limit.
+pub const PARSER_JOBS: u32 = 4;
 /// How long one parser process may run before it is killed.
 pub const PARSER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The HTTP listen address of `run` (health, readiness, profiles, metrics).

@@ -87,7 +87,8 @@ fn is_mounted_securityfs(path: &Path) -> bool {
 pub fn host_kernel(host: &HostSettings) -> Result<HostKernel, EnvironmentError> {
     let apparmor = securityfs(host)?;
     let parser = parser(host)?;
-    let kernel = HostKernel::new(apparmor, parser.clone(), host.parser_timeout, host.state_dir.clone());
+    let kernel =
+        HostKernel::new(apparmor, parser.clone(), host.parser_timeout, host.state_dir.clone()).with_jobs(host.parser_jobs);
     let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
     tracing::debug!(%version, "parser works");
     Ok(kernel)

@@ -266,7 +266,17 @@ enum Opened {
 
 fn choose_auto(paths: &SourcePaths, opts: &ReadOptions) -> Result<Opened, SourceError> {
     let mut why = Vec::new();
-    match NetlinkReader::open(&paths.proc_root) {
+    // Multicast audit records reach only the host network namespace. `auto` uses netlink
+    // only when it can confirm that (an unreadable /proc/1/ns/net proves nothing), so it
+    // never settles on a socket that silently receives nothing.
+    let netns = |p: &str| std::fs::read_link(paths.proc_root.join(p)).ok();
+    let confirmed = matches!((netns("self/ns/net"), netns("1/ns/net")), (Some(mine), Some(init)) if mine == init);
+    let netlink = if confirmed {
+        NetlinkReader::open(&paths.proc_root)
+    } else {
+        Err(SourceError::Netlink("cannot confirm the host network namespace (/proc/1/ns/net unreadable or different); pass --audit-source netlink to force it".into()))
+    };
+    match netlink {
         Ok(n) => {
             tracing::info!(source = "netlink", "audit source: kernel audit multicast group (works with or without auditd)");
             return Ok(Opened::Netlink(n));

@@ -135,6 +135,7 @@ pub struct HostKernel {
     scratch: PathBuf,
     observer: Option<ParserObserver>,
     in_flight: InFlight,
+    jobs: u32,
 }
 
 /// The parser process running right now, so shutdown can end a hung one without waiting
@@ -158,7 +159,21 @@ impl HostKernel {
     /// `/sys/kernel/security/apparmor`), driven by `parser`. Helper files (the `-N` file
     /// boundary, removal stubs) go to `scratch`.
     pub fn new(apparmor_dir: PathBuf, parser: PathBuf, timeout: Duration, scratch: PathBuf) -> HostKernel {
-        HostKernel { apparmor_dir, parser, timeout, scratch, observer: None, in_flight: InFlight::default() }
+        HostKernel {
+            apparmor_dir,
+            parser,
+            timeout,
+            scratch,
+            observer: None,
+            in_flight: InFlight::default(),
+            jobs: crate::defaults::PARSER_JOBS,
+        }
+    }
+
+    /// Compile jobs per `-r` process.
+    pub fn with_jobs(mut self, jobs: u32) -> HostKernel {
+        self.jobs = jobs.max(1);
+        self
     }
 
     /// Reports every parser run to `observer` (metrics).
@@ -224,7 +239,13 @@ impl HostKernel {
     }
 
     fn load_args(&self, mode: DesiredMode) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["-r".into(), "-K".into(), "--subdomainfs".into(), self.apparmor_dir.clone().into()];
+        let mut args: Vec<OsString> = vec![
+            "-r".into(),
+            "-K".into(),
+            format!("-j{}", self.jobs).into(),
+            "--subdomainfs".into(),
+            self.apparmor_dir.clone().into(),
+        ];
         if mode == DesiredMode::Complain {
             args.push("-C".into());
         }
