@@ -13,7 +13,9 @@
 #                                     (125 = VM crashed / no exit marker, 124 = timeout)
 #   tests/vm/aavm.sh run [SCENARIO..] all (or the given) scenarios, 2 VMs in parallel; PASS/FAIL lines and
 #                                     a closing `N passed, M failed`; non-zero on any failure
-#   tests/vm/aavm.sh bench | demo | probe | smoke
+#   tests/vm/aavm.sh bench            benchmarks in one VM: table on stdout, target/bench/vm-bench.json
+#   tests/vm/aavm.sh demo             agent on the repo's profiles/, /profiles, one enforced denial
+#   tests/vm/aavm.sh single NAME      boot one guest script (smoke, probe, probe2, a scenario) and cat its log
 #
 # Env: AAVM_DIR (default target/aavm), AAVM_JOBS (parallel VMs, default 2), AAVM_ACCEL (default tcg),
 #      AAVM_MEM (default 512M), AAVM_AGENT (path of the static agent binary).
@@ -195,11 +197,113 @@ cmd_run() {
   [ "$fail" = 0 ] && [ "$pass" -gt 0 ]
 }
 
+
+cmd_bench() {
+  local log=$W/logs/bench.log out=$REPO/target/bench/vm-bench.json
+  mkdir -p "$W/logs" "$(dirname "$out")"
+  echo "aavm: running the benchmarks in the VM (TCG, 1 vCPU; ~2-3 min) ..."
+  local rc t0=$SECONDS
+  rc=$(cmd_boot bench "$log" 480 1)
+  echo "aavm: VM finished in $((SECONDS - t0)) s (guest rc $rc, log $log)"
+  grep '^AAVM-CHECK FAIL' "$log" || true
+  local prc=0
+  python3 - "$log" "$out" "$AGENT" "$W/versions.txt" <<'PY2' || prc=$?
+import json, os, platform, statistics, sys, time
+log, out, agent, versions = sys.argv[1:5]
+vals, samples = {}, {}
+for line in open(log, errors="replace"):
+    p = line.split()
+    if line.startswith("AAVM-BENCH-SAMPLES "):
+        samples[p[1]] = [int(x) for x in p[2:]]
+    elif line.startswith("AAVM-BENCH "):
+        vals[p[1]] = p[2] if len(p) > 2 else ""
+need = ["parser_replace_us", "change_to_enforced_us"]
+missing = [k for k in need if k not in samples] + [k for k in ("cold_load_agent_us", "cold_load_per_file_us", "cold_load_batched_us", "incremental_us", "incremental_parser_calls", "idle_rss_kib", "idle_wakeups_x1000_per_s") if k not in vals]
+if missing:
+    sys.exit("aavm bench: the VM run did not produce: " + ", ".join(missing) + f" (see {log})")
+def pct(xs, q):  # nearest-rank percentile
+    xs = sorted(xs); k = max(1, -(-len(xs) * q // 100)); return xs[int(k) - 1]
+ms = lambda us: round(us / 1000.0, 1)
+c2e, bare = samples["change_to_enforced_us"], samples["parser_replace_us"]
+r = {
+    "change_to_enforced_ms_median": ms(statistics.median(c2e)),
+    "change_to_enforced_ms_p95": ms(pct(c2e, 95)),
+    "parser_replace_ms_median": ms(statistics.median(bare)),
+    "agent_overhead_ms_median": ms(statistics.median(c2e) - statistics.median(bare)),
+    "cold_load_n": int(vals.get("cold_load_n", 200)),
+    "cold_load_agent_s": round(int(vals["cold_load_agent_us"]) / 1e6, 3),
+    "cold_load_per_file_s": round(int(vals["cold_load_per_file_us"]) / 1e6, 3),
+    "cold_load_batched_s": round(int(vals["cold_load_batched_us"]) / 1e6, 3),
+    "incremental_parser_calls": int(vals["incremental_parser_calls"]),
+    "incremental_ms": ms(int(vals["incremental_us"])),
+    "idle_rss_kib": int(vals["idle_rss_kib"]),
+    "idle_wakeups_per_s": round(int(vals["idle_wakeups_x1000_per_s"]) / 1000.0, 2),
+    "binary_bytes": os.path.getsize(agent),
+}
+json.dump(r, open(out, "w"), indent=2); open(out, "a").write("\n")
+ratio_b = r["cold_load_agent_s"] / r["cold_load_batched_s"]
+speedup_a = r["cold_load_per_file_s"] / r["cold_load_agent_s"]
+ok = lambda c: "ok" if c else "MISSED"
+rows = [
+    ("change -> enforced, median (n=%d swaps)" % len(c2e), "%.1f ms" % r["change_to_enforced_ms_median"], ""),
+    ("change -> enforced, p95", "%.1f ms" % r["change_to_enforced_ms_p95"], ""),
+    ("bare apparmor_parser -r, median (n=%d)" % len(bare), "%.1f ms" % r["parser_replace_ms_median"], ""),
+    ("agent overhead above bare parser (median)", "%.1f ms" % r["agent_overhead_ms_median"], "<= 50 ms: " + ok(r["agent_overhead_ms_median"] <= 50)),
+    ("cold load N=%d: agent to ready" % r["cold_load_n"], "%.3f s" % r["cold_load_agent_s"], "<= 1.2 x batched: %s (%.2f x)" % (ok(ratio_b <= 1.2), ratio_b)),
+    ("cold load: one parser -r per file (loop)", "%.3f s" % r["cold_load_per_file_s"], "agent >= 3 x faster: %s (%.1f x)" % (ok(speedup_a >= 3), speedup_a)),
+    ("cold load: one batched parser -r call", "%.3f s" % r["cold_load_batched_s"], "(the floor)"),
+    ("incremental: 1 of 1000 changed, parser calls", str(r["incremental_parser_calls"]), "== 1: " + ok(r["incremental_parser_calls"] == 1)),
+    ("incremental: rename -> enforced", "%.1f ms" % r["incremental_ms"], ""),
+    ("idle RSS with 200 profiles", "%d KiB" % r["idle_rss_kib"], "<= 8 MB (8192 KiB): " + ok(r["idle_rss_kib"] <= 8192)),
+    ("idle wakeups (ctx switches, all threads, 10 s)", "%.2f /s" % r["idle_wakeups_per_s"], "~0: " + ok(r["idle_wakeups_per_s"] < 1)),
+    ("static musl binary size", "%d bytes" % r["binary_bytes"], ""),
+]
+w = max(len(a) for a, _, _ in rows)
+print("apparmor-loader VM benchmark (%s, %s; qemu TCG, 1 vCPU; %s)" % (time.strftime("%Y-%m-%d"), platform.node() or "host",
+      open(versions).read().replace("\n", " ").strip() if os.path.exists(versions) else ""))
+print("| %-*s | %-12s | %s |" % (w, "figure", "value", "target"))
+print("|-%s-|-%s-|-%s-|" % ("-" * w, "-" * 12, "-" * 40))
+for a, b, c in rows:
+    print("| %-*s | %-12s | %s |" % (w, a, b, c))
+extra = {k: v for k, v in vals.items() if k in ("cold_load_1000_agent_us", "rss_1000_kib", "idle_threads", "guest_cpus")}
+print("also:", ", ".join("%s=%s" % kv for kv in sorted(extra.items())))
+print("wrote", out)
+PY2
+  [ "$rc" = 0 ] && [ $prc = 0 ] || { echo "aavm: bench FAILED (guest rc $rc)"; return 1; }
+}
+
+cmd_demo() {
+  local log=$W/logs/demo.log
+  mkdir -p "$W/logs"
+  echo "aavm: booting the AppArmor VM (Debian kernel $(sed -n 's/^kernel_package=linux-image-//p' "$W/versions.txt" 2>/dev/null), qemu TCG) ..."
+  local t0=$SECONDS rc
+  rc=$(cmd_boot demo "$log" 120 1)
+  grep -v -e '^AAVM-LOG' -e '^AAVM-SUMMARY' -e '^AAVM-BOOTED' "$log" | sed -e 's/^AAVM-EXIT.*//' -e 's/^AAVM-\(INFO\|CHECK\|DEMO\) //' | grep -v '^$' || true
+  echo "aavm: demo done in $((SECONDS - t0)) s (serial log $log)"
+  [ "$rc" = 0 ] || { echo "aavm: demo FAILED (guest rc $rc)"; return 1; }
+}
+
+cmd_single() {  # boot one guest script and show its serial output (smoke, probe, probe2, a scenario)
+  local name=$1 log=$W/logs/$1.log; mkdir -p "$W/logs"
+  local rc; rc=$(cmd_boot "$name" "$log" "${2:-240}" 1)
+  cat "$log"; echo "aavm: $name rc=$rc"; [ "$rc" = 0 ]
+}
+
+stale_warning() {
+  [ -x "$AGENT" ] || return 0
+  if [ -n "$(find "$REPO/src" "$REPO/Cargo.toml" -newer "$AGENT" -print -quit 2>/dev/null)" ]; then
+    echo "aavm: WARNING: $AGENT is older than src/ (run: cargo build --release --target x86_64-unknown-linux-musl)" >&2
+  fi
+}
+
 case "${1:-}" in
   setup) cmd_setup ;;
   build) shift; cmd_build "$@" ;;
   boot) shift; cmd_boot "$@" ;;
-  run) shift; cmd_run "$@" ;;
+  run) shift; stale_warning; cmd_run "$@" ;;
+  bench) stale_warning; cmd_bench ;;
+  demo) cmd_demo ;;
+  single) shift; cmd_single "$@" ;;
   scenarios) list_scenarios ;;
-  *) die "usage: $0 setup|build [--no-agent]|boot NAME LOG [TIMEOUT] [CPUS]|run [SCENARIO..]|scenarios" ;;
+  *) die "usage: $0 setup|build [--no-agent]|boot NAME LOG [TIMEOUT] [CPUS]|run [SCENARIO..]|bench|demo|single NAME|scenarios" ;;
 esac

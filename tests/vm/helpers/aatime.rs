@@ -5,12 +5,15 @@
 //!   aatime since T0_US                print now - T0_US (microseconds)
 //!   aatime run OUTFILE CMD [ARG..]    run CMD (inherits stdio), write elapsed µs to OUTFILE, exit with CMD's code
 //!   aatime swapwait OLD NEW SPEC TIMEOUT_MS
-//!                                     snapshot SPEC, rename(OLD, NEW) (the kubelet's ..data swap), then poll
-//!                                     SPEC every 0.5 ms until it differs; print elapsed µs (exit 1 on timeout)
+//!                                     snapshot SPEC, rename(OLD, NEW) (the kubelet's ..data swap), then re-check
+//!                                     SPEC on every policy revision change (poll(), 50 ms cap) until it differs;
+//!                                     print elapsed µs (exit 1 on timeout)
 //!   aatime waitchange SPEC BEFORE_FILE TIMEOUT_MS
 //!                                     like swapwait without the rename, against a saved snapshot
 //!   aatime show SPEC                  print SPEC's current value
-//!   aatime httpwait URL TIMEOUT_MS    GET URL until 200; print elapsed µs (exit 1 on timeout)
+//!   aatime httpwait URL TIMEOUT_MS [INTERVAL_MS]  GET URL until 200 (every 5 ms); print elapsed µs
+//!   aatime waitcount PREFIX N TIMEOUT_MS  wait (poll() on the revision, no busy loop) until N kernel profiles
+//!                                     start with PREFIX; print elapsed µs
 //!   aatime http URL                   GET URL, print the body, exit 0 on 200, 1 otherwise (status on stderr)
 //!   aatime pollrev FILE TIMEOUT_MS    read FILE once, poll() it, print revents, elapsed and a re-read
 //!   aatime json FILE QUERY            print a value from a JSON file (exit 1 if absent). QUERY: dot-separated
@@ -116,7 +119,39 @@ fn die(m: &str) -> ! {
     std::process::exit(2)
 }
 
-fn wait_change(spec: &mut Spec, before: &str, t0: i64, timeout_ms: i64) -> ! {
+/// The kernel's policy revision, opened O_NONBLOCK and drained: poll() on it wakes when policy changes,
+/// so waiting costs no CPU (busy polling would steal the single vCPU from the agent and the parser).
+struct Revision(Option<std::fs::File>);
+
+impl Revision {
+    fn open() -> Revision {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new().read(true).custom_flags(0o4000).open(format!("{AA}/revision")).ok();
+        let mut r = Revision(f);
+        r.drain();
+        r
+    }
+    fn drain(&mut self) {
+        if let Some(f) = &mut self.0 {
+            let mut b = [0u8; 64];
+            let _ = f.read(&mut b);
+        }
+    }
+    /// Wait up to `ms` for a policy change (plain sleep when the file is not there).
+    fn wait(&mut self, ms: i32) {
+        use std::os::fd::AsRawFd;
+        match &self.0 {
+            Some(f) => {
+                let mut p = PollFd { fd: f.as_raw_fd(), events: 0x1, revents: 0 };
+                unsafe { poll(&mut p, 1, ms) };
+                self.drain();
+            }
+            None => std::thread::sleep(Duration::from_millis(ms as u64)),
+        }
+    }
+}
+
+fn wait_change(spec: &mut Spec, before: &str, t0: i64, timeout_ms: i64, mut rev: Revision) -> ! {
     loop {
         let v = spec.value();
         let t = now_us();
@@ -129,7 +164,11 @@ fn wait_change(spec: &mut Spec, before: &str, t0: i64, timeout_ms: i64) -> ! {
             eprintln!("aatime: timeout waiting for change of {}:{} (still {:?})", spec.kind, spec.arg, v.trim_end());
             std::process::exit(1);
         }
-        std::thread::sleep(Duration::from_micros(500));
+        if spec.kind == "file" {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            rev.wait(50);
+        }
     }
 }
 
@@ -194,23 +233,45 @@ fn main() {
             let mut spec = Spec::parse(&arg(4));
             let timeout: i64 = arg(5).parse().unwrap_or(10000);
             let before = spec.value();
+            let rev = Revision::open();
             let t0 = now_us();
             if let Err(e) = std::fs::rename(arg(2), arg(3)) {
                 die(&format!("rename: {e}"));
             }
-            wait_change(&mut spec, &before, t0, timeout);
+            wait_change(&mut spec, &before, t0, timeout, rev);
         }
         Some("waitchange") => {
             let mut spec = Spec::parse(&arg(2));
             let before = std::fs::read_to_string(arg(3)).unwrap_or_default();
             let timeout: i64 = arg(4).parse().unwrap_or(10000);
+            let rev = Revision::open();
             let t0 = now_us();
-            wait_change(&mut spec, &before, t0, timeout);
+            wait_change(&mut spec, &before, t0, timeout, rev);
         }
         Some("show") => print!("{}", Spec::parse(&arg(2)).value()),
+        Some("waitcount") => {
+            let prefix = arg(2);
+            let n: usize = arg(3).parse().unwrap_or_else(|_| die("N"));
+            let timeout: i64 = arg(4).parse().unwrap_or(60000);
+            let mut rev = Revision::open();
+            let t0 = now_us();
+            loop {
+                let l = std::fs::read_to_string(format!("{AA}/profiles")).unwrap_or_default();
+                if l.lines().filter(|x| x.starts_with(&prefix)).count() >= n {
+                    println!("{}", now_us() - t0);
+                    return;
+                }
+                if now_us() - t0 > timeout * 1000 {
+                    println!("-1");
+                    std::process::exit(1);
+                }
+                rev.wait(100);
+            }
+        }
         Some("httpwait") => {
             let url = arg(2);
             let timeout: i64 = arg(3).parse().unwrap_or(10000);
+            let interval: u64 = a.get(4).and_then(|x| x.parse().ok()).unwrap_or(5);
             let t0 = now_us();
             loop {
                 if let Ok((200, _)) = http_get(&url) {
@@ -221,7 +282,7 @@ fn main() {
                     println!("-1");
                     std::process::exit(1);
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(interval));
             }
         }
         Some("http") => match http_get(&arg(2)) {
