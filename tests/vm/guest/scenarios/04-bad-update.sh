@@ -31,8 +31,9 @@ pst=$(pfield cmtest state); info "profile cmtest state: $pst"
 check_eq "profile cmtest state" "$pst" stale
 check_eq "/readyz stays 200 with a stale file" "$(code /readyz)" 200
 metrics_snap /tmp/m1
-inc=$(metrics_increased /tmp/m0 /tmp/m1 'fail|error|err'); info "metric series that went up: $(echo "$inc" | tr '\n' ';')"
-[ -n "$inc" ] && pass "a failure metric counted the bad version" || fail "no fail/error metric increased ($(grep -iE 'fail|error' /tmp/m1 | grep -v '^#' | head -5 | tr '\n' ';'))"
+inc=$(metrics_increased /tmp/m0 /tmp/m1 'operations_total.*result="fail'); info "failure series that went up: $(echo "$inc" | tr '\n' ';')"
+[ -n "$inc" ] && pass "apparmor_loader_operations_total{result=failure} counted the bad version" \
+  || fail "no operations_total failure series increased ($(grep -iE 'fail|error' /tmp/m1 | grep -v '^#' | head -5 | tr '\n' ';'))"
 
 cm_swap $CM /tmp/v3
 wait_until 150 sha1_not cmtest "$sha_v1" && pass "fixed version loaded" || fail "fixed version not loaded within 15 s"
