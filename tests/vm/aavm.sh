@@ -17,7 +17,8 @@
 #   tests/vm/aavm.sh demo             agent on the repo's profiles/, /profiles, one enforced denial
 #   tests/vm/aavm.sh single NAME      boot one guest script (smoke, probe, probe2, a scenario) and cat its log
 #
-# Env: AAVM_DIR (default target/aavm), AAVM_JOBS (parallel VMs, default 2), AAVM_ACCEL (default tcg),
+# Env: AAVM_DIR (default target/aavm), AAVM_JOBS (parallel VMs, default 2), AAVM_ACCEL (auto|tcg|kvm; auto =
+#      KVM with -cpu host if a smoke boot passes with it within 20 s, else TCG; decided once per build),
 #      AAVM_MEM (default 512M), AAVM_AGENT (path of the static agent binary).
 set -euo pipefail
 
@@ -25,7 +26,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 W=${AAVM_DIR:-$REPO/target/aavm}
 AGENT=${AAVM_AGENT:-$REPO/target/x86_64-unknown-linux-musl/release/apparmor-loader}
-ACCEL=${AAVM_ACCEL:-tcg}
+ACCEL=${AAVM_ACCEL:-auto}
 MEM=${AAVM_MEM:-512M}
 JOBS=${AAVM_JOBS:-2}
 mkdir -p "$W"
@@ -141,15 +142,34 @@ cmd_build() {
   chmod -R a+rX "$R/aavm"; chmod 755 "$R"/aavm/*.sh "$R"/aavm/scenarios/*.sh 2>/dev/null || true
   (cd "$R" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$W/initrd.cpio.tmp"
   mv "$W/initrd.cpio.tmp" "$W/initrd.cpio"
+  [ "$ACCEL" = auto ] && resolve_accel >/dev/null
   echo "aavm: built $W/initrd.cpio ($(du -k "$W/initrd.cpio" | cut -f1) KiB, agent: $([ $with_agent = 1 ] && echo yes || echo no))"
+}
+
+# auto: try KVM once (the recipe's pitfall 1: on this kind of host /dev/kvm opens but `-cpu host` aborts at
+# once and other CPU models hang, so never use `-accel kvm:tcg`); the answer is cached next to the initramfs.
+resolve_accel() {
+  case $ACCEL in tcg) echo "-accel tcg"; return ;; kvm) echo "-accel kvm -cpu host"; return ;; esac
+  if [ ! -s "$W/accel" ] || [ "$W/vmlinux" -nt "$W/accel" ]; then
+    local a=tcg rc
+    if [ -w /dev/kvm ]; then
+      rc=$(ACCEL=kvm cmd_boot smoke "$W/accel-probe.log" 20 1)
+      [ "$rc" = 0 ] && a=kvm
+    fi
+    echo "$a" > "$W/accel"
+    echo "aavm: accelerator: $a$([ "$a" = tcg ] && [ -e /dev/kvm ] && echo " (KVM smoke boot failed: $(tail -c 200 "$W/accel-probe.log.qemu" 2>/dev/null | tr '\n' ' '))")" >&2
+  fi
+  case $(cat "$W/accel") in kvm) echo "-accel kvm -cpu host" ;; *) echo "-accel tcg" ;; esac
 }
 
 # boot NAME LOG [TIMEOUT] [CPUS] -> echo rc of the guest script; 125 crash/no marker, 124 timeout
 cmd_boot() {
   local name=$1 log=$2 tmo=${3:-240} cpus=${4:-1}
   [ -s "$W/initrd.cpio" ] || die "run '$0 build' first"
-  local qrc=0
-  timeout "$tmo" qemu-system-x86_64 -accel "$ACCEL" -smp "$cpus" -m "$MEM" -nodefaults -display none -no-reboot \
+  local qrc=0 accel
+  case $ACCEL in tcg) accel="-accel tcg" ;; kvm) accel="-accel kvm -cpu host" ;; *) accel=$(cat "$W/accel" 2>/dev/null || echo tcg); [ "$accel" = kvm ] && accel="-accel kvm -cpu host" || accel="-accel tcg" ;; esac
+  # shellcheck disable=SC2086
+  timeout "$tmo" qemu-system-x86_64 $accel -smp "$cpus" -m "$MEM" -nodefaults -display none -no-reboot \
     -serial "file:$log" -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
     -kernel "$W/vmlinux" -initrd "$W/initrd.cpio" \
     -append "console=ttyS0 panic=-1 quiet aavm.run=$name" </dev/null >"$log.qemu" 2>&1 || qrc=$?
