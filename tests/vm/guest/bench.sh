@@ -74,6 +74,7 @@ start_agent --profiles /tmp/cold --state-dir /tmp/st-cold
 aatime waitcount c $N 120000 >/dev/null || fail "agent did not load $N in 120 s"
 aatime httpwait $URL/readyz 60000 5 >/dev/null || abort "agent not ready (cold load)"
 b cold_load_agent_us "$(aatime since $t0)"
+info "agent CPU at ready (thread utime stime, 10 ms ticks): $(for t in /proc/$AGENT_PID/task/*; do echo "$(cat $t/comm) $(sed 's/^.*) //' $t/stat | cut -d' ' -f12,13)"; done | tr '\n' ';')"
 b cold_load_n $N
 [ "$(grep -c '^c[0-9]* (enforce)' $AA/profiles)" = $N ] || fail "agent did not load $N"
 grep 'parser call' $AGENT_LOG | sed 's/.*elapsed_ms=/AAVM-INFO agent parser call elapsed_ms=/' | tail -5
