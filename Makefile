@@ -22,3 +22,24 @@ musl:
 
 fmt:
 	$(CARGO) fmt
+
+AAVM := tests/vm/aavm.sh
+
+## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 9 scenarios, 2 VMs in parallel.
+## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
+test-vm: musl
+	$(AAVM) setup
+	$(AAVM) build
+	$(AAVM) run
+
+## The newcomer's main job: boots the VM, runs `apparmor-loader run` on profiles/, prints /profiles, one denial.
+demo: musl
+	$(AAVM) setup
+	$(AAVM) build
+	$(AAVM) demo
+
+## Benchmarks in the VM: prints the table, writes target/bench/vm-bench.json.
+bench: musl
+	$(AAVM) setup
+	$(AAVM) build
+	$(AAVM) bench
