@@ -88,7 +88,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
 
     let (tx, rx) = mpsc::channel(64);
     let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
-    watch_revision(revision, tx);
+    watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
@@ -139,7 +139,7 @@ fn is_read_only_access(kind: &notify::EventKind) -> bool {
 /// profile), so drift is repaired in well under the resync period. The kernel's
 /// `revision` file is pollable; a plain file (a test's fake kernel) is not, and then the
 /// periodic resync alone catches drift.
-fn watch_revision(path: PathBuf, tx: mpsc::Sender<Trigger>) {
+fn watch_revision(path: PathBuf, coalesce: Duration, tx: mpsc::Sender<Trigger>) {
     let spawned = std::thread::Builder::new().name("revision".into()).spawn(move || {
         let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(&path) {
             Ok(f) => f,
@@ -148,14 +148,14 @@ fn watch_revision(path: PathBuf, tx: mpsc::Sender<Trigger>) {
                 return;
             }
         };
-        watch_revision_fd(&path, file, &tx);
+        watch_revision_fd(&path, file, coalesce, &tx);
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the revision watcher; relying on the periodic resync");
     }
 }
 
-fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
+fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc::Sender<Trigger>) {
     let mut buf = [0u8; 32];
     // The first read returns the current revision (or EAGAIN while it is still 0).
     let _ = file.read(&mut buf);
@@ -173,6 +173,9 @@ fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
                 if tx.blocking_send(Trigger::Kernel).is_err() {
                     return;
                 }
+                // A batch load bumps the revision once per profile: one wake-up per window
+                // instead of one per profile (the next read returns the latest value).
+                std::thread::sleep(coalesce);
             }
             // POLLIN without a new value: a regular file, not the kernel's revision file.
             Ok(_) => {

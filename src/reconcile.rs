@@ -270,7 +270,10 @@ impl<K: Kernel> Reconciler<K> {
                 continue;
             }
             let files: Vec<&SourceFile> = batch.iter().map(|(_, s)| *s).collect();
-            let results = self.kernel.load(&files, mode);
+            let mut results = self.kernel.load(&files, mode);
+            if results.iter().any(Result::is_err) && results.iter().any(Result::is_ok) {
+                self.reload_cut_short(&batch, &mut results, &observation, mode)?;
+            }
             let now = now();
             for ((fp, source), result) in batch.iter().zip(results) {
                 let (op, why) = match fp.action {
@@ -356,6 +359,51 @@ impl<K: Kernel> Reconciler<K> {
         }
         let report = self.report(&plan, &after, &errors);
         Ok(Outcome { plan, counts, report })
+    }
+
+    /// A parser that stops at the first bad file (an in-process parser exits on a syntax
+    /// error) reports nothing about the files after it. After a failed batch, the files
+    /// reported loaded are checked against the kernel: a profile that is missing, or whose
+    /// kernel hash did not move although its content or mode changed, was not loaded, and
+    /// those files get one more batch.
+    fn reload_cut_short(
+        &self,
+        batch: &[(&plan::FilePlan, &SourceFile)],
+        results: &mut [Result<(), KernelError>],
+        before: &Observation,
+        mode: DesiredMode,
+    ) -> Result<(), SyncError> {
+        let now = self.observe()?;
+        let suspect: Vec<usize> = batch
+            .iter()
+            .zip(results.iter())
+            .enumerate()
+            .filter(|(_, ((fp, _), r))| {
+                r.is_ok()
+                    && fp.names.iter().any(|n| match (before.top.get(n), now.top.get(n)) {
+                        (_, None) => true,
+                        (Some(b), Some(a)) => {
+                            matches!(fp.action, FileAction::Replace { why: Why::Changed | Why::ModeChanged | Why::Adopt })
+                                && b.sha1.is_some()
+                                && b.sha1 == a.sha1
+                        }
+                        (None, Some(_)) => false,
+                    })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if suspect.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(
+            files = suspect.len(),
+            "the parser stopped before loading every file of the batch; loading the rest again"
+        );
+        let files: Vec<&SourceFile> = suspect.iter().map(|&i| batch[i].1).collect();
+        for (&i, r) in suspect.iter().zip(self.kernel.load(&files, mode)) {
+            results[i] = r;
+        }
+        Ok(())
     }
 
     /// Files that are readable get names: from the cache when the content is known, from

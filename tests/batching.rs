@@ -21,17 +21,34 @@ fn one_bad_file_in_a_cold_batch_costs_no_extra_processes() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("failed   bad-load"), "{text}");
     assert!(text.contains("failed   syntax") && text.contains("profiles/syntax:"), "the error names file and line: {text}");
-    // One batch, then one more for the files after the first bad one (an in-process parser
-    // stops at the first error); never a process per file.
-    let loads = env.calls_of(CallKind::Load);
-    assert_eq!(loads.len(), 2, "{loads:?}");
-    assert!(loads[1].files().iter().all(|f| !f.ends_with("bad-load") && !f.ends_with("syntax")), "{loads:?}");
+    // The parser goes on past bad files: one batch, never a process per file.
+    assert_eq!(env.count(CallKind::Load), 1, "{:?}", env.calls_of(CallKind::Load));
     assert!(env.count(CallKind::Names) <= 1, "at most one batched -N: {:?}", env.calls());
     for i in 0..20 {
         assert!(env.kernel.has(&format!("p{i:02}")));
     }
     assert!(env.kernel.has("incl"));
     assert!(!env.kernel.has("bad-load") && !env.kernel.has("syntax"));
+}
+
+#[test]
+fn a_parser_that_stops_at_the_first_bad_file_costs_one_more_batch() {
+    let env = TestEnv::new();
+    for i in 0..10 {
+        env.write(&format!("p{i:02}"), &profile(&format!("p{i:02}"), &["/tmp/x r"]));
+    }
+    env.write("a-syntax", "profile a-syntax {\n  /tmp/z r\n}\n");
+    let mut cmd = env.command(&["sync", "--profiles", env.path("").to_str().unwrap()]);
+    // An in-process parser exits at the first syntax error: later files are never loaded.
+    cmd.env("FAKE_PARSER_NO_FORK", "1");
+    let o = common::run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    for i in 0..10 {
+        assert!(env.kernel.has(&format!("p{i:02}")), "p{i:02} loaded after the retry: {}", show(&o));
+    }
+    let loads = env.calls_of(CallKind::Load);
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    assert!(loads[1].files().iter().all(|f| !f.ends_with("a-syntax")), "{loads:?}");
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub const AUDIT_NLGRP_READLOG: u32 = 1;
 pub const DEFAULT_CHANNEL_CAPACITY: usize = 4096;
 /// How often an idle source looks at its stop flag (and a file follower at the file).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// After a wake-up, how long a kmsg or netlink reader lets records pile up before reading
+/// them all: a profile load or a denial storm then costs a few wake-ups, not one per record.
+pub const BURST_WINDOW: Duration = Duration::from_millis(20);
 /// A line longer than this is discarded (the kernel's own limit is about 1 KiB per record).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -481,6 +484,7 @@ impl KmsgReader {
                         break;
                     }
                     wait_readable(&self.file, opts.poll_interval)?;
+                    std::thread::sleep(BURST_WINDOW);
                 }
                 // EPIPE: records were overwritten before we read them; the next read continues with the
                 // oldest one still there. The sequence gap is counted in handle_kmsg_line.
@@ -693,6 +697,7 @@ impl NetlinkReader {
                         break;
                     }
                     wait_readable(&self.fd, opts.poll_interval)?;
+                    std::thread::sleep(BURST_WINDOW);
                 }
                 // The socket buffer overflowed: records were lost, the socket still works.
                 Err(nix::errno::Errno::ENOBUFS) => {

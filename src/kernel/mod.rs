@@ -253,47 +253,26 @@ impl HostKernel {
     }
 
     /// One `-r` process for the batch. When it fails and every error names a file of the
-    /// batch, the files before the first bad one are loaded whatever the parser's mode; the
-    /// files after it are loaded only if the parser went on (forked workers do, an
-    /// in-process parser exits at the first syntax error), so they get one more batch.
+    /// batch, the other files are reported loaded: the parser goes on past a bad file (apparmor
+    /// 3.0.8, any `-j`, measured in the VM). A parser that stops early is caught by the
+    /// reconciler, which checks the kernel after a failed batch.
     fn load_batch(&self, chunk: &[&SourceFile], mode: DesiredMode) -> Vec<Result<(), KernelError>> {
         if let [one] = chunk {
             return vec![self.load_one(one, mode)];
         }
         let mut args = self.load_args(mode);
         args.extend(chunk.iter().map(|f| OsString::from(f.real.clone())));
-        let out = match self.run(ParserOp::Load, args, &format!("loading {} files", chunk.len())) {
-            Ok(out) if out.status.success() => return chunk.iter().map(|_| Ok(())).collect(),
-            Ok(out) => out,
+        match self.run(ParserOp::Load, args, &format!("loading {} files", chunk.len())) {
+            Ok(out) if out.status.success() => chunk.iter().map(|_| Ok(())).collect(),
+            Ok(out) => match attribute(&out, chunk) {
+                Some(errors) => errors.into_iter().map(|e| e.map_or(Ok(()), Err)).collect(),
+                // An error we cannot pin on one file: one file at a time (good files are
+                // replaced with identical policy, which the kernel skips).
+                None => chunk.iter().map(|f| self.load_one(f, mode)).collect(),
+            },
             // A hung batch: find the file that hangs by loading them one at a time.
-            Err(_) => return chunk.iter().map(|f| self.load_one(f, mode)).collect(),
-        };
-        let Some(errors) = attribute(&out, chunk) else {
-            // An error we cannot pin on one file: one file at a time (good files are replaced
-            // with identical policy, which the kernel skips).
-            return chunk.iter().map(|f| self.load_one(f, mode)).collect();
-        };
-        let first_bad = errors.iter().position(Option::is_some).unwrap_or(chunk.len());
-        let mut results: Vec<Result<(), KernelError>> = Vec::with_capacity(chunk.len());
-        let mut errors: Vec<Option<KernelError>> = errors;
-        let mut retry: Vec<(usize, &SourceFile)> = Vec::new();
-        for (i, (file, error)) in chunk.iter().zip(errors.iter_mut()).enumerate() {
-            match error.take() {
-                Some(e) => results.push(Err(e)),
-                None if i < first_bad => results.push(Ok(())),
-                None => {
-                    retry.push((i, file));
-                    results.push(Ok(()));
-                }
-            }
+            Err(_) => chunk.iter().map(|f| self.load_one(f, mode)).collect(),
         }
-        if !retry.is_empty() {
-            let files: Vec<&SourceFile> = retry.iter().map(|(_, f)| *f).collect();
-            for ((i, _), r) in retry.iter().zip(self.load_batch(&files, mode)) {
-                results[*i] = r;
-            }
-        }
-        results
     }
 
     fn load_one(&self, file: &SourceFile, mode: DesiredMode) -> Result<(), KernelError> {
