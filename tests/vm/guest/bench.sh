@@ -93,6 +93,15 @@ b idle_wakeups_x1000_per_s "$(( d * 1000000000 / dt ))"
 b idle_window_us "$dt"
 stop_agent
 
+# ---- 3b. the same cold load without denial monitoring: what listening to the audit stream costs --------
+apparmor_parser -R /tmp/cold/* >/dev/null || fail "unloading before the no-audit run"
+t0=$(aatime now)
+start_agent --profiles /tmp/cold --state-dir /tmp/st-cold-noaudit --audit-source off
+aatime waitcount c $N 120000 >/dev/null || fail "agent (audit off) did not load $N in 120 s"
+aatime httpwait $URL/readyz 60000 5 >/dev/null || abort "agent not ready (cold load, audit off)"
+b cold_load_agent_noaudit_us "$(aatime since $t0)"
+stop_agent
+
 # ---- 5. incremental: one file changed among 1000 ---------------------------------------------------------
 gen /tmp/inc i 1000
 printf '#!/bin/sh\necho "$*" >> /tmp/parser-calls.log\nexec /sbin/apparmor_parser "$@"\n' > /tmp/countparser
