@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 /// Which profiles still confine a running process (`/proc/*/attr/current`).
 pub mod confined;
+/// Named defaults for every host path and tunable.
 pub mod defaults;
 /// The only module that talks to the kernel: securityfs and `apparmor_parser`.
 pub mod kernel;
