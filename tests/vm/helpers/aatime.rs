@@ -21,6 +21,11 @@
 //!                                     `[k~v]` (k contains v); a trailing `#` prints the count of matches/length
 //!   aatime probe read|cat|write|exec PATH [ARGS] | probe sleep SECS: try one operation, print OK or the errno, exit 0 / errno
 //!                                     (copied into the guest as a confined program, e.g. /usr/local/bin/node)
+//!   aatime probe raw -                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) (AppArmor `network inet raw`, then
+//!                                     CAP_NET_RAW)
+//!   aatime probe chown PATH           chown(PATH, 1, 1): needs CAP_CHOWN (and file `w` under AppArmor)
+//!   aatime probe storm PATH MS        open(PATH) in a tight loop for MS ms; print `attempts=N failed=F errno=E
+//!                                     us=T` (a denial storm when PATH is denied); exit 0
 //!
 //! SPEC: `file:PATH` (whole content), `sha1:NAME` (sha1 of kernel profile NAME from
 //! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing),
@@ -43,6 +48,10 @@ struct PollFd {
 unsafe extern "C" {
     fn clock_gettime(clk: i32, ts: *mut Timespec) -> i32;
     fn poll(fds: *mut PollFd, n: u64, timeout: i32) -> i32;
+    fn socket(domain: i32, ty: i32, protocol: i32) -> i32;
+    fn close(fd: i32) -> i32;
+    fn chown(path: *const std::ffi::c_char, uid: u32, gid: u32) -> i32;
+    fn open(path: *const std::ffi::c_char, flags: i32, ...) -> i32;
 }
 
 fn now_us() -> i64 {
@@ -350,11 +359,43 @@ fn main() {
                     Ok(())
                 }
                 "write" => std::fs::OpenOptions::new().append(true).create(true).open(&path).and_then(|mut f| f.write_all(b"x\n")),
+                "raw" => {
+                    let fd = unsafe { socket(2, 3, 1) };
+                    if fd < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        unsafe { close(fd) };
+                        Ok(())
+                    }
+                }
+                "chown" => {
+                    let c = std::ffi::CString::new(path.clone()).unwrap_or_else(|_| die("NUL in path"));
+                    if unsafe { chown(c.as_ptr(), 1, 1) } != 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+                }
+                "storm" => {
+                    let c = std::ffi::CString::new(path.clone()).unwrap_or_else(|_| die("NUL in path"));
+                    let ms: i64 = arg(4).parse().unwrap_or(1000);
+                    let (t0, mut n, mut failed, mut errno) = (now_us(), 0u64, 0u64, 0);
+                    while now_us() - t0 < ms * 1000 {
+                        for _ in 0..64 {
+                            let fd = unsafe { open(c.as_ptr(), 0o2000000) };
+                            n += 1;
+                            if fd < 0 {
+                                failed += 1;
+                                errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                            } else {
+                                unsafe { close(fd) };
+                            }
+                        }
+                    }
+                    println!("attempts={n} failed={failed} errno={errno} us={}", now_us() - t0);
+                    std::process::exit(0);
+                }
                 "exec" => {
                     use std::os::unix::process::CommandExt;
                     Err(std::process::Command::new(&path).args(&a[4..]).exec())
                 }
-                _ => die("probe read|cat|write|exec PATH, probe sleep SECS"),
+                _ => die("probe read|cat|write|exec|chown PATH, probe raw -, probe storm PATH MS, probe sleep SECS"),
             };
             match r {
                 Ok(()) => println!("OK"),
