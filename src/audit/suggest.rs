@@ -183,7 +183,9 @@ impl FilePerms {
 }
 
 /// Builds the rules that would allow `records` of `profile`. Records of other profiles (including
-/// children `profile//child`, which need rules in their own block) are ignored or reported as skipped.
+/// children `profile//child`, which need rules in their own block) are ignored or reported as skipped,
+/// with one exception: a complain-mode learning profile `profile//null-PATH` reading PATH itself (an
+/// interpreter reading the script `profile` exec'd) adds `r` to the `PATH ix` rule suggested for that exec.
 pub fn suggest(profile: &str, records: &[AuditRecord], opts: &SuggestOptions) -> Suggestions {
     let mut out = Suggestions { profile: profile.to_owned(), considered: 0, allowed: 0, rules: Vec::new(), skipped: Vec::new() };
     // rule text → (kind, count, note)
@@ -191,6 +193,14 @@ pub fn suggest(profile: &str, records: &[AuditRecord], opts: &SuggestOptions) ->
     // globbed path → (perms, count)
     let mut files: BTreeMap<String, (FilePerms, u64)> = BTreeMap::new();
     let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    // Reads of a script by its interpreter under a learning profile: (globbed path, record).
+    let mut script_reads: Vec<(String, &AuditRecord)> = Vec::new();
+    let learning = |p: &str| {
+        format!(
+            "belongs to the complain-mode learning profile {p:?} of a program exec'd without a rule \
+             (under an ix rule its accesses are logged for this profile)"
+        )
+    };
 
     for rec in records {
         if !matches!(rec.decision, Decision::Denied | Decision::Allowed | Decision::Killed) {
@@ -198,7 +208,23 @@ pub fn suggest(profile: &str, records: &[AuditRecord], opts: &SuggestOptions) ->
         }
         let Some(p) = rec.profile.as_deref() else { continue };
         if p != profile {
-            if p.strip_prefix(profile).is_some_and(|rest| rest.starts_with("//")) {
+            let Some(child) = p.strip_prefix(profile).and_then(|rest| rest.strip_prefix("//")) else { continue };
+            // Complain mode runs a program exec'd without a rule under a learning profile named
+            // `PROFILE//null-PATH`. If that program opens PATH itself for reading, PATH is a script read by
+            // its interpreter: under the `PATH ix` rule suggested for the exec it runs in PROFILE, and the
+            // interpreter needs `r` on PATH (the kernel loads an exec'd binary without `r`, but an
+            // interpreter opens its script like any file).
+            if let Some(exe) = child.strip_prefix("null-") {
+                if rec.name.as_deref() == Some(exe) {
+                    if let Ok(Rule::File(path, perms)) = classify(rec) {
+                        if perms == (FilePerms { r: true, ..FilePerms::default() }) {
+                            script_reads.push((path, rec));
+                            continue;
+                        }
+                    }
+                }
+                *skipped.entry(learning(p)).or_default() += 1;
+            } else {
                 *skipped.entry(format!("belongs to child profile {p:?} (suggest for that name)")).or_default() += 1;
             }
             continue;
@@ -215,6 +241,21 @@ pub fn suggest(profile: &str, records: &[AuditRecord], opts: &SuggestOptions) ->
                 e.1 += 1;
             }
             Err(reason) => *skipped.entry(reason).or_default() += 1,
+        }
+    }
+
+    // A script read joins the exec rule for the script (`PATH rix`); without one it is only reported.
+    for (path, rec) in script_reads {
+        match files.get_mut(&path) {
+            Some(e) if e.0.x => {
+                e.0.r = true;
+                e.1 += 1;
+                out.considered += 1;
+                if rec.decision == Decision::Allowed {
+                    out.allowed += 1;
+                }
+            }
+            _ => *skipped.entry(learning(rec.profile.as_deref().unwrap_or_default())).or_default() += 1,
         }
     }
 
@@ -510,6 +551,35 @@ mod tests {
         assert!(reasons.iter().any(|r| r.contains("child profile \"web//child\"")));
         assert!(reasons.iter().any(|r| r.contains("disconnected")));
         assert!(reasons.iter().any(|r| r.contains("mount")), "mount has a path but no file mask: {reasons:?}");
+    }
+
+    /// Complain mode, measured on kernel 6.1 (tests/vm scenario 10): the exec of a script with no rule is
+    /// allowed into a learning profile `web//null-PATH`, where the interpreter reads the script. `ix` alone
+    /// lets the exec through but the interpreter then fails (`/bin/sh: can't open '/app/run.sh':
+    /// Permission denied`); the read joins the exec rule. The learning profile's other records stay out.
+    #[test]
+    fn a_script_read_by_its_interpreter_in_the_learning_profile_joins_the_exec_rule() {
+        let exec = r#"audit: type=1400 audit(1.0:9): apparmor="ALLOWED" operation="exec" profile="web" name="/app/run.sh" pid=170 comm="node" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="web//null-/app/run.sh""#;
+        let mmap = r#"audit: type=1400 audit(1.0:10): apparmor="ALLOWED" operation="file_mmap" profile="web//null-/app/run.sh" name="/bin/busybox" pid=170 comm="run.sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+        let read = r#"audit: type=1400 audit(1.0:11): apparmor="ALLOWED" operation="open" profile="web//null-/app/run.sh" name="/app/run.sh" pid=170 comm="run.sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
+        let got = suggest("web", &recs(&[exec, mmap, read]), &SuggestOptions::default());
+        assert_eq!(rules(&got), vec![("/app/run.sh rix,".to_owned(), 2)]);
+        assert_eq!((got.considered, got.allowed), (2, 2));
+        assert_eq!(got.skipped.len(), 1, "{:?}", got.skipped);
+        assert!(got.skipped[0].reason.contains("learning profile \"web//null-/app/run.sh\""), "{:?}", got.skipped);
+        assert_eq!(got.skipped[0].count, 1);
+        // Without the exec record (or with a write instead of a read) nothing is added.
+        let got = suggest("web", &recs(&[mmap, read]), &SuggestOptions::default());
+        assert!(got.rules.is_empty(), "{:?}", got.rules);
+        assert_eq!((got.considered, got.skipped.iter().map(|s| s.count).sum::<u64>()), (0, 2));
+        let write = read.replace(r#"requested_mask="r" denied_mask="r""#, r#"requested_mask="w" denied_mask="w""#);
+        let got = suggest("web", &recs(&[exec, &write]), &SuggestOptions::default());
+        assert_eq!(rules(&got), vec![("/app/run.sh ix,".to_owned(), 1)]);
+        // Another profile's learning child, or a learning child of a different program, does not count.
+        let other = read.replace("web//null-/app/run.sh", "db//null-/app/run.sh");
+        let different = read.replace("web//null-/app/run.sh", "web//null-/app/other.sh");
+        let got = suggest("web", &recs(&[exec, &other, &different]), &SuggestOptions::default());
+        assert_eq!(rules(&got), vec![("/app/run.sh ix,".to_owned(), 1)]);
     }
 
     #[test]
