@@ -24,8 +24,10 @@
 //!   aatime probe raw -                socket(AF_INET, SOCK_RAW, IPPROTO_ICMP) (AppArmor `network inet raw`, then
 //!                                     CAP_NET_RAW)
 //!   aatime probe chown PATH           chown(PATH, 1, 1): needs CAP_CHOWN (and file `w` under AppArmor)
-//!   aatime probe storm PATH MS        open(PATH) in a tight loop for MS ms; print `attempts=N failed=F errno=E
-//!                                     us=T` (a denial storm when PATH is denied); exit 0
+//!   aatime probe storm PATH MS [distinct]
+//!                                     open(PATH) in a tight loop for MS ms; print `attempts=N failed=F errno=E
+//!                                     us=T` (a denial storm when PATH is denied); exit 0. `distinct`: open
+//!                                     PATH.0, PATH.1, ... with O_CREAT instead (a new name every time)
 //!
 //! SPEC: `file:PATH` (whole content), `sha1:NAME` (sha1 of kernel profile NAME from
 //! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing),
@@ -375,10 +377,16 @@ fn main() {
                 "storm" => {
                     let c = std::ffi::CString::new(path.clone()).unwrap_or_else(|_| die("NUL in path"));
                     let ms: i64 = arg(4).parse().unwrap_or(1000);
+                    let distinct = a.get(5).map(|s| s == "distinct").unwrap_or(false);
                     let (t0, mut n, mut failed, mut errno) = (now_us(), 0u64, 0u64, 0);
                     while now_us() - t0 < ms * 1000 {
                         for _ in 0..64 {
-                            let fd = unsafe { open(c.as_ptr(), 0o2000000) };
+                            let fd = if distinct {
+                                let p = std::ffi::CString::new(format!("{path}.{n}")).unwrap_or_default();
+                                unsafe { open(p.as_ptr(), 0o2000000 | 0o100, 0o644) }
+                            } else {
+                                unsafe { open(c.as_ptr(), 0o2000000) }
+                            };
                             n += 1;
                             if fd < 0 {
                                 failed += 1;
