@@ -25,7 +25,7 @@ fmt:
 
 AAVM := tests/vm/aavm.sh
 
-## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 9 scenarios, 2 VMs in parallel.
+## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 10 scenarios, 2 VMs in parallel.
 ## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
 test-vm: musl
 	$(AAVM) setup

@@ -168,7 +168,7 @@ impl AuditMetrics {
         registry.register("audit_parse_errors", "AppArmor audit lines that could not be parsed", m.parse_errors.clone());
         registry.register(
             "audit_records_lost",
-            "Audit records lost: overwritten in the kernel buffer or dropped when the monitor lagged",
+            "Audit records known lost: kmsg sequence gaps and monitor drops count each record; a netlink buffer overflow counts once, however many records it lost",
             m.lost.clone(),
         );
         registry.register("audit_log_suppressed", "Denial log lines suppressed by the log rate limit", m.log_suppressed.clone());

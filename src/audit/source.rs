@@ -29,8 +29,24 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 4096;
 /// How often an idle source looks at its stop flag (and a file follower at the file).
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// After a wake-up, how long a kmsg or netlink reader lets records pile up before reading
-/// them all: a profile load or a denial storm then costs a few wake-ups, not one per record.
+/// them all: a batch profile load then costs a few wake-ups, not one per record.
 pub const BURST_WINDOW: Duration = Duration::from_millis(20);
+/// A drain of at least this many reads means a storm: read on without the window, because a
+/// netlink socket's buffer (rmem_max, ~200 KiB) holds only a few hundred records.
+const STORM_READS: u32 = 32;
+/// The receive buffer asked for on the netlink socket (the kernel caps it at rmem_max).
+const NETLINK_RCVBUF: usize = 4 << 20;
+
+/// Waits for more input; lets a small burst pile up first unless the last drain was a storm.
+fn wait_for_burst(fd: &impl std::os::fd::AsFd, drained: &mut u32, poll_interval: Duration) -> io::Result<()> {
+    let storm = *drained >= STORM_READS;
+    *drained = 0;
+    wait_readable(fd, poll_interval)?;
+    if !storm {
+        std::thread::sleep(BURST_WINDOW);
+    }
+    Ok(())
+}
 /// A line longer than this is discarded (the kernel's own limit is about 1 KiB per record).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -464,6 +480,7 @@ impl KmsgReader {
     fn run(mut self, sink: &Sink, opts: &ReadOptions, stop: &StopFlag) -> io::Result<()> {
         // One read returns one record on /dev/kmsg, and fails with EINVAL if the buffer is too small for it.
         let mut buf = vec![0u8; 16 * 1024];
+        let mut drained = 0u32;
         while !stop.is_stopped() {
             match self.file.read(&mut buf) {
                 Ok(0) => {
@@ -474,6 +491,7 @@ impl KmsgReader {
                     std::thread::sleep(opts.poll_interval);
                 }
                 Ok(n) => {
+                    drained += 1;
                     let KmsgReader { lines, last_seq, .. } = &mut self;
                     if lines.push(&buf[..n], |line| handle_kmsg_line(line, last_seq, sink)).is_err() {
                         return Ok(());
@@ -483,8 +501,7 @@ impl KmsgReader {
                     if !opts.follow {
                         break;
                     }
-                    wait_readable(&self.file, opts.poll_interval)?;
-                    std::thread::sleep(BURST_WINDOW);
+                    wait_for_burst(&self.file, &mut drained, opts.poll_interval)?;
                 }
                 // EPIPE: records were overwritten before we read them; the next read continues with the
                 // oldest one still there. The sequence gap is counted in handle_kmsg_line.
@@ -675,6 +692,8 @@ impl NetlinkReader {
                 e => format!("bind to group {AUDIT_NLGRP_READLOG}: {e}"),
             })
         })?;
+        // A larger buffer rides out short storms; capped by rmem_max, so failure is harmless.
+        let _ = nix::sys::socket::setsockopt(&fd, nix::sys::socket::sockopt::RcvBuf, &NETLINK_RCVBUF);
         Ok(NetlinkReader { fd })
     }
 
@@ -682,9 +701,11 @@ impl NetlinkReader {
         use nix::sys::socket::{MsgFlags, recv};
         use std::os::fd::AsRawFd;
         let mut buf = vec![0u8; 64 * 1024];
+        let mut drained = 0u32;
         while !stop.is_stopped() {
             match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => {
+                    drained += 1;
                     for (ty, payload) in split_netlink(&buf[..n]) {
                         sink.stats.lines.fetch_add(1, Ordering::Relaxed);
                         if sink.deliver(record::parse_netlink_payload(ty, &String::from_utf8_lossy(payload))).is_err() {
@@ -696,8 +717,7 @@ impl NetlinkReader {
                     if !opts.follow {
                         break;
                     }
-                    wait_readable(&self.fd, opts.poll_interval)?;
-                    std::thread::sleep(BURST_WINDOW);
+                    wait_for_burst(&self.fd, &mut drained, opts.poll_interval)?;
                 }
                 // The socket buffer overflowed: records were lost, the socket still works.
                 Err(nix::errno::Errno::ENOBUFS) => {
