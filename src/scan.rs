@@ -158,6 +158,12 @@ fn walk(
             out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
             continue;
         }
+        // Reject an oversized file without reading it: every rescan would read it again.
+        if meta.len() > opts.max_file_size {
+            let reason = format!("{}: larger than the {}-byte limit (--max-file-size)", shown.display(), opts.max_file_size);
+            out.insert(key.clone(), reject(reason));
+            continue;
+        }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
             Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
             Err(reason) => reject(reason),
