@@ -160,8 +160,7 @@ fn walk(
         }
         // Reject an oversized file without reading it: every rescan would read it again.
         if meta.len() > opts.max_file_size {
-            let reason = format!("{}: larger than the {}-byte limit (--max-file-size)", shown.display(), opts.max_file_size);
-            out.insert(key.clone(), reject(reason));
+            out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
             continue;
         }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
@@ -180,7 +179,7 @@ fn read_profile(real: &Path, shown: &Path, max: u64) -> Result<String, String> {
     let mut buf = Vec::new();
     file.take(max + 1).read_to_end(&mut buf).map_err(|e| format!("{}: {e}", shown.display()))?;
     if buf.len() as u64 > max {
-        return Err(format!("{}: larger than the {max}-byte limit (--max-file-size)", shown.display()));
+        return Err(too_large(shown, max));
     }
     if let Err(e) = std::str::from_utf8(&buf) {
         return Err(format!("{}: not UTF-8 text (invalid byte at offset {})", shown.display(), e.valid_up_to()));
@@ -189,6 +188,10 @@ fn read_profile(real: &Path, shown: &Path, max: u64) -> Result<String, String> {
         return Err(format!("{}: contains a NUL byte; not a profile", shown.display()));
     }
     Ok(hex(&Sha256::digest(&buf)))
+}
+
+fn too_large(shown: &Path, max: u64) -> String {
+    format!("{}: larger than the {max}-byte limit (--max-file-size)", shown.display())
 }
 
 /// Lowercase hex of a digest.
