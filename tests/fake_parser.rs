@@ -417,28 +417,23 @@ fn no_fork_mode_and_abort_on_error_stop_at_the_first_bad_file() {
     let bad = fx.file("bad", "profile bad {\n  nope\n}\n");
     let fail = fx.file("fail", &format!("# fake: fail-load\n{}", profile("fail", &[])));
     let good = fx.file("good", &profile("good", &[]));
+    let load_no_fork = |first: &std::path::Path| {
+        Command::new(fake_parser())
+            .args(["-r", "-K", "--subdomainfs"])
+            .arg(fx.k.apparmor())
+            .arg(first)
+            .arg(&good)
+            .env("FAKE_PARSER_NO_FORK", "1")
+            .env_remove("FAKE_PARSER_LOG")
+            .output()
+            .unwrap()
+    };
     // An in-process parser: yyerror() exits, later files are never looked at.
-    let o = Command::new(fake_parser())
-        .args(["-r", "-K", "--subdomainfs"])
-        .arg(fx.k.apparmor())
-        .arg(&bad)
-        .arg(&good)
-        .env("FAKE_PARSER_NO_FORK", "1")
-        .env_remove("FAKE_PARSER_LOG")
-        .output()
-        .unwrap();
+    let o = load_no_fork(&bad);
     assert_eq!(o.status.code(), Some(1));
     assert!(fx.k.names().is_empty(), "{:?}", fx.k.names());
     // A load failure is not a yyerror(): the run goes on even without forking.
-    let o = Command::new(fake_parser())
-        .args(["-r", "-K", "--subdomainfs"])
-        .arg(fx.k.apparmor())
-        .arg(&fail)
-        .arg(&good)
-        .env("FAKE_PARSER_NO_FORK", "1")
-        .env_remove("FAKE_PARSER_LOG")
-        .output()
-        .unwrap();
+    let o = load_no_fork(&fail);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(fx.k.names(), vec!["good"]);
     // --abort-on-error stops at any failure.
