@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
+use crate::reconcile::plan::Operation;
+use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler, Settings};
 use crate::server::{self, Shared};
-use crate::state::StateStore;
 use crate::{audit, defaults, preflight};
 
 /// Why a sync runs.
@@ -39,7 +40,7 @@ pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSetti
     Ok(Settings {
         profiles_dir: r.profiles.clone(),
         scan: crate::scan::ScanOptions { recursive: r.recursive, max_file_size: r.max_file_size },
-        policy: crate::plan::Policy {
+        policy: crate::reconcile::plan::Policy {
             adopt: r.adopt_set()?,
             unload_removed: r.unload_removed,
             default_mode: r.default_mode,
@@ -76,7 +77,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
     let revision = kernel.apparmor_dir().join("revision");
     let in_flight = kernel.in_flight();
-    let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?;
+    let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
     let listener = tokio::net::TcpListener::bind(run.listen).await.with_context(|| format!("cannot listen on {}", run.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /profiles /metrics");
@@ -206,21 +207,19 @@ async fn reconcile_loop<K: Kernel + 'static>(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Timing { resync_interval, debounce } = timing;
-    let stop = reconciler.stop_flag();
-    let stop_token = shutdown.clone();
-    tokio::spawn(async move {
-        stop_token.cancelled().await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
     let reconciler = Arc::new(Mutex::new(reconciler));
     let mut resync = tokio::time::interval(resync_interval);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A sync whose ownership record could not be written is retried well before the resync.
+    let mut retry: Option<tokio::time::Instant> = None;
     loop {
         let trigger = tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = resync.tick() => Trigger::Resync,
+            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Trigger::Resync,
             Some(t) = rx.recv() => t,
         };
+        retry = None;
         if trigger != Trigger::Resync {
             // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
             tokio::select! {
@@ -243,10 +242,10 @@ async fn reconcile_loop<K: Kernel + 'static>(
                     tracing::info!(
                         trigger = ?trigger,
                         elapsed_ms = started.elapsed().as_millis() as u64,
-                        loaded = outcome.counts.get("load", true),
-                        replaced = outcome.counts.get("replace", true),
-                        removed = outcome.counts.get("remove", true),
-                        failed = outcome.counts.ops.iter().filter(|((_, ok), _)| !ok).map(|(_, n)| n).sum::<u64>(),
+                        loaded = outcome.counts.get(Operation::Load, true),
+                        replaced = outcome.counts.get(Operation::Replace, true),
+                        removed = outcome.counts.get(Operation::Remove, true),
+                        failed = outcome.counts.failures(),
                         not_ready = ?blocking,
                         "sync done"
                     );
@@ -255,6 +254,10 @@ async fn reconcile_loop<K: Kernel + 'static>(
                 }
                 managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
                 shared.publish(outcome.report);
+                if let Some(e) = outcome.state_error {
+                    shared.publish_error(e);
+                    retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
+                }
             }
             Err(e) => {
                 let message = format!("{:#}", anyhow::Error::from(e));

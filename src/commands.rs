@@ -11,10 +11,10 @@ use serde::Serialize;
 use crate::config::{HostSettings, ReconcileSettings};
 use crate::kernel::{HostKernel, Kernel};
 use crate::listing::top_level;
-use crate::plan::{FileAction, RemovalAction};
+use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
+use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
 use crate::scan::{self, Entry, ScanOptions};
-use crate::state::StateStore;
 use crate::{agent, preflight};
 
 /// How a one-shot command ended.
@@ -50,10 +50,10 @@ pub fn sync(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
     writeln!(
         out,
         "loaded {}, replaced {}, removed {}, failed {}, drift repaired {}",
-        c.get("load", true),
-        c.get("replace", true),
-        c.get("remove", true),
-        c.get("load", false) + c.get("replace", false) + c.get("remove", false),
+        c.get(Operation::Load, true),
+        c.get(Operation::Replace, true),
+        c.get(Operation::Remove, true),
+        c.failures(),
         c.drift_repairs
     )?;
     Ok(if outcome.all_good() { Verdict::Ok } else { Verdict::Failures })
@@ -62,7 +62,7 @@ pub fn sync(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
 /// `diff`: the plan, without acting.
 pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdict> {
     let mut rec = reconciler(host, r)?;
-    let (plan, _) = rec.plan()?;
+    let plan = rec.plan()?.plan;
     let mut out = std::io::stdout().lock();
     for f in &plan.files {
         let names = f.names.join(", ");

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::audit::{SourcePaths, SourceSpec};
 use crate::defaults;
-use crate::plan::DesiredMode;
+use crate::kernel::DesiredMode;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]

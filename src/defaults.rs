@@ -22,6 +22,9 @@ pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
 /// Compile jobs of one `apparmor_parser -r` process (`--jobs`). The parser's own default is
 /// one per CPU at a few MB each, which on a large node can exceed the pod's memory limit.
 pub const PARSER_JOBS: u32 = 4;
+/// How much of each parser output stream is kept (the rest is read and counted): a real
+/// error report is a few lines, a parser gone wrong can write gigabytes.
+pub const PARSER_OUTPUT_CAP: usize = 256 * 1024;
 /// How long one parser process may run before it is killed.
 pub const PARSER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The HTTP listen address of `run` (health, readiness, profiles, metrics).
@@ -30,6 +33,8 @@ pub const LISTEN: &str = "0.0.0.0:9741";
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// How long `run` waits for more file events before it rescans.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How soon a sync is retried when the state file could not be written.
+pub const STATE_RETRY: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for the parser call in flight before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often the denial monitor's idle threads look at their stop flag (and an audit log

@@ -12,25 +12,19 @@ pub mod config;
 pub mod confined;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
-/// The only module that talks to the kernel: securityfs and `apparmor_parser`.
+/// The seam to the kernel: securityfs, `apparmor_parser` and compiled policy.
 pub mod kernel;
 /// Parser of the kernel's `profiles` listing.
 pub mod listing;
 /// Prometheus metrics.
 pub mod metrics;
-/// A conservative reader of the profile names a file defines.
-pub mod names;
-/// Parsers of `apparmor_parser` output: `-N` names and error diagnostics.
+/// Parser of `apparmor_parser`'s error diagnostics.
 pub mod parser_output;
-/// The pure reconciliation plan: desired × observed × owned → actions.
-pub mod plan;
 /// Checks that AppArmor and the parser are usable.
 pub mod preflight;
-/// Carrying a plan out and reporting the result.
+/// Reconciliation: the pure plan, the ownership record, carrying the plan out, the report.
 pub mod reconcile;
 /// Reading the profiles directory into the desired state.
 pub mod scan;
 /// The read-only HTTP endpoints.
 pub mod server;
-/// The persisted record of owned profiles.
-pub mod state;

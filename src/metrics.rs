@@ -114,7 +114,7 @@ impl Metrics {
     /// Records a completed sync.
     pub fn record_sync(&self, counts: &Counts, report: &Report) {
         for ((op, ok), n) in &counts.ops {
-            self.operations.get_or_create(&OpLabels { operation: op, result: result(*ok) }).inc_by(*n);
+            self.operations.get_or_create(&OpLabels { operation: op.as_str(), result: result(*ok) }).inc_by(*n);
         }
         self.drift_repairs.inc_by(counts.drift_repairs);
         for (state, n) in report.counts() {
@@ -151,7 +151,7 @@ mod tests {
     fn renders_bounded_series() {
         let m = Metrics::new();
         let mut counts = Counts::default();
-        counts.ops.insert(("replace", false), 2);
+        counts.ops.insert((crate::reconcile::plan::Operation::Replace, false), 2);
         counts.drift_repairs = 1;
         let report = Report {
             last_sync: None,
@@ -164,14 +164,14 @@ mod tests {
             }],
         };
         m.record_sync(&counts, &report);
-        m.observe_parser(ParserOp::Load, Duration::from_millis(40));
+        m.observe_parser(ParserOp::Compile, Duration::from_millis(40));
         let text = m.render();
         for want in [
             "apparmor_loader_operations_total{operation=\"replace\",result=\"failure\"} 2",
             "apparmor_loader_drift_repairs_total 1",
             "apparmor_loader_files{state=\"stale\"} 1",
             "apparmor_loader_profiles{state=\"foreign\"} 0",
-            "apparmor_loader_parser_duration_seconds_bucket{le=\"0.05\",operation=\"load\"} 1",
+            "apparmor_loader_parser_duration_seconds_bucket{le=\"0.05\",operation=\"compile\"} 1",
             "apparmor_loader_build_info{version=",
             "apparmor_loader_syncs_total{result=\"success\"} 1",
         ] {

@@ -1,22 +1,24 @@
-//! An in-memory kernel for unit tests of the reconciler: it records every call and can be
-//! told which files fail.
+//! An in-memory kernel for unit tests of the reconciler: it records every call, compiles to
+//! real binary policy (so the reconciler's blob reading and verification run for real), and
+//! can be told which contents fail to compile or to load.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Mutex;
 
-use super::{Kernel, KernelError};
+use sha2::Digest;
+
+use super::{CompileInput, CompileJob, Compiled, DesiredMode, Kernel, KernelError, LoadKind};
 use crate::listing::{KernelProfile, Mode};
 use crate::parser_output::Diagnostic;
-use crate::plan::DesiredMode;
-use crate::scan::SourceFile;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// `names` with these file keys.
-    Names(Vec<String>),
-    /// `load` with these file keys and mode.
-    Load(Vec<String>, DesiredMode),
+    /// `compile` with these file keys and mode.
+    Compile(Vec<String>, DesiredMode),
+    /// `load` of this file key.
+    Load(String, LoadKind),
     /// `unload` of this name.
     Unload(String),
 }
@@ -26,10 +28,12 @@ pub enum Call {
 pub struct Inner {
     /// Loaded profiles: name → (mode, sha1).
     pub loaded: BTreeMap<String, (String, String)>,
-    /// Names per content hash, as `-N` would print them.
+    /// Names per content hash: what the content defines when it compiles.
     pub names: BTreeMap<String, Vec<String>>,
-    /// Content hashes that fail to load.
+    /// Content hashes whose policy the kernel refuses.
     pub fail_load: BTreeSet<String>,
+    /// Content hashes the kernel accepts but does not apply (a lying kernel or parser).
+    pub silently_ignore: BTreeSet<String>,
     /// Every call, in order.
     pub calls: Vec<Call>,
 }
@@ -39,7 +43,7 @@ pub struct Inner {
 pub struct FakeKernel(pub Mutex<Inner>);
 
 impl FakeKernel {
-    /// Declares what `-N` says for a content hash.
+    /// Declares what a content hash compiles to.
     pub fn define(&self, sha256: &str, names: &[&str]) {
         self.0.lock().unwrap().names.insert(sha256.to_string(), names.iter().map(|s| s.to_string()).collect());
     }
@@ -55,13 +59,48 @@ impl FakeKernel {
     }
 }
 
-fn rejected(file: &SourceFile, message: &str) -> KernelError {
+/// Binary policy in the kernel's format: per profile a version header and a profile struct
+/// holding the name, the flags and the content hash (so an edit changes the kernel hash).
+pub fn policy(names: &[String], content_sha: &str, mode: DesiredMode) -> Vec<u8> {
+    fn name(out: &mut Vec<u8>, n: &str) {
+        out.push(4);
+        out.extend_from_slice(&((n.len() + 1) as u16).to_le_bytes());
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.push(5);
+        out.extend_from_slice(&((s.len() + 1) as u16).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+    fn u32v(out: &mut Vec<u8>, v: u32) {
+        out.push(2);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        name(&mut out, "version");
+        u32v(&mut out, 0x0020_2007 | if mode == DesiredMode::Complain { 0x800 } else { 0 });
+        name(&mut out, "profile");
+        out.push(7);
+        string(&mut out, n);
+        name(&mut out, "flags");
+        out.push(7);
+        for v in [0, 0, 0] {
+            u32v(&mut out, v);
+        }
+        out.push(8);
+        name(&mut out, "content");
+        string(&mut out, content_sha);
+        out.push(8);
+    }
+    out
+}
+
+fn rejected(path: &Path, message: &str) -> KernelError {
     KernelError::Rejected {
-        diagnostics: vec![Diagnostic {
-            file: Some(file.shown.display().to_string()),
-            line: Some(1),
-            message: message.to_string(),
-        }],
+        diagnostics: vec![Diagnostic { file: Some(path.display().to_string()), line: Some(1), message: message.to_string() }],
     }
 }
 
@@ -75,27 +114,40 @@ impl Kernel for FakeKernel {
         Ok(self.0.lock().unwrap().loaded.iter().map(|(n, (_, h))| (n.clone(), h.clone())).collect())
     }
 
-    fn names(&self, files: &[&SourceFile]) -> Vec<Result<Vec<String>, KernelError>> {
+    fn compile(&self, inputs: &[CompileInput<'_>], job: &CompileJob) -> Result<Vec<Result<Compiled, KernelError>>, KernelError> {
         let mut inner = self.0.lock().unwrap();
-        inner.calls.push(Call::Names(files.iter().map(|f| f.key.clone()).collect()));
-        files.iter().map(|f| inner.names.get(&f.sha256).cloned().ok_or_else(|| rejected(f, "syntax error"))).collect()
+        inner.calls.push(Call::Compile(inputs.iter().map(|i| i.file.key.clone()).collect(), job.mode));
+        Ok(inputs
+            .iter()
+            .map(|i| {
+                let sha = crate::scan::hex(&sha2::Sha256::digest(i.bytes));
+                let names = inner.names.get(&sha).ok_or_else(|| rejected(&i.file.shown, "syntax error"))?;
+                Ok(Compiled::from_blob(policy(names, &sha, job.mode)).expect("the fake writes valid policy"))
+            })
+            .collect())
     }
 
-    fn load(&self, files: &[&SourceFile], mode: DesiredMode) -> Vec<Result<(), KernelError>> {
+    fn load(&self, file: &Path, compiled: &Compiled, kind: LoadKind) -> Result<(), KernelError> {
         let mut inner = self.0.lock().unwrap();
-        inner.calls.push(Call::Load(files.iter().map(|f| f.key.clone()).collect(), mode));
-        files
-            .iter()
-            .map(|f| {
-                if inner.fail_load.contains(&f.sha256) {
-                    return Err(rejected(f, "load failure"));
-                }
-                for name in inner.names.get(&f.sha256).cloned().unwrap_or_default() {
-                    inner.loaded.insert(name, (mode.as_str().to_string(), format!("{}-{}", f.sha256, mode.as_str())));
-                }
-                Ok(())
-            })
-            .collect()
+        let key = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        inner.calls.push(Call::Load(key, kind));
+        let content = compiled.blob.windows(64).find_map(|w| {
+            let s = std::str::from_utf8(w).ok()?;
+            inner.fail_load.iter().chain(&inner.silently_ignore).find(|h| h.as_str() == s).cloned()
+        });
+        if let Some(h) = content {
+            if inner.fail_load.contains(&h) {
+                return Err(KernelError::LoadRefused { file: file.to_path_buf(), what: "Protocol error".into() });
+            }
+            return Ok(());
+        }
+        if kind == LoadKind::New && compiled.profiles.iter().any(|p| inner.loaded.contains_key(&p.name)) {
+            return Err(KernelError::Exists { file: file.to_path_buf() });
+        }
+        for p in &compiled.profiles {
+            inner.loaded.insert(p.name.clone(), (p.mode.to_string(), p.sha1.clone()));
+        }
+        Ok(())
     }
 
     fn unload(&self, name: &str) -> Result<(), KernelError> {

@@ -9,28 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use globset::GlobSet;
 use serde::Serialize;
 
+use super::state::State;
+use crate::kernel::DesiredMode;
 use crate::scan::SourceFile;
-use crate::state::State;
-
-/// The mode the agent loads a file in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum DesiredMode {
-    /// Load normally (the file's own flags apply).
-    Enforce,
-    /// Load with `apparmor_parser -C`: violations are logged, not denied.
-    Complain,
-}
-
-impl DesiredMode {
-    /// Lowercase name, as stored in the state file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DesiredMode::Enforce => "enforce",
-            DesiredMode::Complain => "complain",
-        }
-    }
-}
 
 /// A file of the directory, as far as reading and naming it went.
 #[derive(Debug, Clone)]
@@ -39,7 +20,7 @@ pub enum FileInput {
     Ready {
         /// The file.
         file: SourceFile,
-        /// Top-level profile names it defines, from `apparmor_parser -N`.
+        /// Top-level profile names it defines, as the parser compiled them.
         names: Vec<String>,
     },
     /// Unusable now: rejected by the scan or rejected by the parser.
@@ -49,16 +30,6 @@ pub enum FileInput {
         /// The error, naming the file (and line where the parser gave one).
         error: String,
     },
-}
-
-impl FileInput {
-    /// Key of the file.
-    pub fn key(&self) -> &str {
-        match self {
-            FileInput::Ready { file, .. } => &file.key,
-            FileInput::Broken { key, .. } => key,
-        }
-    }
 }
 
 /// A top-level profile in the kernel.
@@ -108,6 +79,32 @@ pub enum Why {
     Adopt,
 }
 
+/// A change the agent makes to the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    /// A file none of whose profiles was in the kernel.
+    Load,
+    /// A file some of whose profiles were in the kernel.
+    Replace,
+    /// An owned profile taken out of the kernel.
+    Remove,
+}
+
+impl Operation {
+    /// Every operation, for metrics.
+    pub const ALL: [Operation; 3] = [Operation::Load, Operation::Replace, Operation::Remove];
+
+    /// Metric label and log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Load => "load",
+            Operation::Replace => "replace",
+            Operation::Remove => "remove",
+        }
+    }
+}
+
 /// What happens to one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
@@ -139,6 +136,17 @@ pub enum FileAction {
         /// The error naming the file.
         error: String,
     },
+}
+
+impl FileAction {
+    /// The kernel change this action makes, with its reason.
+    pub fn operation(&self) -> Option<(Operation, Why)> {
+        match self {
+            FileAction::Load { why } => Some((Operation::Load, *why)),
+            FileAction::Replace { why } => Some((Operation::Replace, *why)),
+            _ => None,
+        }
+    }
 }
 
 /// The plan for one file.
@@ -344,7 +352,7 @@ fn why_reload(
 
 /// A broken file is `stale` while the profiles of its last good version are still in the
 /// kernel, `failed` otherwise.
-fn broken(key: &str, error: String, observed: &BTreeMap<String, Observed>, state: &State, policy: &Policy) -> FilePlan {
+pub fn broken(key: &str, error: String, observed: &BTreeMap<String, Observed>, state: &State, policy: &Policy) -> FilePlan {
     let names: Vec<String> = state.owned_by(key).map(|(n, _)| n.clone()).collect();
     let mode = policy.file_mode(&names);
     let action = if !names.is_empty() && names.iter().all(|n| observed.contains_key(n)) {
@@ -358,7 +366,7 @@ fn broken(key: &str, error: String, observed: &BTreeMap<String, Observed>, state
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Owned;
+    use crate::reconcile::state::Owned;
     use std::path::PathBuf;
 
     fn ready(key: &str, sha: &str, names: &[&str]) -> FileInput {

@@ -1,0 +1,235 @@
+//! Acting on the plan: write the intent, load, verify against the kernel, confirm ownership;
+//! remove; and, after a restart, settle intents a crash left unconfirmed.
+
+use std::collections::BTreeMap;
+
+use super::plan::{self, FilePlan, Observed, Operation, Plan, Policy, Removal, RemovalAction, Why};
+use super::state::{Owned, Pending, State};
+use super::{Counts, Planned, Reconciler, View, now};
+use crate::kernel::{Compiled, Kernel, LoadKind};
+use crate::scan::SourceFile;
+
+/// What acting on one plan did.
+#[derive(Debug, Default)]
+pub(super) struct Run {
+    pub counts: Counts,
+    /// Files whose load failed or did not verify, with the error naming the file.
+    pub failed: BTreeMap<String, String>,
+    /// Files whose policy the kernel accepted (before verification).
+    pub loaded: Vec<String>,
+    /// Owned profiles whose removal failed.
+    pub removal_errors: BTreeMap<String, String>,
+    pub touched_kernel: bool,
+}
+
+/// A planned load with what it needs.
+pub(super) struct Load<'a> {
+    plan: &'a FilePlan,
+    op: Operation,
+    why: Why,
+    source: &'a SourceFile,
+    compiled: &'a Compiled,
+}
+
+/// The loads of a plan, in file order.
+pub(super) fn loads(planned: &Planned) -> Vec<Load<'_>> {
+    planned
+        .plan
+        .files
+        .iter()
+        .filter_map(|fp| {
+            let (op, why) = fp.action.operation()?;
+            let source = planned.sources.get(&fp.file)?;
+            let compiled = planned.compiled.get(&fp.file)?;
+            Some(Load { plan: fp, op, why, source, compiled })
+        })
+        .collect()
+}
+
+impl<K: Kernel> Reconciler<K> {
+    /// Records every load's intent on disk, then hands each compiled file to the kernel. If
+    /// the intent cannot be written, nothing is loaded: a load the agent cannot record would
+    /// be foreign to it after a restart.
+    pub(super) fn load_all(&mut self, loads: &[Load<'_>], run: &mut Run) {
+        let at = now();
+        for l in loads {
+            for p in l.compiled.profiles.iter().filter(|p| !p.name.contains("//")) {
+                let owned = Owned {
+                    file: l.plan.file.clone(),
+                    sha256: l.source.sha256.clone(),
+                    loaded_at: at.clone(),
+                    mode: l.plan.mode.as_str().to_string(),
+                    kernel_mode: Some(p.mode.to_string()),
+                    kernel_sha1: Some(p.sha1.clone()),
+                };
+                self.state.pending.insert(p.name.clone(), Pending { owned, expected_sha1: Some(p.sha1.clone()) });
+            }
+        }
+        self.persist();
+        if let Some(e) = self.save_error.clone() {
+            self.state.pending.clear();
+            for l in loads {
+                run.counts.add(l.op, false);
+                run.failed.insert(l.plan.file.clone(), format!("not loaded: the ownership record cannot be written ({e})"));
+            }
+            return;
+        }
+        for l in loads {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let kind = if l.op == Operation::Load { LoadKind::New } else { LoadKind::Replace };
+            run.touched_kernel = true;
+            match self.kernel.load(&l.source.shown, l.compiled, kind) {
+                Ok(()) => run.loaded.push(l.plan.file.clone()),
+                Err(e) => {
+                    let message = format!("{:#}", anyhow::Error::from(e));
+                    tracing::error!(file = %l.source.shown.display(), error = %message, "the kernel did not take the file; it keeps its previous version");
+                    run.failed.insert(l.plan.file.clone(), message);
+                }
+            }
+        }
+    }
+
+    /// After the loads: each file the kernel accepted must now show every profile of its
+    /// policy, in the expected mode, with the expected hash. Ownership is recorded from what
+    /// the kernel shows, never from what was asked.
+    pub(super) fn confirm(&mut self, loads: &[Load<'_>], after: &View, run: &mut Run) {
+        for l in loads {
+            let accepted = run.loaded.contains(&l.plan.file);
+            let verdict = if accepted { verify(l, after) } else { Err(String::new()) };
+            if let Err(why) = &verdict {
+                if accepted {
+                    tracing::error!(file = %l.source.shown.display(), error = %why, "the kernel does not show what was loaded");
+                    run.failed.insert(l.plan.file.clone(), why.clone());
+                }
+            }
+            if accepted || run.failed.contains_key(&l.plan.file) {
+                run.counts.add(l.op, verdict.is_ok());
+            }
+            if verdict.is_ok() {
+                self.log_loaded(l);
+                if l.why == Why::Drift {
+                    run.counts.drift_repairs += 1;
+                }
+            }
+            for p in l.compiled.profiles.iter().filter(|p| !p.name.contains("//")) {
+                let Some(pending) = self.state.pending.remove(&p.name) else { continue };
+                // Even a load reported as failed counts as ours when the kernel shows exactly
+                // its policy: the write reached the kernel.
+                let k = after.top.get(&p.name);
+                if verdict.is_ok() || k.is_some_and(|k| k.sha1.is_some() && k.sha1 == pending.expected_sha1) {
+                    let mut owned = pending.owned;
+                    owned.kernel_mode = k.map(|k| k.mode.clone());
+                    owned.kernel_sha1 = k.and_then(|k| k.sha1.clone());
+                    self.state.profiles.insert(p.name.clone(), owned);
+                }
+            }
+        }
+    }
+
+    fn log_loaded(&self, l: &Load<'_>) {
+        let file = l.source.shown.display();
+        if l.why == Why::Drift {
+            tracing::warn!(%file, names = ?l.plan.names, "restored a profile that was removed or replaced behind our back");
+        }
+        let word = if l.op == Operation::Load { "loaded" } else { "replaced" };
+        tracing::info!(%file, names = ?l.plan.names, mode = l.plan.mode.as_str(), why = ?l.why, "{word}");
+    }
+
+    /// Removals: unload, forget, or leave.
+    pub(super) fn remove_all(&mut self, removals: &[Removal], run: &mut Run) {
+        for r in removals {
+            match r.action {
+                RemovalAction::Unload if !self.stop.is_cancelled() => {
+                    run.touched_kernel = true;
+                    match self.kernel.unload(&r.name) {
+                        Ok(()) => {
+                            run.counts.add(Operation::Remove, true);
+                            tracing::info!(profile = %r.name, file = %r.file, "removed: its file is gone");
+                            self.state.profiles.remove(&r.name);
+                        }
+                        Err(e) => {
+                            run.counts.add(Operation::Remove, false);
+                            let message = format!("{:#}", anyhow::Error::from(e));
+                            tracing::error!(profile = %r.name, error = %message, "cannot remove profile");
+                            run.removal_errors.insert(r.name.clone(), message);
+                        }
+                    }
+                }
+                RemovalAction::Forget => {
+                    tracing::info!(profile = %r.name, file = %r.file, "forgot a profile whose file and kernel entry are both gone");
+                    self.state.profiles.remove(&r.name);
+                }
+                RemovalAction::InUse => {
+                    tracing::info!(profile = %r.name, "file is gone but processes are still confined by the profile; removal retried later")
+                }
+                RemovalAction::Unload | RemovalAction::Orphan => {}
+            }
+        }
+    }
+
+    /// Intents a crash left behind: a profile the kernel shows with exactly the policy the
+    /// intent recorded was loaded by us; anything else is left as it was (an owned profile
+    /// stays owned, a name we never confirmed stays foreign).
+    pub(super) fn resolve_pending(&mut self, observed: &BTreeMap<String, Observed>) {
+        for (name, p) in std::mem::take(&mut self.state.pending) {
+            let ours = match (observed.get(&name), &p.expected_sha1) {
+                (Some(k), Some(expected)) if k.sha1.is_some() => k.sha1.as_ref() == Some(expected),
+                // A kernel without policy hashes: the name was absent or ours when the load
+                // was planned, so what is there now is what we loaded.
+                (Some(k), _) => k.sha1.is_none(),
+                (None, _) => false,
+            };
+            if ours {
+                tracing::info!(profile = %name, file = %p.owned.file, "confirmed a load that a restart interrupted");
+                let mut owned = p.owned;
+                owned.kernel_mode = observed.get(&name).map(|k| k.mode.clone());
+                owned.kernel_sha1 = observed.get(&name).and_then(|k| k.sha1.clone());
+                self.state.profiles.insert(name, owned);
+            } else {
+                tracing::info!(profile = %name, file = %p.owned.file, "an interrupted load did not reach the kernel; nothing claimed");
+            }
+        }
+    }
+}
+
+/// The kernel shows every profile of the file, in the mode and with the hash its policy has.
+fn verify(l: &Load<'_>, after: &View) -> Result<(), String> {
+    let file = l.source.shown.display();
+    for p in &l.compiled.profiles {
+        let Some(k) = after.all.get(&p.name) else {
+            return Err(format!("{file}: the kernel accepted the policy but does not list profile {:?}", p.name));
+        };
+        if k.mode != p.mode.to_string() {
+            return Err(format!("{file}: the kernel lists profile {:?} in mode {}, the policy says {}", p.name, k.mode, p.mode));
+        }
+        if after.hashed && k.sha1.as_deref() != Some(p.sha1.as_str()) {
+            return Err(format!(
+                "{file}: the kernel's hash of profile {:?} is {}, not the {} of the policy that was loaded",
+                p.name,
+                k.sha1.as_deref().unwrap_or("missing"),
+                p.sha1
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The plan as the sync ends: files whose load failed are `stale` when their last good
+/// version is still in the kernel, `failed` otherwise (the same rule the plan applies to a
+/// file that does not compile); a load never attempted (shutdown came first) likewise.
+pub(super) fn settle(mut plan: Plan, run: &Run, after: &BTreeMap<String, Observed>, state: &State, policy: &Policy) -> Plan {
+    for fp in &mut plan.files {
+        if fp.action.operation().is_none() {
+            continue;
+        }
+        let error = match run.failed.get(&fp.file) {
+            Some(e) => e.clone(),
+            None if run.loaded.contains(&fp.file) => continue,
+            None => "not loaded: the agent is shutting down".to_string(),
+        };
+        *fp = plan::broken(&fp.file, error, after, state, policy);
+    }
+    plan
+}

@@ -1,0 +1,167 @@
+//! The desired state: every file of the directory with the profile names it defines.
+//!
+//! Names come only from the parser's compiled output, never from a guess at the source:
+//! a file's names are known from an earlier compile of the same content (cached by sha256),
+//! or the file is compiled now. Files that are to be loaded are compiled now in any case, from
+//! exactly the bytes that were hashed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+
+use sha2::Digest;
+
+use super::plan::{self, FileInput, Observed};
+use super::{Reconciler, SyncError};
+use crate::kernel::{CompileInput, CompileJob, Compiled, DesiredMode, Kernel};
+use crate::scan::{self, Entry, SourceFile};
+
+impl<K: Kernel> Reconciler<K> {
+    /// Names every file, compiling the ones whose names are unknown and the ones a load is
+    /// planned for. Returns the inputs of the plan and the compiled policy by file key.
+    pub(super) fn desired(
+        &mut self,
+        entries: Vec<Entry>,
+        observed: &BTreeMap<String, Observed>,
+    ) -> Result<(Vec<FileInput>, BTreeMap<String, Compiled>), SyncError> {
+        let known: Vec<FileInput> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::File(f) => self.state.names.get(&f.sha256).map(|names| ready(f, names.clone())),
+                Entry::Rejected { .. } => None,
+            })
+            .collect();
+        // Which known files would be loaded: they need their policy compiled now.
+        let first = plan::compute(&known, observed, &self.state, &self.settings.policy, &BTreeSet::new());
+        let to_load: BTreeSet<&str> =
+            first.files.iter().filter(|f| f.action.operation().is_some()).map(|f| f.file.as_str()).collect();
+        let wanted: Vec<&SourceFile> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::File(f) if to_load.contains(f.key.as_str()) || !self.state.names.contains_key(&f.sha256) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let mut results = self.compile_files(&wanted)?;
+        let mut compiled = BTreeMap::new();
+        let inputs = entries
+            .into_iter()
+            .map(|e| match e {
+                Entry::Rejected { key, reason } => FileInput::Broken { key, error: reason },
+                Entry::File(file) => match results.remove(&file.key) {
+                    Some(Ok(c)) => {
+                        let names = c.top_level();
+                        compiled.insert(file.key.clone(), c);
+                        FileInput::Ready { file, names }
+                    }
+                    Some(Err(error)) => FileInput::Broken { key: file.key, error },
+                    None => {
+                        let names = self.state.names.get(&file.sha256).cloned().unwrap_or_default();
+                        FileInput::Ready { file, names }
+                    }
+                },
+            })
+            .collect();
+        Ok((inputs, compiled))
+    }
+
+    /// Compiles the files in the mode the policy gives their names. A file whose names were
+    /// unknown is compiled in the default mode first and again when its names turn out to be
+    /// configured otherwise (`-C` is per file).
+    fn compile_files(&mut self, files: &[&SourceFile]) -> Result<BTreeMap<String, Result<Compiled, String>>, SyncError> {
+        let mut out = BTreeMap::new();
+        let mut by_mode: BTreeMap<DesiredMode, Vec<&SourceFile>> = BTreeMap::new();
+        for f in files {
+            let names = self.state.names.get(&f.sha256).map(Vec::as_slice).unwrap_or_default();
+            by_mode.entry(self.settings.policy.file_mode(names)).or_default().push(f);
+        }
+        let mut again: BTreeMap<DesiredMode, Vec<&SourceFile>> = BTreeMap::new();
+        for (mode, batch) in by_mode {
+            for (file, result) in batch.iter().zip(self.compile_batch(&batch, mode)?) {
+                if let Ok(c) = &result {
+                    let wanted = self.settings.policy.file_mode(&c.top_level());
+                    if wanted != mode {
+                        again.entry(wanted).or_default().push(file);
+                        continue;
+                    }
+                }
+                out.insert(file.key.clone(), result);
+            }
+        }
+        for (mode, batch) in again {
+            for (file, result) in batch.iter().zip(self.compile_batch(&batch, mode)?) {
+                out.insert(file.key.clone(), result);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One compile of files that share a mode; learns their names.
+    fn compile_batch(&mut self, files: &[&SourceFile], mode: DesiredMode) -> Result<Vec<Result<Compiled, String>>, SyncError> {
+        if files.is_empty() || self.stop.is_cancelled() {
+            return Ok(files.iter().map(|_| Err("not compiled: the agent is shutting down".to_string())).collect());
+        }
+        let contents: Vec<Result<Vec<u8>, String>> =
+            files.iter().map(|f| exact_content(f, self.settings.scan.max_file_size)).collect();
+        let inputs: Vec<CompileInput<'_>> = files
+            .iter()
+            .zip(&contents)
+            .filter_map(|(file, c)| c.as_ref().ok().map(|bytes| CompileInput { file, bytes }))
+            .collect();
+        let job = CompileJob { mode, cwd: self.settings.profiles_dir.clone() };
+        let mut compiled = self.kernel.compile(&inputs, &job).map_err(SyncError::Compile)?.into_iter();
+        let mut out = Vec::with_capacity(files.len());
+        for (file, content) in files.iter().zip(contents) {
+            let result = match content {
+                Err(e) => Err(e),
+                Ok(_) => compiled
+                    .next()
+                    .expect("one result per input")
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+                    .and_then(|c| check_policy(file, c)),
+            };
+            if let Ok(c) = &result {
+                self.state.names.insert(file.sha256.clone(), c.top_level());
+            }
+            out.push(result);
+        }
+        Ok(out)
+    }
+}
+
+fn ready(file: &SourceFile, names: Vec<String>) -> FileInput {
+    FileInput::Ready { file: file.clone(), names }
+}
+
+/// Reads the file again for the parser and makes sure it is still the content that was
+/// hashed; a file that changed in between is left to the next pass (its change wakes one).
+fn exact_content(file: &SourceFile, max: u64) -> Result<Vec<u8>, String> {
+    let shown = file.shown.display();
+    let f = std::fs::File::open(&file.real).map_err(|e| format!("{shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    f.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("{shown}: {e}"))?;
+    if scan::hex(&sha2::Sha256::digest(&bytes)) != file.sha256 {
+        return Err(format!("{shown}: changed while being read; the next pass loads the new content"));
+    }
+    Ok(bytes)
+}
+
+/// Rules on what a compiled file may contain, checked before anything is loaded.
+fn check_policy(file: &SourceFile, c: Compiled) -> Result<Compiled, String> {
+    let shown = file.shown.display();
+    let tops: BTreeSet<String> = c.top_level().into_iter().collect();
+    for p in &c.profiles {
+        if let Some(ns) = &p.namespace {
+            return Err(format!(
+                "{shown}: profile {:?} is in the policy namespace {ns:?}; apparmor-loader manages the root namespace only",
+                p.name
+            ));
+        }
+        // A child whose parent the file does not define would attach a hat to someone
+        // else's profile.
+        let parent = crate::listing::top_level(&p.name);
+        if !tops.contains(parent) {
+            return Err(format!("{shown}: defines {:?}, a child of {parent:?}, which the file does not define", p.name));
+        }
+    }
+    Ok(c)
+}

@@ -1,0 +1,341 @@
+use std::collections::BTreeMap;
+use std::fs;
+
+use sha2::Digest;
+
+use super::plan::Policy;
+use super::state::{Owned, Pending};
+use super::*;
+use crate::kernel::fake::{Call, FakeKernel};
+use crate::kernel::{DesiredMode, LoadKind};
+
+struct World {
+    dir: tempfile::TempDir,
+    state_dir: tempfile::TempDir,
+    proc_dir: tempfile::TempDir,
+}
+
+fn sha(content: &str) -> String {
+    scan::hex(&sha2::Sha256::digest(content.as_bytes()))
+}
+
+impl World {
+    fn new() -> World {
+        World {
+            dir: tempfile::tempdir().unwrap(),
+            state_dir: tempfile::tempdir().unwrap(),
+            proc_dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    /// Writes a file and declares what it compiles to.
+    fn write(&self, kernel: &FakeKernel, name: &str, content: &str, defines: &[&str]) {
+        fs::write(self.dir.path().join(name), content).unwrap();
+        kernel.define(&sha(content), defines);
+    }
+    fn reconciler(&self, kernel: FakeKernel, unload_removed: bool) -> Reconciler<FakeKernel> {
+        let mut adopt = globset::GlobSetBuilder::new();
+        adopt.add(globset::Glob::new("host-*").unwrap());
+        let settings = Settings {
+            profiles_dir: self.dir.path().to_path_buf(),
+            scan: ScanOptions { recursive: false, max_file_size: 1024 },
+            policy: Policy {
+                adopt: adopt.build().unwrap(),
+                unload_removed,
+                default_mode: DesiredMode::Enforce,
+                modes: BTreeMap::new(),
+            },
+            proc_dir: self.proc_dir.path().to_path_buf(),
+        };
+        Reconciler::new(kernel, StateStore::new(self.state_dir.path()), settings).unwrap()
+    }
+    /// A fresh reconciler (a restarted agent) on the same kernel.
+    fn restart(&self, r: Reconciler<FakeKernel>, unload_removed: bool) -> Reconciler<FakeKernel> {
+        let inner = r.kernel.0.into_inner().unwrap();
+        self.reconciler(FakeKernel(std::sync::Mutex::new(inner)), unload_removed)
+    }
+}
+
+fn state_of(outcome: &Outcome, file: &str) -> ItemState {
+    outcome.report.files.iter().find(|f| f.file == file).unwrap().state
+}
+
+fn compile(keys: &[&str]) -> Call {
+    Call::Compile(keys.iter().map(|k| k.to_string()).collect(), DesiredMode::Enforce)
+}
+
+fn load(key: &str) -> Call {
+    Call::Load(key.into(), LoadKind::New)
+}
+
+#[test]
+fn cold_start_compiles_once_then_restart_does_nothing() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    w.write(&k, "b", "profile b {}", &["b"]);
+    k.preload("docker-default");
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["a", "b"]), load("a"), load("b")]);
+    assert_eq!(out.counts.get(Operation::Load, true), 2);
+    assert!(out.all_good());
+    let foreign: Vec<_> = out.report.profiles.iter().filter(|p| p.state == ItemState::Foreign).map(|p| p.name.as_str()).collect();
+    assert_eq!(foreign, vec!["docker-default"]);
+    assert!(r.state().pending.is_empty());
+
+    // Same kernel, fresh process: the state file says we own a and b; nothing to do.
+    let mut r2 = w.restart(r, false);
+    let out = r2.sync().unwrap();
+    assert_eq!(r2.kernel().take_calls(), vec![]);
+    assert!(out.counts.ops.is_empty());
+    assert_eq!(state_of(&out, "a"), ItemState::Loaded);
+}
+
+#[test]
+fn one_changed_file_costs_one_compile_and_one_load() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    for i in 0..50 {
+        w.write(&k, &format!("p{i}"), &format!("profile p{i} {{}}"), &[&format!("p{i}")]);
+    }
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    r.kernel().take_calls();
+    w.write(r.kernel(), "p7", "profile p7 { /x r, }", &["p7"]);
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["p7"]), Call::Load("p7".into(), LoadKind::Replace)]);
+    assert_eq!(out.counts.get(Operation::Replace, true), 1);
+}
+
+/// Issue 10: a file whose source looks harmless but compiles to a foreign name is refused
+/// before anything is loaded — names come from the compiled policy, not from the text.
+#[test]
+fn a_disguised_foreign_name_is_refused_before_any_load() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    k.preload("docker-default");
+    w.write(&k, "innocent", "profile \"\\x64ocker-default\" {}", &["docker-default"]);
+    w.write(&k, "sneaky", "profile ok {\n  include <abstractions/closes-and-reopens>\n}", &["ok", "docker-default"]);
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["innocent", "sneaky"])], "compiled, never loaded");
+    assert_eq!(state_of(&out, "innocent"), ItemState::Refused);
+    assert_eq!(state_of(&out, "sneaky"), ItemState::Refused);
+    assert_eq!(r.kernel().0.lock().unwrap().loaded["docker-default"].1, "foreign");
+    // The next pass knows the names and does not compile again.
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![]);
+}
+
+#[test]
+fn bad_edit_keeps_last_good_and_other_files_go_on() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    // New content the fake cannot compile: a syntax error.
+    fs::write(w.dir.path().join("a"), "profile a { broken").unwrap();
+    w.write(r.kernel(), "b", "profile b {}", &["b"]);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "a"), ItemState::Stale);
+    assert_eq!(state_of(&out, "b"), ItemState::Loaded);
+    let a = out.report.profiles.iter().find(|p| p.name == "a").unwrap();
+    assert_eq!(a.state, ItemState::Stale);
+    assert_eq!(a.sha256.as_deref(), Some(sha("profile a {}").as_str()));
+    assert!(a.error.as_deref().unwrap().contains("syntax error"));
+    assert!(out.all_good(), "stale keeps readiness");
+
+    // A file that compiles but that the kernel refuses, never loaded before: failed.
+    let content = "profile c { load-fails }";
+    w.write(r.kernel(), "c", content, &["c"]);
+    r.kernel().0.lock().unwrap().fail_load.insert(sha(content));
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "c"), ItemState::Failed);
+    assert!(!out.all_good());
+    assert_eq!(out.counts.get(Operation::Load, false), 1);
+    assert!(!r.state().profiles.contains_key("c"));
+}
+
+/// Issue 10: a load is checked, not believed. A kernel (or parser) that says yes and
+/// applies nothing leaves the file failed, unowned, and retried.
+#[test]
+fn a_load_the_kernel_does_not_show_is_failed_and_not_owned() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    let content = "profile quiet {}";
+    w.write(&k, "quiet", content, &["quiet"]);
+    k.0.lock().unwrap().silently_ignore.insert(sha(content));
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "quiet"), ItemState::Failed);
+    let error = out.report.files[0].error.clone().unwrap();
+    assert!(error.contains("quiet") && error.contains("does not list"), "{error}");
+    assert!(r.state().profiles.is_empty() && r.state().pending.is_empty());
+    assert_eq!(out.counts.get(Operation::Load, false), 1);
+    // Not "nothing to change": the next plan still loads it.
+    let planned = r.plan().unwrap();
+    assert!(planned.plan.changes_kernel());
+}
+
+#[test]
+fn deleted_files_orphan_or_unload_unless_in_use() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    w.write(&k, "b", "profile b {}", &["b"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    fs::remove_file(w.dir.path().join("a")).unwrap();
+    fs::remove_file(w.dir.path().join("b")).unwrap();
+    let out = r.sync().unwrap();
+    assert!(out.report.profiles.iter().all(|p| p.state == ItemState::Orphaned));
+    assert!(r.kernel().0.lock().unwrap().loaded.contains_key("a"));
+
+    let mut r = w.restart(r, true);
+    fs::create_dir_all(w.proc_dir.path().join("42/attr")).unwrap();
+    fs::write(w.proc_dir.path().join("42/attr/current"), "b (enforce)\n").unwrap();
+    let out = r.sync().unwrap();
+    assert!(r.kernel().take_calls().contains(&Call::Unload("a".into())));
+    let b = out.report.profiles.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!(b.state, ItemState::InUse);
+    assert!(!r.kernel().0.lock().unwrap().loaded.contains_key("a"));
+    // The process exits: the next pass removes b.
+    fs::remove_dir_all(w.proc_dir.path().join("42")).unwrap();
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![Call::Unload("b".into())]);
+    assert!(r.state().profiles.is_empty());
+}
+
+#[test]
+fn foreign_is_refused_and_adoptable_and_drift_is_repaired() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    k.preload("docker-default");
+    k.preload("host-web");
+    w.write(&k, "d", "profile docker-default {}", &["docker-default"]);
+    w.write(&k, "h", "profile host-web {}", &["host-web"]);
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "d"), ItemState::Refused);
+    assert_eq!(state_of(&out, "h"), ItemState::Loaded);
+    assert_eq!(r.kernel().0.lock().unwrap().loaded["docker-default"].1, "foreign", "foreign profile untouched");
+    assert!(!out.all_good());
+
+    // Someone removes host-web by hand: the next pass restores it.
+    r.kernel().0.lock().unwrap().loaded.remove("host-web");
+    r.kernel().take_calls();
+    let out = r.sync().unwrap();
+    assert_eq!(out.counts.drift_repairs, 1);
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["h"]), load("h")]);
+    // Someone replaces it with other policy: restored too.
+    r.kernel().0.lock().unwrap().loaded.get_mut("host-web").unwrap().1 = "tampered".into();
+    let out = r.sync().unwrap();
+    assert_eq!(out.counts.drift_repairs, 1);
+    assert_eq!(out.counts.get(Operation::Replace, true), 1);
+}
+
+#[test]
+fn complain_mode_from_config_compiles_with_complain() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    w.write(&k, "b", "profile b {}", &["b"]);
+    let mut r = w.reconciler(k, false);
+    r.settings.policy.modes.insert("b".into(), DesiredMode::Complain);
+    let out = r.sync().unwrap();
+    let calls = r.kernel().take_calls();
+    // b's names were unknown: compiled in the default mode, then again once they are known.
+    assert!(calls.contains(&Call::Compile(vec!["b".into()], DesiredMode::Complain)), "{calls:?}");
+    assert_eq!(out.report.profiles.iter().find(|p| p.name == "b").unwrap().mode.as_deref(), Some("complain"));
+    assert_eq!(out.report.profiles.iter().find(|p| p.name == "a").unwrap().mode.as_deref(), Some("enforce"));
+    // Known names: one compile in the right mode.
+    w.write(r.kernel(), "b", "profile b { /x r, }", &["b"]);
+    r.sync().unwrap();
+    assert!(r.kernel().take_calls().contains(&Call::Compile(vec!["b".into()], DesiredMode::Complain)));
+}
+
+/// Issue 10: an intent written before a load that a crash left unconfirmed is settled
+/// against the kernel: claimed when the kernel has exactly that policy, never otherwise.
+#[test]
+fn a_restart_claims_exactly_the_interrupted_loads() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "mine", "profile mine {}", &["mine"]);
+    w.write(&k, "docker", "profile docker-default {}", &["docker-default"]);
+    // The crash came after the kernel took `mine` and before the confirmation; a foreign
+    // docker-default appeared under an intent that never reached the kernel.
+    let blob = crate::kernel::fake::policy(&["mine".into()], &sha("profile mine {}"), DesiredMode::Enforce);
+    let expected = crate::kernel::Compiled::from_blob(blob).unwrap().profiles[0].sha1.clone();
+    k.0.lock().unwrap().loaded.insert("mine".into(), ("enforce".into(), expected.clone()));
+    k.preload("docker-default");
+    let store = StateStore::new(w.state_dir.path());
+    let mut st = State::empty();
+    st.names.insert(sha("profile mine {}"), vec!["mine".into()]);
+    st.pending.insert("mine".into(), pending_for_file("mine", "profile mine {}", &expected));
+    st.pending.insert("docker-default".into(), pending_for_file("docker", "profile docker-default {}", "not-the-foreign-one"));
+    store.save(&st).unwrap();
+
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "mine"), ItemState::Loaded);
+    assert_eq!(state_of(&out, "docker"), ItemState::Refused);
+    assert!(r.state().profiles.contains_key("mine") && !r.state().profiles.contains_key("docker-default"));
+    assert!(!r.kernel().take_calls().iter().any(|c| matches!(c, Call::Load(..))), "nothing reloaded");
+    let on_disk = store.load().unwrap();
+    assert!(on_disk.pending.is_empty() && on_disk.profiles.contains_key("mine"));
+}
+
+fn pending_for_file(file: &str, content: &str, sha1: &str) -> Pending {
+    Pending {
+        owned: Owned {
+            file: file.into(),
+            sha256: sha(content),
+            loaded_at: "t".into(),
+            mode: "enforce".into(),
+            kernel_mode: Some("enforce".into()),
+            kernel_sha1: Some(sha1.into()),
+        },
+        expected_sha1: Some(sha1.into()),
+    }
+}
+
+/// Issue 10: the intent is on disk before the kernel sees the policy.
+#[test]
+fn the_intent_is_saved_before_the_load() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    let mut r = w.reconciler(k, false);
+    let planned = r.plan().unwrap();
+    let loads = apply::loads(&planned);
+    let mut run = apply::Run::default();
+    // Load, then "crash" before confirming: the disk must already name the intent.
+    r.load_all(&loads, &mut run);
+    let on_disk = StateStore::new(w.state_dir.path()).load().unwrap();
+    assert!(on_disk.pending.contains_key("a"), "{on_disk:?}");
+    assert!(on_disk.profiles.is_empty());
+}
+
+/// Issue 10: a state file that cannot be written keeps the agent unready, loads nothing
+/// it could not record, and is retried.
+#[test]
+fn a_failed_save_loads_nothing_and_is_retried() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "a", "profile a {}", &["a"]);
+    let mut r = w.reconciler(k, false);
+    // After the start, the state file's place is taken by a directory: every save fails.
+    let blocker = w.state_dir.path().join(crate::defaults::STATE_FILE);
+    fs::create_dir(&blocker).unwrap();
+    fs::write(blocker.join("x"), "").unwrap();
+    let out = r.sync().unwrap();
+    assert!(out.state_error.as_deref().unwrap().contains("state.json"), "{:?}", out.state_error);
+    assert!(!out.all_good());
+    assert_eq!(state_of(&out, "a"), ItemState::Failed);
+    assert!(!r.kernel().take_calls().iter().any(|c| matches!(c, Call::Load(..))), "nothing loaded unrecorded");
+    fs::remove_dir_all(&blocker).unwrap();
+    let out = r.sync().unwrap();
+    assert!(out.state_error.is_none() && out.all_good());
+    assert!(StateStore::new(w.state_dir.path()).load().unwrap().profiles.contains_key("a"));
+}
