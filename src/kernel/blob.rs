@@ -70,6 +70,71 @@ impl Reader<'_> {
     }
 }
 
+/// The bit of a header's version word that makes the kernel load the profile in complain
+/// mode whatever its flags say; `apparmor_parser -C` sets it and changes nothing else (the
+/// compiled output with and without `-C` differs only in these words).
+pub const FORCE_COMPLAIN: u32 = 0x800;
+
+/// The same policy with [`FORCE_COMPLAIN`] set in every profile's header.
+pub fn force_complain(blob: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let mut out = blob.to_vec();
+    for at in version_offsets(blob)? {
+        let v = u32::from_le_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]) | FORCE_COMPLAIN;
+        out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Byte offsets of each header's version value.
+fn version_offsets(blob: &[u8]) -> Result<Vec<usize>, BlobError> {
+    let mut r = Reader { b: blob, pos: 0 };
+    let mut out = Vec::new();
+    while r.pos < blob.len() {
+        if r.name()? != "version" || r.u8()? != 2 {
+            return Err(r.err("expected the version header"));
+        }
+        out.push(r.pos);
+        r.u32()?;
+        skip_profile(&mut r)?;
+    }
+    Ok(out)
+}
+
+/// Skips an optional namespace and one profile struct.
+fn skip_profile(r: &mut Reader<'_>) -> Result<(), BlobError> {
+    let mut n = r.name()?;
+    if n == "namespace" {
+        if r.u8()? != 5 {
+            return Err(r.err("expected a string"));
+        }
+        r.string()?;
+        n = r.name()?;
+    }
+    if n != "profile" || r.u8()? != 7 {
+        return Err(r.err("expected a profile"));
+    }
+    let mut depth = 1usize;
+    while depth > 0 {
+        match r.u8()? {
+            4 | 5 => drop(r.string()?),
+            0 => drop(r.take(1)?),
+            1 => drop(r.take(2)?),
+            2 => drop(r.take(4)?),
+            3 => drop(r.take(8)?),
+            6 => {
+                let n = r.u32()? as usize;
+                r.take(n)?;
+            }
+            7 => depth += 1,
+            8 => depth -= 1,
+            9 | 10 | 12 => {}
+            11 => drop(r.u16()?),
+            _ => return Err(r.err("unknown entry type")),
+        }
+    }
+    Ok(())
+}
+
 /// Every profile of a compiled file.
 pub fn parse(blob: &[u8]) -> Result<Vec<BlobProfile>, BlobError> {
     let mut r = Reader { b: blob, pos: 0 };
@@ -144,7 +209,7 @@ pub fn parse(blob: &[u8]) -> Result<Vec<BlobProfile>, BlobError> {
         let mut h = Sha1::new();
         h.update(version.to_le_bytes());
         h.update(&blob[start..r.pos]);
-        let mode = if version & 0x800 != 0 {
+        let mode = if version & FORCE_COMPLAIN != 0 {
             Mode::Complain
         } else {
             match mode_value {
@@ -159,4 +224,36 @@ pub fn parse(blob: &[u8]) -> Result<Vec<BlobProfile>, BlobError> {
         out.push(BlobProfile { name, namespace, mode, sha1: crate::scan::hex(&h.finalize()) });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/blobs").join(name)).unwrap()
+    }
+
+    /// `apparmor_parser -C` output is the plain output with the complain bit set in every
+    /// header (Debian's 3.0.8 parser, `-Q -T -S` with and without `-C`).
+    #[test]
+    fn force_complain_equals_the_parsers_complain_output() {
+        for name in ["complain-pair-one", "complain-pair-multi"] {
+            let enforce = fixture(&format!("{name}.enforce.bin"));
+            let complain = fixture(&format!("{name}.complain.bin"));
+            assert_eq!(force_complain(&enforce).unwrap(), complain, "{name}");
+            assert!(parse(&complain).unwrap().iter().all(|p| p.mode == Mode::Complain), "{name}");
+        }
+        let plain = parse(&fixture("complain-pair-multi.enforce.bin")).unwrap();
+        let modes: Vec<_> = plain.iter().map(|p| (p.name.as_str(), p.mode.clone())).collect();
+        assert_eq!(
+            modes,
+            vec![
+                ("/usr/bin/foo", Mode::Complain),
+                ("docker-default", Mode::Enforce),
+                ("docker-default//child", Mode::Enforce),
+                ("docker-default//hat", Mode::Enforce)
+            ]
+        );
+    }
 }

@@ -8,15 +8,15 @@ use std::sync::Mutex;
 
 use sha2::Digest;
 
-use super::{CompileInput, CompileJob, Compiled, DesiredMode, Kernel, KernelError, LoadKind};
+use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind};
 use crate::listing::{KernelProfile, Mode};
 use crate::parser_output::Diagnostic;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// `compile` with these file keys and mode.
-    Compile(Vec<String>, DesiredMode),
+    /// `compile` with these file keys.
+    Compile(Vec<String>),
     /// `load` of this file key.
     Load(String, LoadKind),
     /// `unload` of this name.
@@ -61,7 +61,7 @@ impl FakeKernel {
 
 /// Binary policy in the kernel's format: per profile a version header and a profile struct
 /// holding the name, the flags and the content hash (so an edit changes the kernel hash).
-pub fn policy(names: &[String], content_sha: &str, mode: DesiredMode) -> Vec<u8> {
+pub fn policy(names: &[String], content_sha: &str) -> Vec<u8> {
     fn name(out: &mut Vec<u8>, n: &str) {
         out.push(4);
         out.extend_from_slice(&((n.len() + 1) as u16).to_le_bytes());
@@ -81,7 +81,7 @@ pub fn policy(names: &[String], content_sha: &str, mode: DesiredMode) -> Vec<u8>
     let mut out = Vec::new();
     for n in names {
         name(&mut out, "version");
-        u32v(&mut out, 0x0020_2007 | if mode == DesiredMode::Complain { 0x800 } else { 0 });
+        u32v(&mut out, 0x0020_2007);
         name(&mut out, "profile");
         out.push(7);
         string(&mut out, n);
@@ -116,13 +116,14 @@ impl Kernel for FakeKernel {
 
     fn compile(&self, inputs: &[CompileInput<'_>], job: &CompileJob) -> Result<Vec<Result<Compiled, KernelError>>, KernelError> {
         let mut inner = self.0.lock().unwrap();
-        inner.calls.push(Call::Compile(inputs.iter().map(|i| i.file.key.clone()).collect(), job.mode));
+        let _ = job;
+        inner.calls.push(Call::Compile(inputs.iter().map(|i| i.file.key.clone()).collect()));
         Ok(inputs
             .iter()
             .map(|i| {
                 let sha = crate::scan::hex(&sha2::Sha256::digest(i.bytes));
                 let names = inner.names.get(&sha).ok_or_else(|| rejected(&i.file.shown, "syntax error"))?;
-                Ok(Compiled::from_blob(policy(names, &sha, job.mode)).expect("the fake writes valid policy"))
+                Ok(Compiled::from_blob(policy(names, &sha)).expect("the fake writes valid policy"))
             })
             .collect())
     }

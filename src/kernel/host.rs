@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
-use super::{CompileInput, CompileJob, Compiled, DesiredMode, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
+use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
 use crate::listing::{self, KernelProfile};
 use crate::parser_output::{self, Diagnostic};
 
@@ -119,9 +119,6 @@ impl HostKernel {
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
-        if job.mode == DesiredMode::Complain {
-            args.push("-C".into());
-        }
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
             [one] => inputs[*one].file.shown.display().to_string(),

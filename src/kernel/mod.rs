@@ -145,8 +145,6 @@ pub struct CompileInput<'a> {
 /// How to compile a batch.
 #[derive(Debug, Clone)]
 pub struct CompileJob {
-    /// `-C` or not.
-    pub mode: DesiredMode,
     /// The parser's working directory: quoted relative includes resolve against it.
     pub cwd: PathBuf,
 }
@@ -165,6 +163,15 @@ impl Compiled {
     pub fn from_blob(blob: Vec<u8>) -> Result<Compiled, blob::BlobError> {
         let profiles = blob::parse(&blob)?;
         Ok(Compiled { blob, profiles })
+    }
+
+    /// The policy as it must be loaded in `mode`. Compiling never uses `-C` (the parser
+    /// writes no policy file with it): complain mode is the header bit `-C` would have set.
+    pub fn in_mode(self, mode: DesiredMode) -> Result<Compiled, blob::BlobError> {
+        match mode {
+            DesiredMode::Enforce => Ok(self),
+            DesiredMode::Complain => Compiled::from_blob(blob::force_complain(&self.blob)?),
+        }
     }
 
     /// The top-level profile names, sorted.

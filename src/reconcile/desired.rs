@@ -12,17 +12,23 @@ use sha2::Digest;
 
 use super::plan::{self, FileInput, Observed};
 use super::{Reconciler, SyncError};
-use crate::kernel::{CompileInput, CompileJob, Compiled, DesiredMode, Kernel};
+use crate::kernel::{CompileInput, CompileJob, Compiled, Kernel};
 use crate::scan::{self, Entry, SourceFile};
+
+/// The files of this pass, named.
+pub(super) struct Desired {
+    /// The plan's inputs.
+    pub inputs: Vec<FileInput>,
+    /// Compiled policy (in the file's mode) of the files compiled in this pass.
+    pub compiled: BTreeMap<String, Compiled>,
+    /// Files that were compiled in this pass and did not compile.
+    pub failed: BTreeSet<String>,
+}
 
 impl<K: Kernel> Reconciler<K> {
     /// Names every file, compiling the ones whose names are unknown and the ones a load is
     /// planned for. Returns the inputs of the plan and the compiled policy by file key.
-    pub(super) fn desired(
-        &mut self,
-        entries: Vec<Entry>,
-        observed: &BTreeMap<String, Observed>,
-    ) -> Result<(Vec<FileInput>, BTreeMap<String, Compiled>), SyncError> {
+    pub(super) fn desired(&mut self, entries: Vec<Entry>, observed: &BTreeMap<String, Observed>) -> Result<Desired, SyncError> {
         let known: Vec<FileInput> = entries
             .iter()
             .filter_map(|e| match e {
@@ -43,6 +49,7 @@ impl<K: Kernel> Reconciler<K> {
             .collect();
         let mut results = self.compile_files(&wanted)?;
         let mut compiled = BTreeMap::new();
+        let mut failed = BTreeSet::new();
         let inputs = entries
             .into_iter()
             .map(|e| match e {
@@ -53,7 +60,10 @@ impl<K: Kernel> Reconciler<K> {
                         compiled.insert(file.key.clone(), c);
                         FileInput::Ready { file, names }
                     }
-                    Some(Err(error)) => FileInput::Broken { key: file.key, error },
+                    Some(Err(error)) => {
+                        failed.insert(file.key.clone());
+                        FileInput::Broken { key: file.key, error }
+                    }
                     None => {
                         let names = self.state.names.get(&file.sha256).cloned().unwrap_or_default();
                         FileInput::Ready { file, names }
@@ -61,68 +71,38 @@ impl<K: Kernel> Reconciler<K> {
                 },
             })
             .collect();
-        Ok((inputs, compiled))
+        Ok(Desired { inputs, compiled, failed })
     }
 
-    /// Compiles the files in the mode the policy gives their names. A file whose names were
-    /// unknown is compiled in the default mode first and again when its names turn out to be
-    /// configured otherwise (`-C` is per file).
+    /// One compile of the files (mode-independent: complain mode is applied to the compiled
+    /// policy); learns their names.
     fn compile_files(&mut self, files: &[&SourceFile]) -> Result<BTreeMap<String, Result<Compiled, String>>, SyncError> {
-        let mut out = BTreeMap::new();
-        let mut by_mode: BTreeMap<DesiredMode, Vec<&SourceFile>> = BTreeMap::new();
-        for f in files {
-            let names = self.state.names.get(&f.sha256).map(Vec::as_slice).unwrap_or_default();
-            by_mode.entry(self.settings.policy.file_mode(names)).or_default().push(f);
+        if files.is_empty() {
+            return Ok(BTreeMap::new());
         }
-        let mut again: BTreeMap<DesiredMode, Vec<&SourceFile>> = BTreeMap::new();
-        for (mode, batch) in by_mode {
-            for (file, result) in batch.iter().zip(self.compile_batch(&batch, mode)?) {
-                if let Ok(c) = &result {
-                    let wanted = self.settings.policy.file_mode(&c.top_level());
-                    if wanted != mode {
-                        again.entry(wanted).or_default().push(file);
-                        continue;
-                    }
-                }
-                out.insert(file.key.clone(), result);
-            }
+        if self.stop.is_cancelled() {
+            let stopped = || Err("not compiled: the agent is shutting down".to_string());
+            return Ok(files.iter().map(|f| (f.key.clone(), stopped())).collect());
         }
-        for (mode, batch) in again {
-            for (file, result) in batch.iter().zip(self.compile_batch(&batch, mode)?) {
-                out.insert(file.key.clone(), result);
-            }
-        }
-        Ok(out)
-    }
-
-    /// One compile of files that share a mode; learns their names.
-    fn compile_batch(&mut self, files: &[&SourceFile], mode: DesiredMode) -> Result<Vec<Result<Compiled, String>>, SyncError> {
-        if files.is_empty() || self.stop.is_cancelled() {
-            return Ok(files.iter().map(|_| Err("not compiled: the agent is shutting down".to_string())).collect());
-        }
-        let contents: Vec<Result<Vec<u8>, String>> =
-            files.iter().map(|f| exact_content(f, self.settings.scan.max_file_size)).collect();
+        let max = self.settings.scan.max_file_size;
+        let contents: Vec<Result<Vec<u8>, String>> = files.iter().map(|f| exact_content(f, max)).collect();
         let inputs: Vec<CompileInput<'_>> = files
             .iter()
             .zip(&contents)
             .filter_map(|(file, c)| c.as_ref().ok().map(|bytes| CompileInput { file, bytes }))
             .collect();
-        let job = CompileJob { mode, cwd: self.settings.profiles_dir.clone() };
+        let job = CompileJob { cwd: self.settings.profiles_dir.clone() };
         let mut compiled = self.kernel.compile(&inputs, &job).map_err(SyncError::Compile)?.into_iter();
-        let mut out = Vec::with_capacity(files.len());
+        let mut out = BTreeMap::new();
         for (file, content) in files.iter().zip(contents) {
-            let result = match content {
-                Err(e) => Err(e),
-                Ok(_) => compiled
-                    .next()
-                    .expect("one result per input")
-                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
-                    .and_then(|c| check_policy(file, c)),
-            };
-            if let Ok(c) = &result {
+            let result = content.and_then(|_| {
+                let c = compiled.next().expect("one result per input").map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+                let c = check_policy(file, c)?;
                 self.state.names.insert(file.sha256.clone(), c.top_level());
-            }
-            out.push(result);
+                let mode = self.settings.policy.file_mode(&c.top_level());
+                c.in_mode(mode).map_err(|e| format!("{}: {e}", file.shown.display()))
+            });
+            out.insert(file.key.clone(), result);
         }
         Ok(out)
     }

@@ -119,6 +119,8 @@ pub struct Planned {
     pub observed: BTreeMap<String, Observed>,
     sources: BTreeMap<String, SourceFile>,
     compiled: BTreeMap<String, Compiled>,
+    /// Files compiled in this pass that did not compile, with the load they were due.
+    compile_failures: BTreeMap<String, Operation>,
 }
 
 /// Owns the kernel handle and the ownership state between syncs.
@@ -163,8 +165,16 @@ impl<K: Kernel> Reconciler<K> {
         let entries = scan::scan(&self.settings.profiles_dir, &self.settings.scan)?;
         let observed = self.observe()?.top;
         self.resolve_pending(&observed);
-        let (inputs, compiled) = self.desired(entries, &observed)?;
+        let desired::Desired { inputs, compiled, failed } = self.desired(entries, &observed)?;
         let plan = self.compute(&inputs, &observed)?;
+        // A file that did not compile was on its way to the kernel: its load failed.
+        let compile_failures = failed
+            .into_iter()
+            .map(|key| {
+                let op = if self.state.owned_by(&key).next().is_some() { Operation::Replace } else { Operation::Load };
+                (key, op)
+            })
+            .collect();
         let sources = inputs
             .into_iter()
             .filter_map(|i| match i {
@@ -172,13 +182,16 @@ impl<K: Kernel> Reconciler<K> {
                 FileInput::Broken { .. } => None,
             })
             .collect();
-        Ok(Planned { plan, observed, sources, compiled })
+        Ok(Planned { plan, observed, sources, compiled, compile_failures })
     }
 
     /// One full pass: plan, record intent, act, verify, confirm, report.
     pub fn sync(&mut self) -> Result<Outcome, SyncError> {
         let planned = self.plan()?;
         let mut run = apply::Run::default();
+        for op in planned.compile_failures.values() {
+            run.counts.add(*op, false);
+        }
         let loads = apply::loads(&planned);
         if !loads.is_empty() && !self.stop.is_cancelled() {
             self.load_all(&loads, &mut run);

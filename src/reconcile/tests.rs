@@ -60,7 +60,7 @@ fn state_of(outcome: &Outcome, file: &str) -> ItemState {
 }
 
 fn compile(keys: &[&str]) -> Call {
-    Call::Compile(keys.iter().map(|k| k.to_string()).collect(), DesiredMode::Enforce)
+    Call::Compile(keys.iter().map(|k| k.to_string()).collect())
 }
 
 fn load(key: &str) -> Call {
@@ -138,6 +138,7 @@ fn bad_edit_keeps_last_good_and_other_files_go_on() {
     fs::write(w.dir.path().join("a"), "profile a { broken").unwrap();
     w.write(r.kernel(), "b", "profile b {}", &["b"]);
     let out = r.sync().unwrap();
+    assert_eq!(out.counts.get(Operation::Replace, false), 1, "a broken edit is a failed replace");
     assert_eq!(state_of(&out, "a"), ItemState::Stale);
     assert_eq!(state_of(&out, "b"), ItemState::Loaded);
     let a = out.report.profiles.iter().find(|p| p.name == "a").unwrap();
@@ -244,15 +245,15 @@ fn complain_mode_from_config_compiles_with_complain() {
     let mut r = w.reconciler(k, false);
     r.settings.policy.modes.insert("b".into(), DesiredMode::Complain);
     let out = r.sync().unwrap();
-    let calls = r.kernel().take_calls();
-    // b's names were unknown: compiled in the default mode, then again once they are known.
-    assert!(calls.contains(&Call::Compile(vec!["b".into()], DesiredMode::Complain)), "{calls:?}");
+    // One compile for both: complain mode is applied to the compiled policy.
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["a", "b"]), load("a"), load("b")]);
     assert_eq!(out.report.profiles.iter().find(|p| p.name == "b").unwrap().mode.as_deref(), Some("complain"));
     assert_eq!(out.report.profiles.iter().find(|p| p.name == "a").unwrap().mode.as_deref(), Some("enforce"));
-    // Known names: one compile in the right mode.
-    w.write(r.kernel(), "b", "profile b { /x r, }", &["b"]);
-    r.sync().unwrap();
-    assert!(r.kernel().take_calls().contains(&Call::Compile(vec!["b".into()], DesiredMode::Complain)));
+    // Switching the configured mode reloads the same content in the other mode.
+    r.settings.policy.modes.clear();
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["b"]), Call::Load("b".into(), LoadKind::Replace)]);
+    assert_eq!(out.report.profiles.iter().find(|p| p.name == "b").unwrap().mode.as_deref(), Some("enforce"));
 }
 
 /// Issue 10: an intent written before a load that a crash left unconfirmed is settled
@@ -265,7 +266,7 @@ fn a_restart_claims_exactly_the_interrupted_loads() {
     w.write(&k, "docker", "profile docker-default {}", &["docker-default"]);
     // The crash came after the kernel took `mine` and before the confirmation; a foreign
     // docker-default appeared under an intent that never reached the kernel.
-    let blob = crate::kernel::fake::policy(&["mine".into()], &sha("profile mine {}"), DesiredMode::Enforce);
+    let blob = crate::kernel::fake::policy(&["mine".into()], &sha("profile mine {}"));
     let expected = crate::kernel::Compiled::from_blob(blob).unwrap().profiles[0].sha1.clone();
     k.0.lock().unwrap().loaded.insert("mine".into(), ("enforce".into(), expected.clone()));
     k.preload("docker-default");
