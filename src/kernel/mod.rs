@@ -18,6 +18,8 @@ use crate::parser_output::{self, Diagnostic};
 use crate::plan::DesiredMode;
 use crate::scan::SourceFile;
 
+/// Reader of compiled binary policy: the names, modes and hashes the kernel will see.
+pub mod blob;
 #[cfg(test)]
 pub mod fake;
 
