@@ -19,7 +19,8 @@
 //! - a name `:ns:name` (or `:ns://name`) names a namespace the way `aa_splitn_fqname` splits it,
 //!   and a whole blob loads into one namespace (`aa_replace_profiles` refuses mixed ones).
 //!
-//! Where this reader is stricter than the kernel (names that are not UTF-8, a profile that
+//! Where this reader is stricter than the kernel (names that are not UTF-8 or hold control
+//! characters such as the newline `apparmor_parser` lets through from `"\n"`, a profile that
 //! renames another, entry types the kernel would only trip over later) it refuses the blob;
 //! it never accepts a blob and reports a name, mode or hash other than the kernel's. The
 //! profile body past the flags is walked entry by entry to its closing `STRUCTEND` without
@@ -131,9 +132,10 @@ pub enum BlobError {
         /// "profile name" or "namespace".
         what: &'static str,
     },
-    /// A profile or namespace name that is not UTF-8: the kernel listing would not be text.
-    #[error("binary policy: {what} is not UTF-8 at byte {offset}")]
-    NotUtf8 {
+    /// A profile or namespace name that is not UTF-8 or holds a control character (a newline
+    /// would split the kernel's line-per-profile listing).
+    #[error("binary policy: {what} is not UTF-8 text without control characters at byte {offset}")]
+    NotText {
         /// Where the string entry starts.
         offset: usize,
         /// "profile name" or "namespace".
@@ -402,7 +404,7 @@ fn text<'a>(raw: &'a [u8], offset: usize, what: &'static str) -> Result<&'a str,
     if raw.is_empty() {
         return Err(BlobError::Empty { offset, what });
     }
-    std::str::from_utf8(raw).map_err(|_| BlobError::NotUtf8 { offset, what })
+    std::str::from_utf8(raw).ok().filter(|s| !s.contains(char::is_control)).ok_or(BlobError::NotText { offset, what })
 }
 
 /// A read head over the blob. The `*_named` methods mirror the kernel's `aa_unpack_*()`: they

@@ -197,7 +197,9 @@ fn bad_names_are_refused_with_their_offset() {
     assert_eq!(err(b""), BlobError::Empty { offset: 28, what: "profile name" });
     assert_eq!(err(b"\0hidden"), BlobError::Empty { offset: 28, what: "profile name" });
     assert_eq!(err(b":ns:"), BlobError::Empty { offset: 28, what: "profile name" });
-    assert_eq!(err(b"caf\xe9"), BlobError::NotUtf8 { offset: 28, what: "profile name" });
+    assert_eq!(err(b"caf\xe9"), BlobError::NotText { offset: 28, what: "profile name" });
+    assert_eq!(err(b"nl\nname"), BlobError::NotText { offset: 28, what: "profile name" });
+    assert_eq!(err(b"del\x7f"), BlobError::NotText { offset: 28, what: "profile name" });
     // The kernel reads the name as a C string: what follows a NUL is not part of it.
     assert_eq!(parse(&one_profile(&spec(b"one\0docker-default"))).unwrap()[0].name, "one");
 }
@@ -336,7 +338,7 @@ fn error_offset(e: &BlobError) -> usize {
         | BlobError::Version { offset, .. }
         | BlobError::Mode { offset, .. }
         | BlobError::Empty { offset, .. }
-        | BlobError::NotUtf8 { offset, .. }
+        | BlobError::NotText { offset, .. }
         | BlobError::Rename { offset, .. }
         | BlobError::MixedNamespaces { offset, .. }
         | BlobError::Orphan { offset, .. }
