@@ -12,6 +12,8 @@ pub mod config;
 pub mod confined;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
+/// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
+pub mod inspect;
 /// The only module that talks to the kernel: securityfs and `apparmor_parser`.
 pub mod kernel;
 /// Parser of the kernel's `profiles` listing.
