@@ -31,7 +31,7 @@ AAVM := tests/vm/aavm.sh
 
 ## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 10 scenarios, 2 VMs in parallel.
 ## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
-test-vm: musl
+test-vm: musl corpus
 	$(AAVM) setup
 	$(AAVM) build
 	$(AAVM) run
