@@ -3,15 +3,19 @@ CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
 MUSL_BIN := target/$(MUSL_TARGET)/release/apparmor-loader
 
-.PHONY: test test-rust test-manifests test-vm musl demo bench fmt lint
+.PHONY: test test-rust test-manifests test-vm musl demo bench fmt lint corpus
 
 ## Everything: format, lints, unit + integration tests, manifests, then the real-kernel VM suite.
 test: test-rust test-manifests test-vm
 
-test-rust:
+test-rust: corpus
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
+
+## Real-world profiles for tests/differential.rs (Debian's apparmor-profiles{,-extra}), cached in target/corpus.
+corpus:
+	tests/differential/fetch-corpus.sh
 
 test-manifests:
 	bash tests/manifests/run.sh
@@ -27,7 +31,7 @@ AAVM := tests/vm/aavm.sh
 
 ## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 10 scenarios, 2 VMs in parallel.
 ## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
-test-vm: musl
+test-vm: musl corpus
 	$(AAVM) setup
 	$(AAVM) build
 	$(AAVM) run

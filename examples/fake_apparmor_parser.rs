@@ -1,4 +1,4 @@
-//! A fake `apparmor_parser` for tests: it applies `-r`/`-R`/`-N`/`-Q`/`-C` to a fake kernel that
+//! A fake `apparmor_parser` for tests: it applies `-r`/`-R`/`-N`/`-Q`/`-C`/`-B` to a fake kernel that
 //! lives in a plain directory passed as `--subdomainfs DIR` (standing in for
 //! `/sys/kernel/security/apparmor`).
 //!
@@ -27,6 +27,25 @@
 //! processed; `-j0` does the same), `FAKE_PARSER_PARALLEL=1` (forked per-file workers finish out of
 //! order: `-N` prints each file's names in reverse file order, unless `-j1`).
 //! `--abort-on-error` stops at the first failed file, like the real flag.
+//!
+//! Binary policy (`fake_apparmor_parser/binary.rs`), in the real format that
+//! `apparmor_loader::kernel::blob` reads, written with the library's test writer:
+//! - `-Q -T -W -L DIR [-j N] FILES…` compiles each good file into one blob
+//!   `DIR/0fa4e000.0/<basename>` (temp file + rename): a header (version 0x202007) and profile
+//!   struct per profile and child, top-level names sorted, each followed by its children; a flags
+//!   struct with hat, mode (from `flags=(complain)`; children do not inherit it) and audit words;
+//!   a `data` struct holding the source text, so an edit changes the sha1. Like the real 3.0.8
+//!   parser, a grandchild is flattened under its direct parent only (`b//c` for `a//b//c`), and
+//!   `-C` writes no cache file ("Caching disabled … due to force complain"). A bad file gets no
+//!   blob and the usual error; `# fake: hang` hangs; `# fake: fail-load` marks the blob so that
+//!   loading it fails.
+//! - `-a -B` / `-r -B --subdomainfs DIR BLOBS…` is one `.load` / `.replace` write per file: the
+//!   blob is applied whole or not at all; `-a` fails when one of its profiles exists, a child
+//!   needs its parent in the blob or the kernel, replacing keeps children the blob does not
+//!   redefine, mode and `policy/profiles/*/sha1` come from the blob. Failures are reported like
+//!   the real parser's binary load, with the kernel's errno: `Error: Could not replace profile
+//!   FILE: Protocol error` (also `File exists`, `Protocol not supported`, `No such file or
+//!   directory`). Namespaced blobs are refused: the fake kernel has only the root namespace.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -36,7 +55,14 @@ use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, SystemTime};
 
+use apparmor_loader::kernel::blob::code;
 use sha2::{Digest, Sha256};
+
+#[path = "fake_apparmor_parser/binary.rs"]
+mod binary;
+/// The library's test writer of binary policy, shared so that both write the same layout.
+#[path = "../src/kernel/blob/writer.rs"]
+mod writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -57,6 +83,12 @@ struct Opts {
     abort_on_error: bool,
     /// `-j N` / `--jobs=N` as given.
     jobs: Option<String>,
+    /// `-W`: write each compiled file to the cache.
+    write_cache: bool,
+    /// `-L DIR`: where the cache is.
+    cache_loc: Option<PathBuf>,
+    /// `-B`: the files are binary policy to load as they are.
+    binary: bool,
 }
 
 /// One parsed top-level profile.
@@ -65,10 +97,24 @@ struct Profile {
     name: String,
     /// `Some(true)` complain, `Some(false)` enforce, `None` not given in flags.
     complain_flag: Option<bool>,
-    /// Child profiles / hats: (full name `parent//child`, own complain flag).
-    children: Vec<(String, Option<bool>)>,
+    /// Child profiles and hats, nested ones included, in file order.
+    children: Vec<Child>,
     /// The raw text of the block (header to closing brace), for the sha1.
     text: String,
+}
+
+/// A child profile or hat.
+#[derive(Debug, Clone)]
+struct Child {
+    /// The full name `-N` prints: `parent//child`, `a//b//c`.
+    name: String,
+    /// The name the compiled blob carries: like the real parser 3.0.8, only the direct parent's
+    /// last component (`b//c` for `a//b//c`).
+    flattened: String,
+    /// `Some(true)` complain, `Some(false)` enforce, `None` not given in flags.
+    complain_flag: Option<bool>,
+    /// `^name` or `hat name`, not `profile name`.
+    hat: bool,
 }
 
 #[derive(Debug)]
@@ -103,6 +149,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         files: Vec::new(),
         abort_on_error: false,
         jobs: None,
+        write_cache: false,
+        cache_loc: None,
+        binary: false,
     };
     let set_action = |opts: &mut Opts, a: Action| -> Result<(), String> {
         match opts.action {
@@ -149,9 +198,12 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "skip-kernel-load" => opts.skip_kernel_load = true,
                 "complain" => opts.complain = true,
                 "abort-on-error" => opts.abort_on_error = true,
-                "skip-cache" | "skip-read-cache" | "write-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
+                "write-cache" => opts.write_cache = true,
+                "binary" => opts.binary = true,
+                "skip-cache" | "skip-read-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
                 "jobs" => opts.jobs = Some(value(key)?),
-                "Include" | "cache-loc" | "base" | "Optimize" | "config-file" | "warn" | "max-jobs" => {
+                "cache-loc" => opts.cache_loc = Some(PathBuf::from(value(key)?)),
+                "Include" | "base" | "Optimize" | "config-file" | "warn" | "max-jobs" | "kernel-features" => {
                     value(key)?;
                 }
                 _ => return Err(format!("apparmor_parser: unrecognized option '--{key}'")),
@@ -172,7 +224,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 'V' => set_action(&mut opts, Action::Version)?,
                 'Q' => opts.skip_kernel_load = true,
                 'C' => opts.complain = true,
-                'K' | 'T' | 'W' | 'q' | 'v' => {}
+                'W' => opts.write_cache = true,
+                'B' => opts.binary = true,
+                'K' | 'T' | 'q' | 'v' => {}
                 'j' | 'I' | 'b' | 'O' | 'L' | 'f' => {
                     let rest: String = chars[k..].iter().collect();
                     k = chars.len();
@@ -186,10 +240,11 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                     } else {
                         rest
                     };
-                    if c == 'f' {
-                        opts.subdomainfs = Some(PathBuf::from(v));
-                    } else if c == 'j' {
-                        opts.jobs = Some(v);
+                    match c {
+                        'f' => opts.subdomainfs = Some(PathBuf::from(v)),
+                        'j' => opts.jobs = Some(v),
+                        'L' => opts.cache_loc = Some(PathBuf::from(v)),
+                        _ => {}
                     }
                 }
                 _ => return Err(format!("apparmor_parser: invalid option -- '{c}'")),
@@ -207,7 +262,14 @@ fn log_call(args: &[String], subdomainfs: Option<&Path>) {
             _ => return,
         },
     };
-    let line = serde_json::json!({ "argv": args, "pid": std::process::id() }).to_string() + "\n";
+    // The content of each file operand, so that tests can tell which profile a staged copy is.
+    let inputs: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with('-'))
+        .filter_map(|a| fs::read(a).ok())
+        .map(|bytes| apparmor_loader::scan::hex(&Sha256::digest(&bytes)))
+        .collect();
+    let line = serde_json::json!({ "argv": args, "pid": std::process::id(), "inputs": inputs }).to_string() + "\n";
     // O_APPEND with one write per line: concurrent invocations do not interleave.
     if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(path) {
         let _ = f.write_all(line.as_bytes());
@@ -226,6 +288,9 @@ fn run(opts: Opts) -> ExitCode {
     if files.is_empty() {
         eprintln!("apparmor_parser: no profile files given (the fake parser does not read stdin)");
         return ExitCode::from(1);
+    }
+    if opts.binary {
+        return binary::load_files(&opts, action, &files);
     }
     let touches_kernel = matches!(action, Action::Add | Action::Replace | Action::Remove) && !opts.skip_kernel_load;
     let kernel = if touches_kernel {
@@ -288,15 +353,21 @@ fn run(opts: Opts) -> ExitCode {
                     let _ = out.flush();
                 }
             }
+            // -Q -W -L: compile into the cache.
+            _ if kernel.is_none() && opts.write_cache && opts.cache_loc.is_some() => {
+                if text.contains("# fake: hang") {
+                    return hang();
+                }
+                let cache = opts.cache_loc.as_deref().expect("checked above");
+                if let Err(msg) = binary::write_cache(cache, file, &text, &profiles, opts.complain) {
+                    eprintln!("{msg}");
+                    failed = true;
+                }
+            }
             _ if kernel.is_none() => {} // -Q: compile only
             Action::Add | Action::Replace => {
                 if text.contains("# fake: hang") {
-                    // Hang until killed; but do not outlive a caller that was itself killed.
-                    let parent = std::os::unix::process::parent_id();
-                    while std::os::unix::process::parent_id() == parent {
-                        thread::sleep(Duration::from_millis(100));
-                    }
-                    return ExitCode::from(137);
+                    return hang();
                 }
                 if text.contains("# fake: fail-load") {
                     eprintln!("AppArmor parser error for {file} in profile {file} at line 1: fake load failure");
@@ -304,8 +375,11 @@ fn run(opts: Opts) -> ExitCode {
                     continue;
                 }
                 let dir = kernel.as_deref().expect("checked above");
-                if let Err(msg) = load(dir, &profiles, opts.complain, action == Action::Add) {
-                    eprintln!("{msg}");
+                // Like the real parser: `-r FILE` sends the kernel exactly what `-Q -W` would cache
+                // (with the complain bit under -C), so both paths give the same kernel hash.
+                if let Err(reason) = binary::load_source(dir, &text, &profiles, opts.complain, action == Action::Add) {
+                    let verb = if action == Action::Add { "add" } else { "replace" };
+                    eprintln!("apparmor_parser: Unable to {verb} \"{file}\".  {reason}");
                     failed = true;
                 }
             }
@@ -332,6 +406,15 @@ fn run(opts: Opts) -> ExitCode {
     }
     let _ = out.flush();
     if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+}
+
+/// Hangs until killed; but does not outlive a caller that was itself killed.
+fn hang() -> ExitCode {
+    let parent = std::os::unix::process::parent_id();
+    while std::os::unix::process::parent_id() == parent {
+        thread::sleep(Duration::from_millis(100));
+    }
+    ExitCode::from(137)
 }
 
 enum FileError {
@@ -484,7 +567,7 @@ fn parse_header(header: &str, line: usize, nested: bool) -> Result<(String, Opti
 }
 
 fn parse_profile_file(text: &str) -> Result<Vec<Profile>, ParseError> {
-    // Stack of open blocks: (full name, complain flag, index into `profiles` of its top-level).
+    // Stack of open blocks: (full name, complain flag).
     let mut stack: Vec<(String, Option<bool>)> = Vec::new();
     let mut profiles: Vec<Profile> = Vec::new();
     let mut last_line = 0;
@@ -537,8 +620,11 @@ fn parse_profile_file(text: &str) -> Result<Vec<Profile>, ParseError> {
             if nested {
                 let parent = &stack.last().expect("nested").0;
                 let full = format!("{parent}//{name}");
+                let direct_parent = parent.rsplit("//").next().unwrap_or(parent);
+                let hat = header.trim_start().starts_with('^') || header.trim_start().starts_with("hat ");
+                let flattened = format!("{direct_parent}//{name}");
                 let p = profiles.last_mut().expect("a block is open");
-                p.children.push((full.clone(), mode));
+                p.children.push(Child { name: full.clone(), flattened, complain_flag: mode, hat });
                 if !closes {
                     stack.push((full, mode));
                 }
@@ -622,6 +708,10 @@ fn lock(dir: &Path) -> Result<Lock, String> {
 }
 
 fn write_atomic(path: &Path, content: &str) -> io::Result<()> {
+    write_atomic_bytes(path, content.as_bytes())
+}
+
+fn write_atomic_bytes(path: &Path, content: &[u8]) -> io::Result<()> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp.{}", std::process::id()));
     fs::write(&tmp, content)?;
@@ -704,40 +794,6 @@ impl Kernel {
         let rev = fs::read_to_string(self.dir.join("revision")).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
         write_atomic(&self.dir.join("revision"), &format!("{}\n", rev + 1))
     }
-}
-
-fn mode_str(complain: bool) -> &'static str {
-    if complain { "complain" } else { "enforce" }
-}
-
-fn load(dir: &Path, profiles: &[Profile], force_complain: bool, add_only: bool) -> Result<(), String> {
-    if profiles.is_empty() {
-        return Ok(());
-    }
-    let _lock = lock(dir)?;
-    let mut k = Kernel::open(dir).map_err(|e| format!("apparmor_parser: fake kernel: {e}"))?;
-    if add_only {
-        if let Some(p) = profiles.iter().find(|p| k.listing.contains_key(&p.name)) {
-            return Err(format!(
-                "Profile already exists\napparmor_parser: Unable to add \"{}\".  Profile already exists",
-                p.name
-            ));
-        }
-    }
-    for p in profiles {
-        let complain = force_complain || p.complain_flag.unwrap_or(false);
-        let mode = mode_str(complain);
-        let digest = Sha256::digest(format!("{mode}\0{}", p.text).as_bytes());
-        let sha1: String = digest.iter().take(20).map(|b| format!("{b:02x}")).collect();
-        k.remove_tree(&p.name);
-        k.listing.insert(p.name.clone(), mode.to_string());
-        for (child, child_flag) in &p.children {
-            let child_complain = force_complain || child_flag.unwrap_or(complain);
-            k.listing.insert(child.clone(), mode_str(child_complain).to_string());
-        }
-        k.set_policy(&p.name, mode, &sha1).map_err(|e| format!("apparmor_parser: fake kernel: {e}"))?;
-    }
-    k.commit().map_err(|e| format!("apparmor_parser: fake kernel: {e}"))
 }
 
 /// Removes the names the file defines (with their children); returns the names not loaded.

@@ -191,6 +191,25 @@ pub enum Command {
         #[command(flatten)]
         audit: AuditArgs,
     },
+    /// Compile profile files (or read compiled policy) and print each profile's mode and the
+    /// sha1 the kernel will show for it; with --kernel, whether the kernel runs exactly that.
+    Inspect {
+        /// Profile files (compiled policy with --binary).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The files are compiled binary policy (a parser cache file, `apparmor_parser -S` output).
+        #[arg(long)]
+        binary: bool,
+        /// As a complain-mode load (`apparmor_parser -C`) would send it.
+        #[arg(long)]
+        complain: bool,
+        /// Compare with the kernel's policy/profiles/*/{sha1,mode}: loaded, different or absent (exit 1 unless all loaded).
+        #[arg(long)]
+        kernel: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove managed profiles from the kernel by name.
     Unload {
         /// Profile names.

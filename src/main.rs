@@ -8,6 +8,7 @@ use apparmor_loader::agent;
 use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::commands::{self, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
+use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +38,10 @@ fn main() -> ExitCode {
         Command::Check { paths } => commands::check(&host, paths),
         Command::Status { json } => commands::status(&host, *json),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
+        Command::Inspect { files, binary, complain, kernel, json } => {
+            let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
+            inspect::inspect(&host, &args)
+        }
         Command::Denials { profile, follow, json, all, audit } => {
             resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
                 commands::denials(&DenialsArgs {

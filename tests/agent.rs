@@ -45,10 +45,11 @@ fn str_of(v: &Value) -> String {
     v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())
 }
 
-/// Load calls that name `file` (by path under the profiles dir).
-fn loads_of(env: &TestEnv, file: &str) -> Vec<Call> {
-    let p = env.path(file).display().to_string();
-    env.calls_of(CallKind::Load).into_iter().filter(|c| c.files().contains(&p)).collect()
+/// Compile calls that were given `file`'s current content (the agent hands the parser a private
+/// copy, so the content, not the path, says which file a call was about).
+fn compiles_of(env: &TestEnv, file: &str) -> Vec<Call> {
+    let content = fs::read_to_string(env.path(file)).unwrap_or_default();
+    env.calls_of(CallKind::Compile).into_iter().filter(|c| c.has_content(&content)).collect()
 }
 
 #[test]
@@ -63,9 +64,10 @@ fn cold_start_loads_everything_in_one_parser_call() {
     assert_eq!(env.kernel.sha1s(), shas);
     assert_eq!(env.kernel.mode("/usr/sbin/nginx").as_deref(), Some("complain"));
 
-    let loads = env.calls_of(CallKind::Load);
-    assert_eq!(loads.len(), 1, "cold start of good files is one batch: {loads:?}");
-    assert_eq!(loads[0].files().len(), 3, "{loads:?}");
+    let compiles = env.calls_of(CallKind::Compile);
+    assert_eq!(compiles.len(), 1, "cold start of good files is one compile: {compiles:?}");
+    assert_eq!(compiles[0].inputs.len(), 3, "{compiles:?}");
+    assert_eq!(env.count(CallKind::Load), 3, "each file's policy is loaded as one unit");
     assert_eq!(env.count(CallKind::Remove), 0);
 
     let v = agent.profiles();
@@ -110,15 +112,11 @@ fn edit_of_one_file_among_many_costs_one_load() {
     });
 
     let new_calls: Vec<Call> = env.calls()[n_calls..].to_vec();
-    let loads: Vec<&Call> = new_calls.iter().filter(|c| c.kind() == CallKind::Load).collect();
-    assert_eq!(loads.len(), 1, "one parser call for the edit: {new_calls:?}");
-    assert_eq!(loads[0].files(), vec![env.path("f07").display().to_string()], "only the edited file: {new_calls:?}");
-    assert!(new_calls.iter().all(|c| c.kind() != CallKind::Remove), "{new_calls:?}");
-    let names_calls: Vec<&Call> = new_calls.iter().filter(|c| c.kind() == CallKind::Names).collect();
-    assert!(names_calls.len() <= 1, "at most one -N for one changed file: {names_calls:?}");
-    for c in names_calls {
-        assert!(!c.files().contains(&env.path("f03").display().to_string()), "unchanged files are not re-read by -N: {c:?}");
-    }
+    let compiles: Vec<&Call> = new_calls.iter().filter(|c| c.kind() == CallKind::Compile).collect();
+    assert_eq!(compiles.len(), 1, "one compile for the edit: {new_calls:?}");
+    assert_eq!(compiles[0].inputs, vec![sha256_hex(new.as_bytes())], "only the edited file: {new_calls:?}");
+    assert_eq!(new_calls.iter().filter(|c| c.kind() == CallKind::Load).count(), 1, "{new_calls:?}");
+    assert!(new_calls.iter().all(|c| c.kind() != CallKind::Remove && c.kind() != CallKind::Names), "{new_calls:?}");
     let after = env.kernel.sha1s();
     for (name, sha) in &before_shas {
         if name != "p07" {
@@ -209,7 +207,9 @@ fn foreign_name_is_refused_and_never_touched() {
     agent.wait_profile_state("good", "loaded");
     assert_eq!(env.kernel.sha1("docker-default"), foreign_sha);
     assert_eq!(env.kernel.mode("snap.firefox.firefox").as_deref(), Some("complain"));
-    assert!(loads_of(&env, "docker").is_empty(), "the refused file is never loaded");
+    // Its names come from compiling it; its policy never reaches the kernel: one load, good's.
+    assert_eq!(compiles_of(&env, "docker").len(), 1, "compiled once, for its names");
+    assert_eq!(env.count(CallKind::Load), 1, "{:?}", env.calls());
 
     let v = agent.profiles();
     let snap = profile_entry(&v, "snap.firefox.firefox").unwrap_or_else(|| panic!("foreign profiles are listed: {v}"));
@@ -285,7 +285,7 @@ fn load_failure_after_compile_keeps_last_good_too() {
     let sha = env.kernel.sha1("a");
     env.write("a", &format!("# fake: fail-load\n{}", profile("a", &["/a r", "/b r"])));
     let f = agent.wait_file_state("a", "stale");
-    assert!(str_of(&f["error"]).contains("fake load failure"), "{f}");
+    assert!(str_of(&f["error"]).contains("the kernel refused the policy"), "{f}");
     assert_eq!(env.kernel.sha1("a"), sha);
 }
 
@@ -380,7 +380,7 @@ fn hung_parser_times_out_and_the_rest_loads() {
     assert!(start.elapsed() < Duration::from_secs(15), "took {:?}", start.elapsed());
     assert_eq!(agent.get("/healthz").unwrap().0, 200);
     assert_eq!(agent.get("/readyz").unwrap().0, 503);
-    let hung = loads_of(&env, "hang");
+    let hung = compiles_of(&env, "hang");
     assert!(!hung.is_empty());
     for c in &hung {
         wait_until(DEADLINE, &format!("hung parser pid {} killed", c.pid), || process_gone(c.pid));
@@ -423,7 +423,9 @@ fn drift_is_repaired() {
     });
     wait_drift_repairs(&mut agent, 2.0);
 
-    // A removed child profile is drift too.
+    // A parent replaced without its hat is drift too (the kernel keeps old children on a
+    // replace, but the parent's policy changed).
+    let w2 = env.kernel.sha1("w2").unwrap();
     let before = env.calls().len();
     let hatless = env.tmp.path().join("hatless");
     fs::write(&hatless, "profile w2 {\n}\n").unwrap();
@@ -432,12 +434,17 @@ fn drift_is_repaired() {
         Some(&manual_log),
     );
     assert!(o.status.success(), "{}", show(&o));
-    wait_until(DEADLINE, "w2//handling restored", || env.kernel.has("w2//handling"));
-    let reloads: Vec<Call> = env.calls()[before..].iter().filter(|c| c.kind() == CallKind::Load).cloned().collect();
+    assert_ne!(env.kernel.sha1("w2").as_deref(), Some(w2.as_str()));
+    wait_until(DEADLINE, "w2 restored", || env.kernel.sha1("w2").as_deref() == Some(w2.as_str()));
+    assert!(env.kernel.has("w2//handling"));
+    let after: Vec<Call> = env.calls()[before..].to_vec();
+    let workers = fs::read_to_string(env.path("workers")).unwrap();
+    let compiles: Vec<&Call> = after.iter().filter(|c| c.kind() == CallKind::Compile).collect();
     assert!(
-        reloads.iter().all(|c| c.files() == vec![env.path("workers").display().to_string()]),
-        "only the drifted file is reloaded: {reloads:?}"
+        !compiles.is_empty() && compiles.iter().all(|c| c.inputs == vec![sha256_hex(workers.as_bytes())]),
+        "only the drifted file is reloaded: {after:?}"
     );
+    assert!(after.iter().filter(|c| c.kind() == CallKind::Load).count() >= 1, "{after:?}");
 
     wait_drift_repairs(&mut agent, 3.0);
 }
@@ -473,7 +480,7 @@ fn sigterm_finishes_the_parser_call_in_flight() {
     let mut agent = env.spawn_agent_with(&[], &[("FAKE_PARSER_DELAY_MS", "1500")]);
     agent.wait_ready();
     env.write("b", &profile("b", &[]));
-    wait_until(DEADLINE, "the load of b to start", || !loads_of(&env, "b").is_empty());
+    wait_until(DEADLINE, "the load of b to start", || !compiles_of(&env, "b").is_empty());
     agent.sigterm();
     let st = agent.wait_exit(Duration::from_secs(8));
     assert!(st.success(), "exit status after SIGTERM: {st}");
@@ -516,10 +523,9 @@ fn complain_mode_from_config_file() {
     agent.wait_ready();
     assert_eq!(env.kernel.mode("payment-api").as_deref(), Some("complain"));
     assert_eq!(env.kernel.mode("w1").as_deref(), Some("enforce"));
-    let pay = loads_of(&env, "payment-api");
-    assert!(pay.iter().all(Call::complain), "payment-api is loaded with -C: {pay:?}");
-    let w = loads_of(&env, "workers");
-    assert!(w.iter().all(|c| !c.complain()), "workers is not loaded with -C: {w:?}");
+    // The parser writes no policy under -C: complain mode is set in the compiled policy.
+    assert!(env.calls_of(CallKind::Compile).iter().all(|c| !c.complain()), "{:?}", env.calls());
+    assert_eq!(compiles_of(&env, "payment-api").len(), 1);
     assert_eq!(profile_entry(&agent.profiles(), "payment-api").unwrap()["mode"], "complain");
 }
 
@@ -588,7 +594,8 @@ fn duplicate_name_in_two_files_refuses_one() {
     files.insert(winner.to_string(), fs::read_to_string(env.path(winner)).unwrap());
     assert_eq!(env.kernel.sha1("dup"), expected_kernel(&files).1.get("dup").cloned(), "the kernel has the winner's version");
     let loser = if winner == "one" { "two" } else { "one" };
-    assert!(loads_of(&env, loser).is_empty(), "the refused file is never loaded");
+    assert_eq!(compiles_of(&env, loser).len(), 1, "compiled once, for its names");
+    assert_eq!(env.count(CallKind::Load), 2, "fine and the winner are loaded, the loser never: {:?}", env.calls());
     assert_eq!(agent.get("/readyz").unwrap().0, 503);
 }
 
@@ -635,7 +642,7 @@ fn files_defining_no_profile_are_reported_and_hold_nothing_else_back() {
     }
     let (st, body) = agent.get_json("/readyz").unwrap();
     assert_eq!(st, 503, "{body}");
-    assert!(loads_of(&env, "empty").is_empty() && loads_of(&env, "comments").is_empty());
+    assert_eq!(env.count(CallKind::Load), 1, "only a is loaded: {:?}", env.calls());
 }
 
 #[test]
@@ -677,10 +684,11 @@ fn stale_survives_a_restart_and_edits_while_down_cost_one_load() {
     agent.wait_file_state("workers", "loaded");
     assert_eq!(env.kernel.sha1("payment-api"), good_sha, "the last good version stays");
     assert_eq!(env.kernel.sha1("/usr/sbin/nginx"), nginx_sha);
-    let loads: Vec<Call> = env.calls()[n..].iter().filter(|c| c.kind() == CallKind::Load).cloned().collect();
-    let loaded_files: Vec<String> = loads.iter().flat_map(Call::files).collect();
-    assert!(loaded_files.contains(&env.path("workers").display().to_string()), "{loads:?}");
-    assert!(!loaded_files.contains(&env.path("nginx").display().to_string()), "unchanged files are not reloaded: {loads:?}");
+    let compiles: Vec<Call> = env.calls()[n..].iter().filter(|c| c.kind() == CallKind::Compile).cloned().collect();
+    assert!(compiles.iter().any(|c| c.has_content(w)), "{compiles:?}");
+    let nginx = fs::read_to_string(env.path("nginx")).unwrap();
+    assert!(!compiles.iter().any(|c| c.has_content(&nginx)), "unchanged files are not compiled again: {compiles:?}");
+    assert_eq!(env.calls()[n..].iter().filter(|c| c.kind() == CallKind::Load).count(), 1, "only workers is loaded");
 }
 
 #[test]
@@ -717,10 +725,9 @@ fn many_files_cold_start_is_batched_and_one_edit_is_one_load() {
     let mut agent = env.spawn_agent(&[]);
     agent.wait_ready();
     assert_eq!(env.kernel.names().len(), 300);
-    let loads = env.count(CallKind::Load);
-    let names = env.count(CallKind::Names);
-    assert!(loads <= 4, "cold start of 300 files in few parser calls, got {loads} loads");
-    assert!(names <= 4, "names of 300 files in few parser calls, got {names} -N calls");
+    let compiles = env.count(CallKind::Compile);
+    assert!(compiles <= 4, "cold start of 300 files in few parser calls, got {compiles} compiles");
+    assert_eq!(env.count(CallKind::Names), 0);
     let n = env.calls().len();
     env.write("f150", &profile("p150", &["/d/150 r", "/d/150b r"]));
     wait_for(DEADLINE, "p150 reloaded", || {
@@ -730,9 +737,9 @@ fn many_files_cold_start_is_batched_and_one_edit_is_one_load() {
         if new >= 1 && p["state"] == "loaded" { Ok(()) } else { Err(p.to_string()) }
     });
     let new: Vec<Call> = env.calls()[n..].to_vec();
-    let loads: Vec<&Call> = new.iter().filter(|c| c.kind() == CallKind::Load).collect();
-    assert_eq!(loads.len(), 1, "{loads:?}");
-    assert_eq!(loads[0].files().len(), 1, "{loads:?}");
+    let compiles: Vec<&Call> = new.iter().filter(|c| c.kind() == CallKind::Compile).collect();
+    assert_eq!(compiles.len(), 1, "{compiles:?}");
+    assert_eq!(compiles[0].inputs.len(), 1, "{compiles:?}");
 }
 
 #[test]
@@ -787,14 +794,14 @@ fn sigterm_while_the_parser_hangs_still_exits_promptly() {
     env.write("h", &format!("{}# fake: hang\n", profile("h", &[])));
     // Default --parser-timeout (30 s): the shutdown must not wait for it.
     let mut agent = env.spawn_agent(&[]);
-    wait_until(DEADLINE, "the hanging load to start", || !loads_of(&env, "h").is_empty());
+    wait_until(DEADLINE, "the hanging load to start", || !compiles_of(&env, "h").is_empty());
     let start = Instant::now();
     agent.sigterm();
     let st = agent.wait_exit(Duration::from_secs(15));
     let took = start.elapsed();
     assert!(st.success(), "exit status after SIGTERM: {st}");
     assert!(took < Duration::from_secs(12), "SIGTERM took {took:?} with a hung parser");
-    for c in loads_of(&env, "h") {
+    for c in compiles_of(&env, "h") {
         wait_until(DEADLINE, "the hung parser to be gone", || process_gone(c.pid));
     }
 }
@@ -802,16 +809,16 @@ fn sigterm_while_the_parser_hangs_still_exits_promptly() {
 #[test]
 
 fn names_stay_with_their_files_when_parser_workers_finish_out_of_order() {
-    // The real parser forks a worker per file (unless -j0/low memory) and their -N output
-    // reaches the pipe in completion order, not file order; only -j1 keeps the order.
+    // The real parser forks a worker per file and they finish in any order; names are read from
+    // each file's own compiled policy, so the order cannot move a name to another file.
     let env = TestEnv::new();
-    // A non-tunables include makes the file need the parser's -N (no quick read).
     env.write("x1", "include <local/x1>\nprofile x1 {\n  /x1 r,\n}\n");
     env.write("x2", "include <local/x2>\nprofile x2 {\n}\nprofile x2b {\n}\n");
     env.write("x3", "include <local/x3>\nprofile x3 {\n}\n");
     let mut agent = env.spawn_agent_with(&[], &[("FAKE_PARSER_PARALLEL", "1")]);
     agent.wait_ready();
-    assert!(env.count(CallKind::Names) >= 1, "the test needs -N calls: {:?}", env.calls());
+    assert_eq!(env.count(CallKind::Compile), 1, "{:?}", env.calls());
+    assert_eq!(env.count(CallKind::Names), 0, "names come from the compiled policy, never from -N");
     let v = agent.profiles();
     for (file, names) in [("x1", vec!["x1"]), ("x2", vec!["x2", "x2b"]), ("x3", vec!["x3"])] {
         let e = file_entry(&v, file).unwrap_or_else(|| panic!("{file} in {v}"));

@@ -160,14 +160,16 @@ fn complain_from_flag_and_from_profile_flags() {
 }
 
 #[test]
-fn replace_drops_children_no_longer_defined() {
+/// Like the kernel's __replace_profile(): children the new version does not redefine are moved
+/// to it, not removed.
+fn replace_keeps_children_it_does_not_redefine() {
     let fx = Fx::new();
     let v1 = fx.file("v1", "profile p {\n  ^h1 {\n  }\n  ^h2 {\n  }\n}\n");
     let v2 = fx.file("v2", "profile p {\n  ^h2 {\n  }\n}\n");
     assert!(fx.load(&[&v1]).status.success());
     assert_eq!(fx.k.names(), vec!["p", "p//h1", "p//h2"]);
     assert!(fx.load(&[&v2]).status.success());
-    assert_eq!(fx.k.names(), vec!["p", "p//h2"]);
+    assert_eq!(fx.k.names(), vec!["p", "p//h1", "p//h2"]);
 }
 
 #[test]

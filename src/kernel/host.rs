@@ -22,6 +22,9 @@ use crate::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;
+/// Deepest child nesting read from the kernel's policy tree (hats of hats are rare; the
+/// kernel itself bounds the depth).
+const MAX_CHILD_DEPTH: usize = 8;
 
 /// The real kernel.
 pub struct HostKernel {
@@ -200,23 +203,30 @@ impl Kernel for HostKernel {
     }
 
     fn hashes(&self) -> Result<BTreeMap<String, String>, KernelError> {
-        let dir = self.apparmor_dir.join("policy").join("profiles");
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            // Kernels built without policy hashing have no such directory: loads are then
-            // checked against the listing alone.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(source) => return Err(KernelError::Read { path: dir, source }),
-        };
+        let root = self.apparmor_dir.join("policy").join("profiles");
         let mut out = BTreeMap::new();
-        for entry in entries.flatten() {
-            // A profile replaced while we read can vanish between listing and reading: skip it.
-            let (Ok(name), Ok(sha1)) =
-                (fs::read_to_string(entry.path().join("name")), fs::read_to_string(entry.path().join("sha1")))
-            else {
-                continue;
+        // A child's directory sits in its parent's `profiles/`; its `name` file holds the last
+        // part of its name only.
+        let mut stack = vec![(root, String::new(), 0)];
+        while let Some((dir, prefix, depth)) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                // Kernels built without policy hashing have no such directory (then loads are
+                // checked against the listing alone), and a childless profile has no `profiles/`.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(KernelError::Read { path: dir, source }),
             };
-            out.insert(name.trim_end_matches('\n').to_string(), sha1.trim().to_string());
+            for entry in entries.flatten() {
+                let read = |f: &str| fs::read_to_string(entry.path().join(f));
+                // A profile replaced while we read can vanish: skip it.
+                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1")) else { continue };
+                let name = name.trim_end_matches('\n');
+                let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}//{name}") };
+                if depth < MAX_CHILD_DEPTH {
+                    stack.push((entry.path().join("profiles"), full.clone(), depth + 1));
+                }
+                out.insert(full, sha1.trim().to_string());
+            }
         }
         Ok(out)
     }

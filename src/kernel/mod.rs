@@ -17,6 +17,7 @@ use crate::listing::{KernelProfile, ListingError};
 use crate::parser_output::{self, Diagnostic};
 use crate::scan::SourceFile;
 
+/// Reader of compiled binary policy: the names, modes and hashes the kernel will see.
 pub mod blob;
 #[cfg(test)]
 pub mod fake;

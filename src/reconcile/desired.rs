@@ -102,6 +102,9 @@ impl<K: Kernel> Reconciler<K> {
                 let mode = self.settings.policy.file_mode(&c.top_level());
                 c.in_mode(mode).map_err(|e| format!("{}: {e}", file.shown.display()))
             });
+            if let Err(e) = &result {
+                tracing::error!(file = %file.shown.display(), error = %e, "the file does not compile; the kernel keeps what it has");
+            }
             out.insert(file.key.clone(), result);
         }
         Ok(out)
@@ -125,23 +128,18 @@ fn exact_content(file: &SourceFile, max: u64) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// Rules on what a compiled file may contain, checked before anything is loaded.
+/// Rules on what a compiled file may contain, checked before anything is loaded: the root
+/// namespace only, and no child of a profile the file does not define (it would hang under
+/// someone else's profile).
 fn check_policy(file: &SourceFile, c: Compiled) -> Result<Compiled, String> {
     let shown = file.shown.display();
-    let tops: BTreeSet<String> = c.top_level().into_iter().collect();
-    for p in &c.profiles {
-        if let Some(ns) = &p.namespace {
-            return Err(format!(
-                "{shown}: profile {:?} is in the policy namespace {ns:?}; apparmor-loader manages the root namespace only",
-                p.name
-            ));
-        }
-        // A child whose parent the file does not define would attach a hat to someone
-        // else's profile.
-        let parent = crate::listing::top_level(&p.name);
-        if !tops.contains(parent) {
-            return Err(format!("{shown}: defines {:?}, a child of {parent:?}, which the file does not define", p.name));
-        }
+    if let Some(p) = c.profiles.iter().find(|p| p.namespace.is_some()) {
+        let ns = p.namespace.as_deref().unwrap_or_default();
+        return Err(format!(
+            "{shown}: profile {:?} is in the policy namespace {ns:?}; apparmor-loader manages the root namespace only",
+            p.name
+        ));
     }
+    crate::kernel::blob::check_self_contained(&c.profiles).map_err(|e| format!("{shown}: {e}"))?;
     Ok(c)
 }

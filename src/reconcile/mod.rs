@@ -143,7 +143,8 @@ impl<K: Kernel> Reconciler<K> {
         Ok(Reconciler { kernel, store, state, saved, save_error: None, settings, stop: CancellationToken::new() })
     }
 
-    /// Once `stop` is cancelled, a running sync starts no further kernel change.
+    /// Once `stop` is cancelled, a running sync starts no further parser process (policy
+    /// already compiled is still loaded).
     pub fn with_stop(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
         self
@@ -193,7 +194,7 @@ impl<K: Kernel> Reconciler<K> {
             run.counts.add(*op, false);
         }
         let loads = apply::loads(&planned);
-        if !loads.is_empty() && !self.stop.is_cancelled() {
+        if !loads.is_empty() {
             self.load_all(&loads, &mut run);
         }
         self.remove_all(&planned.plan.removals, &mut run);

@@ -216,8 +216,13 @@ pub fn expected_kernel(files: &BTreeMap<String, String>) -> (BTreeMap<String, St
 pub enum CallKind {
     Version,
     Names,
+    /// `-Q -W`: compile to binary policy (what the agent runs for every file it loads).
+    Compile,
+    /// `-B` with `-a`/`-r`: load compiled policy (the agent's way to load where the directory is
+    /// not the kernel's securityfs, as in these tests).
     Load,
     Remove,
+    /// `-Q` without `-W`: compile only (`check`).
     Check,
     Other,
 }
@@ -226,6 +231,9 @@ pub enum CallKind {
 pub struct Call {
     pub argv: Vec<String>,
     pub pid: u32,
+    /// sha256 of each readable file operand, in order: the agent hands the parser private copies,
+    /// so the content says which profile file a call was about.
+    pub inputs: Vec<String>,
 }
 
 impl Call {
@@ -238,6 +246,8 @@ impl Call {
                 "--names" => flags.push('N'),
                 "--version" => flags.push('V'),
                 "--skip-kernel-load" => flags.push('Q'),
+                "--write-cache" => flags.push('W'),
+                "--binary" => flags.push('B'),
                 s if s.starts_with('-') && !s.starts_with("--") => flags.push_str(&s[1..]),
                 _ => {}
             }
@@ -246,6 +256,8 @@ impl Call {
             CallKind::Version
         } else if flags.contains('N') {
             CallKind::Names
+        } else if flags.contains('Q') && flags.contains('W') {
+            CallKind::Compile
         } else if flags.contains('Q') {
             CallKind::Check
         } else if flags.contains('R') {
@@ -273,6 +285,11 @@ impl Call {
         out
     }
 
+    /// Whether the call was given this content (any of its file operands).
+    pub fn has_content(&self, content: &str) -> bool {
+        self.inputs.contains(&sha256_hex(content.as_bytes()))
+    }
+
     pub fn complain(&self) -> bool {
         self.argv.iter().any(|a| a == "--complain" || (a.starts_with('-') && !a.starts_with("--") && a.contains('C')))
     }
@@ -289,6 +306,10 @@ pub fn read_calls(log: &Path) -> Vec<Call> {
             Call {
                 argv: v["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect(),
                 pid: v["pid"].as_u64().unwrap_or(0) as u32,
+                inputs: v["inputs"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect()
