@@ -125,7 +125,7 @@ pub fn run_suggest(args: &SuggestArgs, out: &mut dyn Write, stop: &StopFlag) -> 
     let records: Vec<AuditRecord> = match &args.input {
         SuggestInput::File(path) => {
             let f = std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-            let read = source::read_records(BufReader::new(f))?;
+            let read = super::saved::read_records(BufReader::new(f))?;
             malformed = read.parse_errors;
             read.records
         }
