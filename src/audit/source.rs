@@ -980,7 +980,8 @@ pub(crate) mod tests {
 
     /// Sends a USER_AVC message to the kernel audit subsystem (needs CAP_AUDIT_WRITE). The kernel
     /// multicasts it to the read-log group and, with no auditd, prints it to the kernel log with
-    /// facility 0: a real-kernel end-to-end check of both sources without AppArmor.
+    /// facility 0: a real-kernel end-to-end check of both sources without AppArmor, and of the
+    /// forgery every such sender can attempt.
     pub(crate) fn send_user_avc(body: &str) -> nix::Result<()> {
         use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, socket};
         use std::os::fd::AsRawFd;
@@ -1026,7 +1027,8 @@ pub(crate) mod tests {
         let tag = format!("netlink-{}", std::process::id());
         send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
         let (rec, _) = recv_tagged(&src.rx, &tag);
-        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert_eq!((rec.audit_type, rec.origin), (Some(record::AUDIT_TYPE_USER_AVC), record::Origin::Userspace));
+        assert_eq!((rec.pid, rec.reported_pid), (Some(std::process::id()), Some(1)), "the kernel-stamped sender");
         assert!(rec.timestamp.is_some());
         src.stop();
         src.join();
@@ -1047,7 +1049,8 @@ pub(crate) mod tests {
         let tag = format!("kmsg-{}", std::process::id());
         send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
         let (rec, before) = recv_tagged(&src.rx, &tag);
-        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert_eq!((rec.audit_type, rec.origin), (Some(record::AUDIT_TYPE_USER_AVC), record::Origin::Userspace));
+        assert_eq!(rec.pid, Some(std::process::id()), "the kernel-stamped sender");
         assert!(!before.iter().any(|n| n == "/forged"), "a userspace-written line must not be delivered: {before:?}");
         assert!(src.stats.lines.load(Ordering::Relaxed) >= 2);
         assert_eq!(src.stats.lost.load(Ordering::Relaxed), 0);
