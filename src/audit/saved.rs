@@ -42,6 +42,18 @@ pub enum Format {
 }
 
 impl Format {
+    /// The name used in reports (`kmsg`, `audit-log`, `journal-json`, `journal-export`, `dmesg-decoded`, `text`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Format::Kmsg => "kmsg",
+            Format::AuditLog => "audit-log",
+            Format::JournalJson => "journal-json",
+            Format::JournalExport => "journal-export",
+            Format::DmesgDecoded => "dmesg-decoded",
+            Format::Text => "text",
+        }
+    }
+
     /// What the format is and what it proves, for the `suggest` report.
     pub fn describe(&self) -> &'static str {
         match self {
