@@ -77,18 +77,7 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
     if let Some(i) = rec.info.as_deref() {
         let _ = write!(s, " info={}", clean(i));
     }
-    if let Some(p) = rec.pid {
-        let _ = write!(s, " pid={p}");
-    }
-    if let Some(u) = rec.uid {
-        let _ = write!(s, " uid={u}");
-    }
-    if let Some(l) = rec.sender_label.as_deref() {
-        let _ = write!(s, " sender={}", clean(l));
-    }
-    if let Some(p) = rec.reported_pid {
-        let _ = write!(s, " claimed_pid={p}");
-    }
+    write_task(&mut s, rec);
     if let Some(c) = rec.comm.as_deref() {
         let _ = write!(s, " comm={}", clean(c));
     }
@@ -101,6 +90,23 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
         }
     }
     s
+}
+
+/// ` pid=… uid=… sender=… claimed_pid=…`: the task, and for a USER_AVC its sender as the kernel stamped
+/// it and the pid it claimed.
+fn write_task(s: &mut String, rec: &AuditRecord) {
+    if let Some(p) = rec.pid {
+        let _ = write!(s, " pid={p}");
+    }
+    if let Some(u) = rec.uid {
+        let _ = write!(s, " uid={u}");
+    }
+    if let Some(l) = rec.sender_label.as_deref() {
+        let _ = write!(s, " sender={}", clean(l));
+    }
+    if let Some(p) = rec.reported_pid {
+        let _ = write!(s, " claimed_pid={p}");
+    }
 }
 
 #[cfg(test)]
