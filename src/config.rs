@@ -172,9 +172,11 @@ pub enum Command {
         /// The profile to write rules for.
         #[arg(long, value_name = "NAME")]
         profile: String,
-        /// Read records from a saved kernel log, `journalctl -k`/`dmesg` output or an audit log.
+        /// Read records from a saved log (repeatable). A raw /dev/kmsg dump, auditd's log,
+        /// `journalctl -o json`/`-o export` or `dmesg -x` can prove the kernel wrote a record; plain
+        /// `dmesg`/`journalctl` text cannot, and rules only such lines support are marked `?`.
         #[arg(long, value_name = "FILE", conflicts_with = "live", required_unless_present = "live")]
-        from: Option<PathBuf>,
+        from: Vec<PathBuf>,
         /// Read records live from the audit source until interrupted (or for --duration).
         #[arg(long)]
         live: bool,
@@ -187,6 +189,10 @@ pub enum Command {
         /// Print JSON instead of the patch-like list.
         #[arg(long)]
         json: bool,
+        /// Also turn userspace-reported records (USER_AVC: any process with CAP_AUDIT_WRITE can send
+        /// them) into rules, marked `?`. Without it they are counted and left out.
+        #[arg(long)]
+        trust_userspace: bool,
         /// Audit record source.
         #[command(flatten)]
         audit: AuditArgs,

@@ -55,13 +55,15 @@ fn main() -> ExitCode {
                 })
             })
         }
-        Command::Suggest { profile, from, live: _, duration, collapse, json, audit } => {
+        Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit } => {
             resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
-                let input = match from {
-                    Some(path) => SuggestInput::File(path.clone()),
-                    None => SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) },
+                let input = if from.is_empty() {
+                    SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) }
+                } else {
+                    SuggestInput::Files(from.clone())
                 };
-                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse: *collapse, json: *json })
+                let (collapse, json, trust_userspace) = (*collapse, *json, *trust_userspace);
+                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace })
             })
         }
     };

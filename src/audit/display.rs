@@ -4,7 +4,7 @@
 //! anything — including terminal escape sequences and newlines. Every such field goes through [`clean`].
 
 use super::cgroup::ContainerRef;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, Origin};
 use std::fmt::Write as _;
 
 /// Makes an untrusted string safe to print on one line: control characters, `"` and `\` are escaped,
@@ -27,12 +27,19 @@ pub fn clean(s: &str) -> String {
 /// `2026-11-28T03:07:50.095Z DENIED web open /etc/shadow mask=r pid=92 comm=cat pod=... container=...`
 ///
 /// The subject depends on the class: a path, `capability=net_raw`, `network=inet/raw`,
-/// `signal=term peer=...`. Missing parts are left out.
+/// `signal=term peer=...`. Missing parts are left out. A record the kernel did not make is marked right
+/// after the time: `USERSPACE-REPORTED` (then `pid`/`uid`/`sender` are the sending process, and
+/// `claimed_pid` what it wrote) or `UNPROVEN`.
 pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> String {
     let mut s = String::new();
     match &rec.timestamp {
         Some(t) => s.push_str(&t.rfc3339()),
         None => s.push('-'),
+    }
+    match rec.origin {
+        Origin::Kernel => {}
+        Origin::Unproven => s.push_str(" UNPROVEN"),
+        Origin::Userspace => s.push_str(" USERSPACE-REPORTED"),
     }
     let _ = write!(
         s,
@@ -70,9 +77,7 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
     if let Some(i) = rec.info.as_deref() {
         let _ = write!(s, " info={}", clean(i));
     }
-    if let Some(p) = rec.pid {
-        let _ = write!(s, " pid={p}");
-    }
+    write_task(&mut s, rec);
     if let Some(c) = rec.comm.as_deref() {
         let _ = write!(s, " comm={}", clean(c));
     }
@@ -87,6 +92,23 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
     s
 }
 
+/// ` pid=… uid=… sender=… claimed_pid=…`: the task, and for a USER_AVC its sender as the kernel stamped
+/// it and the pid it claimed.
+fn write_task(s: &mut String, rec: &AuditRecord) {
+    if let Some(p) = rec.pid {
+        let _ = write!(s, " pid={p}");
+    }
+    if let Some(u) = rec.uid {
+        let _ = write!(s, " uid={u}");
+    }
+    if let Some(l) = rec.sender_label.as_deref() {
+        let _ = write!(s, " sender={}", clean(l));
+    }
+    if let Some(p) = rec.reported_pid {
+        let _ = write!(s, " claimed_pid={p}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,20 +118,26 @@ mod tests {
     fn one_line_per_class() {
         let rows: &[(&str, &str)] = &[
             (
-                r#"audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
+                r#"5,3,0,-;audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
                 "2026-11-28T02:47:50.095Z DENIED t open /secret mask=r pid=92 comm=cat",
             ),
             (
-                r#"audit: type=1400 audit(1.000:2): apparmor="ALLOWED" operation="capable" profile="web" pid=9 comm="ping" capability=13  capname="net_raw""#,
+                r#"type=AVC msg=audit(1.000:2): apparmor="ALLOWED" operation="capable" profile="web" pid=9 comm="ping" capability=13  capname="net_raw""#,
                 "1970-01-01T00:00:01.000Z ALLOWED web capable capability=net_raw pid=9 comm=ping",
             ),
+            // Text of unknown provenance says so.
             (
                 r#"apparmor="DENIED" operation="create" profile="web" pid=9 comm="ping" family="inet" sock_type="raw" protocol=1 requested="create" denied="create""#,
-                "- DENIED web create network=inet/raw mask=create pid=9 comm=ping",
+                "- UNPROVEN DENIED web create network=inet/raw mask=create pid=9 comm=ping",
             ),
             (
                 r#"apparmor="DENIED" operation="exec" info="no new privs" error=-1 profile="p" name=2F746D702F612062 pid=1 comm=1B5B326A requested_mask="x" denied_mask="x" target="q""#,
-                r#"- DENIED p exec "/tmp/a b" mask=x target=q info="no new privs" pid=1 comm=\u{1b}[2j"#,
+                r#"- UNPROVEN DENIED p exec "/tmp/a b" mask=x target=q info="no new privs" pid=1 comm=\u{1b}[2j"#,
+            ),
+            // A USER_AVC: the sender's kernel-stamped identity, its claimed pid apart.
+            (
+                "6,9,0,-;audit: type=1107 audit(1.000:4): pid=812 uid=65534 auid=4294967295 ses=4294967295 subj=unconfined msg='apparmor=\"DENIED\" operation=\"capable\" profile=\"t\" pid=1 comm=\"x\" capname=\"sys_admin\"\\x0a'",
+                "1970-01-01T00:00:01.000Z USERSPACE-REPORTED DENIED t capable capability=sys_admin pid=812 uid=65534 sender=unconfined claimed_pid=1 comm=x",
             ),
         ];
         for (line, want) in rows {
@@ -122,7 +150,7 @@ mod tests {
     fn container_suffix_and_cleaning() {
         let r = parse_line(r#"apparmor="DENIED" operation="open" profile="t" name=2F610A62 pid=1"#).unwrap().unwrap();
         let c = ContainerRef { container_id: Some("ab".repeat(32)), pod_uid: Some("u-1".into()), runtime: None };
-        assert_eq!(format_record(&r, Some(&c)), "- DENIED t open /a\\u{a}b pid=1 pod=u-1 container=abababababab");
+        assert_eq!(format_record(&r, Some(&c)), "- UNPROVEN DENIED t open /a\\u{a}b pid=1 pod=u-1 container=abababababab");
         assert_eq!(clean(""), "\"\"");
         assert_eq!(clean("a\"b\\"), "a\\\"b\\\\");
     }

@@ -1,4 +1,6 @@
-//! `GET /denials?profile=NAME&limit=N&after=ID`: the monitor's recent records as JSON.
+//! `GET /denials?profile=NAME&limit=N&after=ID&origin=kernel|userspace`: the monitor's recent records as
+//! JSON. By default the kernel's records only; `origin=userspace` the records the kernel did not make
+//! (USER_AVC), which the monitor keeps in a ring of their own and never counts as denials.
 //!
 //! Read-only, like every endpoint of the agent. Merge [`router`] into the agent's router.
 
@@ -15,7 +17,7 @@ pub fn router(view: DenialsView) -> Router {
 }
 
 /// The handler: `profile` filters by profile (and its children), `limit` keeps the most recent N,
-/// `after` returns only records with a larger id (for polling). Oldest first.
+/// `after` returns only records with a larger id (for polling), `origin` picks the ring. Oldest first.
 pub async fn denials(State(view): State<DenialsView>, Query(q): Query<RingQuery>) -> Json<DenialsResponse> {
     // The ring lock is held only to clone at most `capacity` entries: short enough for an async handler.
     Json(view.response(&q))
@@ -24,12 +26,19 @@ pub async fn denials(State(view): State<DenialsView>, Query(q): Query<RingQuery>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::ring::RingOrigin;
 
     #[test]
     fn query_string_and_handler() {
         let uri: axum::http::Uri = "/denials?profile=web&limit=5&after=7".parse().unwrap();
         let Query(q) = Query::<RingQuery>::try_from_uri(&uri).unwrap();
-        assert_eq!(q, RingQuery { profile: Some("web".into()), limit: Some(5), after: Some(7) });
+        assert_eq!(q, RingQuery { profile: Some("web".into()), limit: Some(5), after: Some(7), origin: RingOrigin::Kernel });
+        let Query(q) = Query::<RingQuery>::try_from_uri(&"/denials?origin=userspace".parse().unwrap()).unwrap();
+        assert_eq!(q.origin, RingOrigin::Userspace);
+        assert!(
+            Query::<RingQuery>::try_from_uri(&"/denials?origin=forged".parse().unwrap()).is_err(),
+            "an unknown origin is a 400"
+        );
         let Query(q) = Query::<RingQuery>::try_from_uri(&"/denials".parse().unwrap()).unwrap();
         assert_eq!(q, RingQuery::default());
         assert!(Query::<RingQuery>::try_from_uri(&"/denials?limit=many".parse().unwrap()).is_err(), "a bad limit is a 400");

@@ -2,7 +2,7 @@
 //! be able to create unbounded time series (profile names of unmanaged profiles, generated
 //! `//null-...` children, operations of future kernels all fold into `other`).
 
-use super::record::{AuditRecord, Decision};
+use super::record::{AuditRecord, Decision, Origin};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -134,6 +134,9 @@ pub struct AuditMetrics {
     pub lost: Counter,
     /// `audit_log_suppressed_total`: denial log lines swallowed by the rate limit.
     pub log_suppressed: Counter,
+    /// `audit_userspace_reported_total`: records the kernel did not make (USER_AVC); no labels, because
+    /// every field of such a record is the sender's to choose.
+    pub userspace_reported: Counter,
     /// `audit_source_up`: 1 while the source is delivering, 0 when it failed or is off.
     pub source_up: Gauge,
     /// `audit_source{source}`: 1 for the source in use.
@@ -152,6 +155,7 @@ impl AuditMetrics {
             parse_errors: Counter::default(),
             lost: Counter::default(),
             log_suppressed: Counter::default(),
+            userspace_reported: Counter::default(),
             source_up: Gauge::default(),
             source: Family::default(),
         };
@@ -172,6 +176,11 @@ impl AuditMetrics {
             m.lost.clone(),
         );
         registry.register("audit_log_suppressed", "Denial log lines suppressed by the log rate limit", m.log_suppressed.clone());
+        registry.register(
+            "audit_userspace_reported",
+            "AppArmor records the kernel did not make (USER_AVC sent by a process): never counted as denials",
+            m.userspace_reported.clone(),
+        );
         registry.register("audit_source_up", "1 while the audit record source is delivering", m.source_up.clone());
         registry.register("audit_source", "The audit record source in use (value 1)", m.source.clone());
         m
@@ -182,8 +191,14 @@ impl AuditMetrics {
         Self::register(&mut Registry::default(), managed)
     }
 
-    /// Counts one record (denials and complain-mode allowances; other decisions are not counted).
+    /// Counts one record: the kernel's denials and complain-mode allowances by profile and operation
+    /// (other decisions are not counted); any record the kernel did not make only in
+    /// `audit_userspace_reported_total`, whatever it claims.
     pub fn observe(&self, rec: &AuditRecord) {
+        if rec.origin != Origin::Kernel {
+            self.userspace_reported.inc();
+            return;
+        }
         let family = match rec.decision {
             Decision::Denied | Decision::Killed => &self.denials,
             Decision::Allowed => &self.allowed,
@@ -243,6 +258,7 @@ mod tests {
         let managed = ProfileSet::new(["web"]);
         let m = AuditMetrics::register(reg.sub_registry_with_prefix("apparmor_loader"), managed.clone());
         let rec = |d: Decision, p: &str, op: &str| AuditRecord {
+            origin: Origin::Kernel,
             decision: d,
             profile: Some(p.into()),
             operation: Some(op.into()),
@@ -250,6 +266,11 @@ mod tests {
         };
         m.observe(&rec(Decision::Denied, "web", "open"));
         m.observe(&rec(Decision::Denied, "web", "open"));
+        // Whatever they claim, records the kernel did not make count only as userspace-reported.
+        for origin in [Origin::Userspace, Origin::Unproven] {
+            m.observe(&AuditRecord { origin, ..rec(Decision::Denied, "web", "open") });
+            m.observe(&AuditRecord { origin, ..rec(Decision::Denied, "web", "capable") });
+        }
         m.observe(&rec(Decision::Denied, "snap.x", "exec"));
         m.observe(&rec(Decision::Allowed, "web", "capable"));
         m.observe(&rec(Decision::Status, "web", "profile_load"));
@@ -266,11 +287,13 @@ mod tests {
             r#"apparmor_loader_audit_denials_total{profile="snap.x",operation="exec"} 1"#,
             r#"apparmor_loader_audit_complain_allowed_total{profile="web",operation="capable"} 1"#,
             "apparmor_loader_audit_parse_errors_total 1",
+            "apparmor_loader_audit_userspace_reported_total 4",
             "apparmor_loader_audit_source_up 1",
             r#"apparmor_loader_audit_source{source="kmsg"} 1"#,
         ] {
             assert!(out.contains(want), "missing {want} in\n{out}");
         }
         assert!(!out.contains("profile_load"));
+        assert!(!out.contains(r#"audit_denials_total{profile="web",operation="capable"}"#), "{out}");
     }
 }

@@ -2,9 +2,11 @@
 //! remembered and turned into rule suggestions. Library code only, independent of the rest of the
 //! crate; the binary wires it to HTTP routes, metrics and CLI subcommands.
 //!
-//! Data flow: a [`source`] thread reads kmsg / netlink / audit.log and parses lines with [`record`];
-//! the [`monitor`] thread counts them ([`metrics`]), attributes them to pods ([`cgroup`]), logs each
-//! distinct denial once and keeps the recent ones ([`ring`]); [`suggest`] turns records into rules.
+//! Data flow: a [`source`] thread reads kmsg / netlink / audit.log and parses lines with [`record`],
+//! which also decides each record's [`Origin`]; the [`monitor`] thread counts the kernel's denials
+//! ([`metrics`]), attributes records to pods ([`cgroup`]), logs each distinct one once and keeps the
+//! recent ones ([`ring`]), userspace-reported records apart; [`suggest`] turns records into rules, from
+//! the live stream or from saved logs ([`saved`]).
 
 /// Which container and pod a pid belongs to, from `/proc/<pid>/cgroup`.
 pub mod cgroup;
@@ -12,6 +14,8 @@ pub mod cgroup;
 pub mod cli;
 /// One readable, terminal-safe line per record.
 pub mod display;
+/// The `key=value` tokenizer and AppArmor field mapping used by [`record`].
+mod fields;
 /// The `GET /denials` route.
 pub mod http;
 /// Prometheus metrics with bounded labels.
@@ -22,6 +26,8 @@ pub mod monitor;
 pub mod record;
 /// The bounded ring of recent records and the log rate limiter.
 pub mod ring;
+/// Saved logs: each file's format, and which of its records it proves the kernel made.
+pub mod saved;
 /// Record sources: /dev/kmsg, the netlink audit multicast group, an audit.log follower; `auto`.
 pub mod source;
 /// Rule suggestions from recorded denials (aa-logprof without the dialogue).
@@ -29,6 +35,6 @@ pub mod suggest;
 
 pub use metrics::{AuditMetrics, ProfileSet};
 pub use monitor::{DenialsResponse, DenialsView, Monitor, MonitorConfig, SourceStatus};
-pub use record::{AuditRecord, Decision, ParseError, parse_line};
+pub use record::{AuditRecord, Decision, Origin, ParseError, parse_line};
 pub use ring::Query;
 pub use source::{SourcePaths, SourceSpec, StopFlag};

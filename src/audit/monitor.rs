@@ -7,8 +7,8 @@
 use super::cgroup::ContainerResolver;
 use super::display::clean;
 use super::metrics::AuditMetrics;
-use super::record::{AuditRecord, Decision};
-use super::ring::{LimiterConfig, LogDecision, LogLimiter, Query, Ring, Snapshot};
+use super::record::{AuditRecord, Decision, Origin};
+use super::ring::{LimiterConfig, LogDecision, LogLimiter, Query, Ring, RingOrigin, Snapshot};
 use super::source::{self, ReadOptions, RunningSource, SourcePaths, SourceSpec, SourceStats, StopFlag};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -68,6 +68,9 @@ pub struct SourceStatus {
     pub parse_errors: u64,
     /// Records lost (kernel overwrote them, or the monitor lagged) since start.
     pub lost: u64,
+    /// Of `records`, those the kernel did not make (USER_AVC), kept apart: `?origin=userspace`.
+    #[serde(default)]
+    pub userspace_reported: u64,
 }
 
 /// What `GET /denials` returns: the source's state and the matching records.
@@ -83,7 +86,22 @@ pub struct DenialsResponse {
 #[derive(Debug)]
 struct Shared {
     ring: Mutex<Ring>,
+    /// Records the kernel did not make: apart, so a flood of them cannot push real denials out.
+    user_ring: Mutex<Ring>,
     status: Mutex<SourceStatus>,
+}
+
+impl Shared {
+    fn new(capacity: usize, status: SourceStatus) -> Self {
+        Shared { ring: Mutex::new(Ring::new(capacity)), user_ring: Mutex::new(Ring::new(capacity)), status: Mutex::new(status) }
+    }
+
+    fn ring(&self, origin: RingOrigin) -> &Mutex<Ring> {
+        match origin {
+            RingOrigin::Kernel => &self.ring,
+            RingOrigin::Userspace => &self.user_ring,
+        }
+    }
 }
 
 /// A cheap, cloneable read handle on a running monitor, for HTTP handlers (`axum::extract::State`).
@@ -93,9 +111,9 @@ pub struct DenialsView {
 }
 
 impl DenialsView {
-    /// The most recent records matching `q` (oldest first).
+    /// The most recent records matching `q` (oldest first), from the ring `q.origin` names.
     pub fn snapshot(&self, q: &Query) -> Snapshot {
-        self.shared.ring.lock().unwrap_or_else(|e| e.into_inner()).snapshot(q)
+        self.shared.ring(q.origin).lock().unwrap_or_else(|e| e.into_inner()).snapshot(q)
     }
 
     /// The source's state.
@@ -112,7 +130,7 @@ impl DenialsView {
     pub fn disabled() -> Self {
         let status =
             SourceStatus { source: "off".into(), description: "audit monitoring is off".into(), ..SourceStatus::default() };
-        DenialsView { shared: Arc::new(Shared { ring: Mutex::new(Ring::new(1)), status: Mutex::new(status) }) }
+        DenialsView { shared: Arc::new(Shared::new(1, status)) }
     }
 }
 
@@ -132,8 +150,7 @@ impl Monitor {
             metrics.set_source("off", false);
             return Ok(Monitor { view: DenialsView::disabled(), stop, thread: None });
         }
-        let shared =
-            Arc::new(Shared { ring: Mutex::new(Ring::new(cfg.ring_capacity)), status: Mutex::new(SourceStatus::default()) });
+        let shared = Arc::new(Shared::new(cfg.ring_capacity, SourceStatus::default()));
         let mut worker = Worker::new(cfg, metrics, shared.clone(), stop.clone());
         worker.open();
         let thread = std::thread::Builder::new().name("audit-monitor".into()).spawn(move || worker.run())?;
@@ -174,17 +191,20 @@ struct Worker {
     source: Option<RunningSource>,
     seen: Seen,
     limiter: LogLimiter,
+    /// Userspace-reported records have their own log budget: a flood of them cannot silence denials.
+    user_limiter: LogLimiter,
     resolver: Option<ContainerResolver>,
     // Totals over all sources since start.
     records: u64,
     parse_errors: u64,
     lost: u64,
+    userspace_reported: u64,
 }
 
 impl Worker {
     fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<Shared>, stop: StopFlag) -> Self {
         let resolver = cfg.resolve_containers.then(|| ContainerResolver::new(cfg.paths.proc_root.clone()));
-        let limiter = LogLimiter::new(cfg.limiter);
+        let (limiter, user_limiter) = (LogLimiter::new(cfg.limiter), LogLimiter::new(cfg.limiter));
         Worker {
             cfg,
             metrics,
@@ -193,10 +213,12 @@ impl Worker {
             source: None,
             seen: Seen::default(),
             limiter,
+            user_limiter,
             resolver,
             records: 0,
             parse_errors: 0,
             lost: 0,
+            userspace_reported: 0,
         }
     }
 
@@ -301,29 +323,38 @@ impl Worker {
         }
         self.parse_errors += dp;
         self.lost += dl;
-        let (records, pe, lo) = (self.records, self.parse_errors, self.lost);
+        let (records, pe, lo, user) = (self.records, self.parse_errors, self.lost, self.userspace_reported);
         self.set_status(|s| {
             s.records = records;
             s.parse_errors = pe;
             s.lost = lo;
+            s.userspace_reported = user;
         });
     }
 
+    /// Counts, logs and keeps one record; the ones the kernel did not make only in their own counter,
+    /// log budget and ring.
     fn handle(&mut self, rec: AuditRecord) {
         self.records += 1;
         self.metrics.observe(&rec);
+        let kernel = rec.origin == Origin::Kernel;
+        if !kernel {
+            self.userspace_reported += 1;
+        }
         let keep = rec.decision.is_violation() || rec.decision == Decision::Audit;
         if !keep {
             tracing::debug!(decision = %rec.decision, operation = ?rec.operation, profile = ?rec.profile, "AppArmor record");
             return;
         }
         let now = Instant::now();
+        // `pid` is kernel-stamped: the confined task, or for a USER_AVC the process that sent it.
         let container = match (&mut self.resolver, rec.pid) {
             (Some(r), Some(pid)) => r.resolve(pid, now),
             _ => None,
         };
         if rec.decision.is_violation() {
-            match self.limiter.check(&rec, now) {
+            let limiter = if kernel { &mut self.limiter } else { &mut self.user_limiter };
+            match limiter.check(&rec, now) {
                 LogDecision::Log { repeats, suppressed } => log_record(&rec, container.as_ref(), repeats, suppressed),
                 LogDecision::Duplicate => {}
                 LogDecision::RateLimited => {
@@ -331,12 +362,13 @@ impl Worker {
                 }
             }
         }
-        self.shared.ring.lock().unwrap_or_else(|e| e.into_inner()).push(rec, container, SystemTime::now());
+        let ring = self.shared.ring(if kernel { RingOrigin::Kernel } else { RingOrigin::Userspace });
+        ring.lock().unwrap_or_else(|e| e.into_inner()).push(rec, container, SystemTime::now());
     }
 }
 
 /// One structured event per distinct denial. Untrusted fields are cleaned so a crafted file name
-/// cannot forge log lines.
+/// cannot forge log lines; a record the kernel did not make says so (`origin`, and its message).
 fn log_record(rec: &AuditRecord, container: Option<&super::cgroup::ContainerRef>, repeats: u64, suppressed: u64) {
     let opt = |v: &Option<String>| v.as_deref().map(clean).unwrap_or_default();
     let (profile, operation, name, comm) = (opt(&rec.profile), opt(&rec.operation), opt(&rec.name), opt(&rec.comm));
@@ -349,19 +381,31 @@ fn log_record(rec: &AuditRecord, container: Option<&super::cgroup::ContainerRef>
     };
     let pod_uid = container.and_then(|c| c.pod_uid.clone()).unwrap_or_default();
     let container_id = container.and_then(|c| c.container_id.clone()).unwrap_or_default();
-    let pid = rec.pid.unwrap_or(0);
+    let (pid, origin) = (rec.pid.unwrap_or(0), rec.origin.as_str());
+    let sender = match (rec.uid, &rec.sender_label) {
+        (Some(uid), Some(l)) => format!("uid={uid} label={}", clean(l)),
+        (Some(uid), None) => format!("uid={uid}"),
+        (None, Some(l)) => format!("label={}", clean(l)),
+        (None, None) => String::new(),
+    };
     macro_rules! event {
         ($level:ident, $msg:literal) => {
             tracing::$level!(
                 target: "apparmor_loader::denials",
                 decision = %rec.decision, %profile, %operation, %name, %mask, %capability, %network, pid, %comm,
-                %pod_uid, %container_id, repeats, suppressed, $msg
+                %pod_uid, %container_id, origin, %sender, repeats, suppressed, $msg
             )
         };
     }
-    match rec.decision {
-        Decision::Allowed => event!(info, "AppArmor complain mode allowed an access the profile does not grant"),
-        _ => event!(warn, "AppArmor denied an access"),
+    match (rec.origin, &rec.decision) {
+        (Origin::Kernel, Decision::Allowed) => {
+            event!(info, "AppArmor complain mode allowed an access the profile does not grant")
+        }
+        (Origin::Kernel, _) => event!(warn, "AppArmor denied an access"),
+        _ => event!(
+            info,
+            "userspace-reported AppArmor record: a process's claim (pid is the sender), not a kernel decision; not counted"
+        ),
     }
 }
 
@@ -423,9 +467,20 @@ mod tests {
         text += &line(5, "DENIED", "other-profile", "/x", 5);
         text += "5,6,0,-;audit: type=1400 audit(1.000:6): apparmor=\"DENIED\" pid=oops\n";
         text += &line(7, "DENIED", "web", "/y", 5);
+        // Forgeries a process can make: USER_AVCs the kernel echoes (its facility), imitating web's
+        // denials, one with a newline and a fake kernel AVC in it; and a write to /dev/kmsg (dropped).
+        for (seq, forged) in [(8, "/etc/shadow"), (9, "/etc/forged-nl")] {
+            let msg = format!(
+                "x\\x0aaudit: type=1400 audit(1.0:1): apparmor=\"DENIED\" operation=\"open\" profile=\"web\" name=\"{forged}\" pid=77"
+            );
+            text += &format!(
+                "6,{seq},0,-;audit: type=1107 audit(1795834070.095:{seq}): pid=77 uid=65534 auid=4294967295 ses=4294967295 subj=unconfined msg='apparmor=\"DENIED\" operation=\"open\" profile=\"web\" name=\"{forged}\" pid=1 requested_mask=\"r\" denied_mask=\"r\" {msg}'\n"
+            );
+        }
+        text += &line(10, "DENIED", "web", "/kmsg-write", 5).replacen("5,10,", "13,10,", 1);
         f.write_all(text.as_bytes()).unwrap();
 
-        wait_for(|| view.status().records >= 5 && view.status().parse_errors == 1);
+        wait_for(|| view.status().records >= 7 && view.status().parse_errors == 1);
         let all = view.snapshot(&Query::default());
         let names: Vec<_> = all.records.iter().map(|e| e.record.name.clone().unwrap()).collect();
         assert_eq!(names, ["/etc/hosts", "/x", "/y"], "ring of 3 keeps the newest; STATUS is not kept");
@@ -436,6 +491,23 @@ mod tests {
         assert_eq!(c.pod_uid.as_deref(), Some("0123abcd-0000-1111-2222-333344445555"));
         assert_eq!(c.container_id.as_deref(), Some(cid.as_str()));
 
+        // The forged records are kept apart, attributed to their sender (pid 77 is the pod above).
+        assert_eq!(view.status().userspace_reported, 2);
+        let user = view.snapshot(&Query { origin: RingOrigin::Userspace, ..Query::default() });
+        let forged: Vec<_> = user
+            .records
+            .iter()
+            .map(|e| (e.record.name.clone().unwrap(), e.record.origin, e.record.pid, e.record.reported_pid))
+            .collect();
+        assert_eq!(
+            forged,
+            [
+                ("/etc/shadow".to_owned(), Origin::Userspace, Some(77), Some(1)),
+                ("/etc/forged-nl".to_owned(), Origin::Userspace, Some(77), Some(1))
+            ]
+        );
+        assert!(user.records[0].container.as_ref().is_some_and(|c| c.container_id.as_deref() == Some(cid.as_str())));
+
         let json = serde_json::to_value(view.response(&Query { limit: Some(1), ..Query::default() })).unwrap();
         assert_eq!(json["source"]["source"], "kmsg");
         assert_eq!(json["records"].as_array().unwrap().len(), 1);
@@ -443,7 +515,9 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
         for want in [
+            // The two forged USER_AVCs for web are not among its denials.
             r#"audit_denials_total{profile="web",operation="open"} 2"#,
+            "audit_userspace_reported_total 2",
             r#"audit_denials_total{profile="other",operation="open"} 1"#,
             r#"audit_complain_allowed_total{profile="web",operation="open"} 1"#,
             "audit_parse_errors_total 1",
@@ -454,6 +528,36 @@ mod tests {
 
         mon.join();
         assert!(stop.is_stopped());
+    }
+
+    #[test]
+    fn a_flood_of_userspace_records_cannot_push_denials_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmsg = dir.path().join("kmsg");
+        std::fs::write(&kmsg, "").unwrap();
+        let metrics = AuditMetrics::unregistered(ProfileSet::new(["web"]));
+        let cfg = MonitorConfig {
+            source: SourceSpec::Kmsg,
+            paths: SourcePaths { kmsg: kmsg.clone(), audit_log: dir.path().join("none"), proc_root: dir.path().into() },
+            read: ReadOptions { poll_interval: Duration::from_millis(10), ..ReadOptions::default() },
+            ring_capacity: 2,
+            ..MonitorConfig::default()
+        };
+        let mon = Monitor::start(cfg, metrics.clone(), StopFlag::new()).unwrap();
+        let view = mon.view();
+        let mut text = line(1, "DENIED", "web", "/real", 5);
+        for seq in 2..50 {
+            text += &format!(
+                "6,{seq},0,-;audit: type=1107 audit(1.000:{seq}): pid=9 uid=1 auid=1 ses=1 msg='apparmor=\"DENIED\" operation=\"open\" profile=\"web\" name=\"/f{seq}\"'\n"
+            );
+        }
+        std::fs::OpenOptions::new().append(true).open(&kmsg).unwrap().write_all(text.as_bytes()).unwrap();
+        wait_for(|| view.status().records >= 49);
+        let names: Vec<_> = view.snapshot(&Query::default()).records.into_iter().map(|e| e.record.name.unwrap()).collect();
+        assert_eq!(names, ["/real"]);
+        assert_eq!(view.snapshot(&Query { origin: RingOrigin::Userspace, ..Query::default() }).records.len(), 2);
+        assert_eq!((metrics.userspace_reported.get(), view.status().userspace_reported), (48, 48));
+        mon.join();
     }
 
     #[test]
@@ -496,7 +600,7 @@ mod tests {
 
     #[test]
     #[ignore = "needs root, kernel audit and the host network namespace; run with --ignored"]
-    fn real_auto_monitor_sees_a_user_avc() {
+    fn real_auto_monitor_keeps_a_user_avc_apart() {
         let mut reg = Registry::default();
         let metrics = AuditMetrics::register(&mut reg, ProfileSet::new(["aal-selftest"]));
         let cfg = MonitorConfig {
@@ -511,11 +615,15 @@ mod tests {
             r#"apparmor="DENIED" operation="open" profile="aal-selftest" name="{tag}" pid=1 comm="selftest" requested_mask="r" denied_mask="r""#
         ))
         .unwrap();
-        let q = Query { profile: Some("aal-selftest".into()), ..Query::default() };
+        let q = Query { profile: Some("aal-selftest".into()), origin: RingOrigin::Userspace, ..Query::default() };
         wait_for(|| view.snapshot(&q).records.iter().any(|e| e.record.name.as_deref() == Some(tag.as_str())));
+        let rec = view.snapshot(&q).records.into_iter().find(|e| e.record.name.as_deref() == Some(tag.as_str())).unwrap().record;
+        assert_eq!((rec.origin, rec.pid, rec.reported_pid), (Origin::Userspace, Some(std::process::id()), Some(1)));
+        assert!(view.snapshot(&Query { profile: q.profile.clone(), ..Query::default() }).records.is_empty());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
-        assert!(out.contains(r#"audit_denials_total{profile="aal-selftest",operation="open"}"#), "{out}");
+        assert!(!out.contains(r#"audit_denials_total{profile="aal-selftest""#), "{out}");
+        assert!(!out.contains("audit_userspace_reported_total 0"), "{out}");
         mon.join();
     }
 }

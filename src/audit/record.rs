@@ -1,4 +1,4 @@
-//! A pure parser of AppArmor audit records.
+//! A pure parser of AppArmor audit records, and the rule that decides who made each one.
 //!
 //! The same record reaches us in several wrappers:
 //!
@@ -9,12 +9,20 @@
 //!   `type=USER_AVC msg=audit(...): pid=1 uid=0 ... msg='apparmor="DENIED" operation="dbus_method_call" ...'`
 //! * a netlink payload: `audit(...): apparmor="DENIED" ...` with the type carried by the netlink header.
 //!
-//! The body is a list of `key=value` pairs. The kernel prints a string it does not trust (a path, a
-//! command name, a profile name) quoted when every byte is printable ASCII other than `"` and space, and
-//! otherwise as bare uppercase hex: `name=2F746D702F612062` is `"/tmp/a b"`. Because such values can never
-//! contain a space or a quote, a hostile file name or command name cannot inject a field — the tokenizer
-//! below relies on that and takes the first occurrence of a key.
+//! **Origin.** The kernel makes AppArmor decisions as type 1400 (AVC) records; user space cannot send that
+//! type (the kernel accepts only 1100–1199 and 2100–2999 from a process holding `CAP_AUDIT_WRITE`). A
+//! USER_AVC (1107) is a process's message: the kernel prefixes it with the sender's `pid= uid= auid= ses=
+//! subj=` (those are the kernel's) and then copies the sender's text verbatim into `msg='...'` — newlines,
+//! quotes, a fake `type=1400 audit(...): apparmor="DENIED"` included. So a record's [`Origin`] is decided
+//! from its type, read where the sender cannot write it (the netlink header, the start of a kernel-facility
+//! kmsg record, the start of an auditd log line), never from the text; and a USER_AVC's `pid`/`uid` are the
+//! kernel-stamped outer fields. A line of unknown provenance (plain dmesg, syslog) is never `Kernel`:
+//! whole-file formats are judged in [`super::saved`].
+//!
+//! Body tokens and fields: [`super::fields`].
 
+use super::fields::{Tokens, apply_field};
+pub use super::fields::{decode_hex, encode_untrusted};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -22,6 +30,49 @@ use std::fmt;
 pub const AUDIT_TYPE_AVC: u16 = 1400;
 /// The audit record type userspace mediators (dbus-daemon) use for AppArmor decisions.
 pub const AUDIT_TYPE_USER_AVC: u16 = 1107;
+
+/// True for the record types the kernel accepts from a process over netlink (`AUDIT_FIRST_USER_MSG`..
+/// `AUDIT_LAST_USER_MSG`, `AUDIT_FIRST_USER_MSG2`..`AUDIT_LAST_USER_MSG2`): their text is the sender's.
+pub fn is_user_type(t: u16) -> bool {
+    (1100..=1199).contains(&t) || (2100..=2999).contains(&t)
+}
+
+/// Who made a record. Decided from the record type and the form it arrived in, never from text a sender
+/// controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The kernel made it: a type 1400 record from the netlink header, a kernel-facility kmsg record, an
+    /// auditd log, or a saved format that keeps that proof (see [`super::saved`]).
+    Kernel,
+    /// Looks like a kernel record, but its form cannot prove it (plain dmesg, journal text, syslog): user
+    /// space can write lines that read the same.
+    #[default]
+    Unproven,
+    /// Userspace-reported: a USER_AVC (or text a process wrote to the kernel log or the journal). The
+    /// AppArmor fields are the sender's claim; only `pid`, `uid` and `sender_label` are the kernel's.
+    Userspace,
+}
+
+impl Origin {
+    /// `kernel`, `unproven` or `userspace` (the JSON spelling).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Origin::Kernel => "kernel",
+            Origin::Unproven => "unproven",
+            Origin::Userspace => "userspace",
+        }
+    }
+
+    /// How far a record of this origin can be trusted: kernel (2) > unproven (1) > userspace (0).
+    pub fn strength(&self) -> u8 {
+        match self {
+            Origin::Kernel => 2,
+            Origin::Unproven => 1,
+            Origin::Userspace => 0,
+        }
+    }
+}
 
 /// What AppArmor decided (the `apparmor=` field).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -130,6 +181,9 @@ pub struct AuditRecord {
     /// The audit record type when the wrapper said (1400 kernel AVC, 1107 USER_AVC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit_type: Option<u16>,
+    /// Who made the record; everything below is the kernel's word only for [`Origin::Kernel`].
+    #[serde(default)]
+    pub origin: Origin,
     /// When and which event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<AuditStamp>,
@@ -156,9 +210,18 @@ pub struct AuditRecord {
     /// `denied_mask=` (or `denied=` on newer kernels).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub denied_mask: Option<String>,
-    /// `pid=`: the task.
+    /// `pid=`: the task; for a USER_AVC the sending process, as the kernel stamped it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// USER_AVC: the sender's uid, as the kernel stamped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// USER_AVC: the sender's security label (`subj=`), as the kernel stamped it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_label: Option<String>,
+    /// USER_AVC: the `pid=` the sender wrote inside `msg='...'` (dbus-daemon: the peer it mediated); a claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_pid: Option<u32>,
     /// `comm=`: the task's command name, hex-decoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
@@ -230,8 +293,9 @@ pub enum ParseError {
 /// The header fields of one `/dev/kmsg` record: `PRI,SEQ,TIMESTAMP_USEC,FLAGS[,...];MESSAGE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KmsgHeader {
-    /// Syslog priority: facility << 3 | level. Facility 0 is the kernel; userspace writes to /dev/kmsg
-    /// are forced to a non-zero facility, so facility 0 cannot be forged from userspace.
+    /// Syslog priority: facility << 3 | level. Facility 0 is the kernel: a process writing to /dev/kmsg
+    /// gets LOG_USER unless it asks for another non-zero facility (`devkmsg_write`), so facility 0 cannot
+    /// be forged from user space. (It still covers USER_AVC text the kernel echoes: see [`Origin`].)
     pub priority: u32,
     /// The record's sequence number: strictly increasing, gaps mean records were overwritten.
     pub seq: u64,
@@ -283,53 +347,168 @@ pub fn unescape_kmsg(msg: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Parses one line in any of the supported forms.
-///
-/// Returns `Ok(None)` for a line that is not an AppArmor record (decided without allocating), `Err` for
-/// an AppArmor record that is malformed, `Ok(Some)` otherwise.
-pub fn parse_line(line: &str) -> Result<Option<AuditRecord>, ParseError> {
-    parse_with_type(line, None)
-}
-
-/// Parses a netlink audit message payload whose type came from the netlink header. Types other than
-/// 1400 (AVC) and 1107 (USER_AVC) are not AppArmor and give `Ok(None)`.
-pub fn parse_netlink_payload(msg_type: u16, payload: &str) -> Result<Option<AuditRecord>, ParseError> {
-    if msg_type != AUDIT_TYPE_AVC && msg_type != AUDIT_TYPE_USER_AVC {
-        return Ok(None);
-    }
-    parse_with_type(payload, Some(msg_type))
-}
-
 /// The cheap test every line passes through first: no allocation, one substring search.
 pub fn looks_like_apparmor(line: &str) -> bool {
     line.contains("apparmor=")
 }
 
-fn parse_with_type(line: &str, known_type: Option<u16>) -> Result<Option<AuditRecord>, ParseError> {
+/// Parses a netlink audit message whose type came from the netlink header, which the sender cannot set
+/// to 1400. Types other than 1400 (AVC) and 1107 (USER_AVC) are not AppArmor decisions: `Ok(None)`.
+pub fn parse_netlink_payload(msg_type: u16, payload: &str) -> Result<Option<AuditRecord>, ParseError> {
+    parse_typed(msg_type, payload)
+}
+
+/// Parses one `/dev/kmsg` record: its header and its message as the device prints it (escaped).
+///
+/// A kernel-facility record that starts `audit: type=N audit(` is of type N — the kernel wrote that
+/// prefix. Any other kernel-facility text is [`Origin::Unproven`]; a record a process wrote (facility
+/// not 0) is at most [`Origin::Userspace`].
+pub fn parse_kmsg(hdr: &KmsgHeader, msg: &str) -> Result<Option<AuditRecord>, ParseError> {
+    if !looks_like_apparmor(msg) {
+        return Ok(None);
+    }
+    let msg = unescape_kmsg(msg);
+    if hdr.facility() != 0 {
+        return parse_written_by_process(&msg);
+    }
+    parse_kernel_message(&msg)
+}
+
+/// Parses the text of a kernel log record whose kernel facility was proven elsewhere (kmsg header,
+/// journald's `SYSLOG_FACILITY=0`, `dmesg -x`), already unescaped: typed when it starts the way the
+/// kernel prints an audit record, otherwise [`parse_text`].
+pub fn parse_kernel_message(msg: &str) -> Result<Option<AuditRecord>, ParseError> {
+    match kmsg_audit_prefix(msg) {
+        Some((ty, rest)) => parse_typed(ty, rest),
+        None => parse_text(msg),
+    }
+}
+
+/// Parses text a process is known to have written (a kmsg record with a user facility, a journal entry
+/// of the syslog or native transport): whatever it says, at most [`Origin::Userspace`].
+pub fn parse_written_by_process(line: &str) -> Result<Option<AuditRecord>, ParseError> {
+    parse_text_as(line, true)
+}
+
+/// Parses one line of auditd's log. auditd writes one record per line (it replaces newlines in a
+/// message with spaces) starting with the type it read from the netlink header, so a line that starts
+/// `type=AVC msg=audit(` is a kernel AVC. A line of another shape is text of unknown provenance.
+pub fn parse_audit_log_line(line: &str) -> Result<Option<AuditRecord>, ParseError> {
     if !looks_like_apparmor(line) {
         return Ok(None);
     }
-    // Drop the kmsg prefix when present so its fields never look like part of the record.
-    let line = match split_kmsg(line) {
-        Some((_, msg)) => msg,
+    match audit_log_prefix(line) {
+        Some((ty, rest)) => parse_typed(ty, rest),
+        None => parse_text(line),
+    }
+}
+
+/// Parses one line on its own, in whichever form it has: a kmsg record, an auditd log line, otherwise
+/// text of unknown provenance ([`parse_text`]). `Ok(None)` for a line that is not an AppArmor record
+/// (decided without allocating), `Err` for an AppArmor record that is malformed.
+///
+/// A file is a different matter: a line in the middle of plain dmesg output can have any shape (a
+/// USER_AVC's text after a newline prints as a line of its own), so files go through
+/// [`super::saved::LineParser`], which trusts a self-describing form only when the whole file has it.
+pub fn parse_line(line: &str) -> Result<Option<AuditRecord>, ParseError> {
+    match split_kmsg(line) {
+        Some((hdr, msg)) => parse_kmsg(&hdr, msg),
+        None => parse_audit_log_line(line),
+    }
+}
+
+/// Parses text whose provenance nobody can prove (plain dmesg, syslog, journal short output): the
+/// record is [`Origin::Unproven`], or [`Origin::Userspace`] when its own text says it is a user message.
+pub fn parse_text(line: &str) -> Result<Option<AuditRecord>, ParseError> {
+    parse_text_as(line, false)
+}
+
+/// The type of a kernel log message that starts the way the kernel prints an audit record
+/// (`audit: type=N audit(`, or `type=N audit(` on kernels before the `audit: ` prefix), and the text
+/// from `audit(` on.
+pub fn kmsg_audit_prefix(msg: &str) -> Option<(u16, &str)> {
+    let rest = msg.strip_prefix("audit: ").unwrap_or(msg).strip_prefix("type=")?;
+    let (num, rest) = rest.split_once(' ')?;
+    let ty = parse_digits(num)?;
+    rest.starts_with("audit(").then_some((ty, rest))
+}
+
+/// The type of a line that starts the way auditd writes a record (`[node=NAME ]type=NAME msg=audit(`),
+/// and the text from `audit(` on. A type name other than `AVC`, `USER_AVC` or `UNKNOWN[N]` gives 0
+/// (a record, but not one of ours).
+pub fn audit_log_prefix(line: &str) -> Option<(u16, &str)> {
+    let line = match line.strip_prefix("node=") {
+        Some(rest) => rest.split_once(' ')?.1,
         None => line,
     };
-    let (stamp, body_start) = match find_stamp(line)? {
+    let (name, rest) = line.strip_prefix("type=")?.split_once(' ')?;
+    let rest = rest.strip_prefix("msg=")?;
+    if !rest.starts_with("audit(") {
+        return None;
+    }
+    let ty = match name {
+        "AVC" => AUDIT_TYPE_AVC,
+        "USER_AVC" => AUDIT_TYPE_USER_AVC,
+        other => other.strip_prefix("UNKNOWN[").and_then(|v| v.strip_suffix(']')).and_then(parse_digits).unwrap_or(0),
+    };
+    Some((ty, rest))
+}
+
+/// A record whose type was read where its sender cannot write (a netlink header, the kernel's own prefix,
+/// auditd's or journald's type field): 1400 is the kernel's, 1107 a process's, others are not ours.
+/// `text` starts at the `audit(` stamp, when there is one.
+pub(super) fn parse_typed(ty: u16, text: &str) -> Result<Option<AuditRecord>, ParseError> {
+    let origin = match ty {
+        AUDIT_TYPE_AVC => Origin::Kernel,
+        AUDIT_TYPE_USER_AVC => Origin::Userspace,
+        _ => return Ok(None),
+    };
+    if !looks_like_apparmor(text) {
+        return Ok(None);
+    }
+    let (timestamp, body) = if text.starts_with("audit(") {
+        let (stamp, end) = stamp_at(text, 0)?;
+        (Some(stamp), &text[end..])
+    } else {
+        (None, text)
+    };
+    let rec = AuditRecord { audit_type: Some(ty), origin, timestamp, ..AuditRecord::default() };
+    match origin {
+        Origin::Userspace => Ok(user_record(body, rec)),
+        _ => kernel_record(body, rec),
+    }
+}
+
+fn parse_text_as(line: &str, process_written: bool) -> Result<Option<AuditRecord>, ParseError> {
+    if !looks_like_apparmor(line) {
+        return Ok(None);
+    }
+    let first_key = line.find("apparmor=").unwrap_or(0);
+    let claimed = record_type(&line[..first_key]);
+    if claimed.is_some_and(|t| t != AUDIT_TYPE_AVC && !is_user_type(t)) {
+        return Ok(None);
+    }
+    let (timestamp, body_start) = match find_stamp(line)? {
         Some((stamp, end)) => (Some(stamp), end),
         None => (None, 0),
     };
-    let first_key = line.find("apparmor=").unwrap_or(0);
-    let audit_type = known_type.or_else(|| record_type(&line[..first_key]));
     let body = &line[body_start..];
-    let Some(start) = find_apparmor_key(body) else {
+    let Some(start) = find_apparmor_key(body, true) else {
         // `apparmor=` only inside some other token: not a record of ours.
         return Ok(None);
     };
-    // In a USER_AVC the AppArmor fields sit inside msg='...'; the closing quote ends them.
-    let in_user_msg = start > 0 && body.as_bytes()[start - 1] == b'\'';
-    let mut rec = AuditRecord { audit_type, timestamp: stamp, ..AuditRecord::default() };
+    // A user message: its type says so, or its AppArmor fields open a `msg='...'`.
+    let user_shaped = claimed.is_some_and(is_user_type) || (start > 0 && body.as_bytes()[start - 1] == b'\'');
+    let origin = if process_written || user_shaped { Origin::Userspace } else { Origin::Unproven };
+    let rec = AuditRecord { audit_type: claimed, origin, timestamp, ..AuditRecord::default() };
+    if user_shaped { Ok(user_record(body, rec)) } else { kernel_record(body, rec) }
+}
+
+/// The AppArmor fields of a kernel-written body: `apparmor="DENIED" operation=...`.
+fn kernel_record(body: &str, mut rec: AuditRecord) -> Result<Option<AuditRecord>, ParseError> {
+    let Some(start) = find_apparmor_key(body, false) else { return Ok(None) };
     let mut seen_decision = false;
-    for tok in Tokens::new(&body[start..], in_user_msg) {
+    for tok in Tokens::new(&body[start..], false) {
         let (key, value) = tok?;
         apply_field(&mut rec, key, value, &mut seen_decision)?;
     }
@@ -340,11 +519,77 @@ fn parse_with_type(line: &str, known_type: Option<u16>) -> Result<Option<AuditRe
     Ok(Some(rec))
 }
 
-/// Finds `audit(SECS.MILLIS:SERIAL):` and returns the stamp and the byte offset just after it.
+/// A user message: `pid=N uid=N auid=N ses=N subj=LABEL msg='TEXT'`. Everything before `msg='` is the
+/// kernel's; TEXT is the sender's, read up to its first `'`. A malformed token in TEXT ends it (the
+/// sender's syntax errors are not the kernel's parse errors); no `apparmor=` there means no record.
+fn user_record(body: &str, mut rec: AuditRecord) -> Option<AuditRecord> {
+    let at = body.find("msg='")?;
+    let sender = Sender::parse(&body[..at]);
+    let text = &body[at + "msg='".len()..];
+    let start = find_apparmor_key(text, false)?;
+    let mut seen_decision = false;
+    for tok in Tokens::new(&text[start..], true) {
+        let Ok((key, value)) = tok else { break };
+        if apply_field(&mut rec, key, value, &mut seen_decision).is_err() {
+            break;
+        }
+    }
+    if !seen_decision {
+        return None;
+    }
+    rec.reported_pid = rec.pid.take();
+    rec.pid = sender.pid;
+    rec.uid = sender.uid;
+    rec.sender_label = sender.label;
+    Some(rec)
+}
+
+/// The kernel-stamped identity of a user message's sender.
+#[derive(Debug, Default)]
+struct Sender {
+    pid: Option<u32>,
+    uid: Option<u32>,
+    label: Option<String>,
+}
+
+impl Sender {
+    /// Reads `pid=` and `uid=` (first occurrence) and the `subj=` label (the rest: AppArmor labels may
+    /// hold a space, as in `name (enforce)`). The kernel prints pid and uid before subj, so nothing in
+    /// the label can stand in for them.
+    fn parse(outer: &str) -> Sender {
+        let mut s = Sender::default();
+        let mut pos = 0;
+        for word in outer.split(' ') {
+            let here = pos;
+            pos += word.len() + 1;
+            if word.starts_with("subj=") {
+                let label = outer[here + "subj=".len()..].trim();
+                s.label = (!label.is_empty()).then(|| label.to_owned());
+                break;
+            }
+            match word.split_once('=') {
+                Some(("pid", v)) if s.pid.is_none() => s.pid = parse_digits(v),
+                Some(("uid", v)) if s.uid.is_none() => s.uid = parse_digits(v),
+                _ => {}
+            }
+        }
+        s
+    }
+}
+
+/// Finds `audit(SECS.MILLIS:SERIAL):` before the first `apparmor=` and returns the stamp and the byte
+/// offset just after it.
 fn find_stamp(line: &str) -> Result<Option<(AuditStamp, usize)>, ParseError> {
     // Only look before the first `apparmor=`: a stamp-like text later would be inside a value.
     let limit = line.find("apparmor=").unwrap_or(line.len());
-    let Some(pos) = line[..limit].find("audit(") else { return Ok(None) };
+    match line[..limit].find("audit(") {
+        Some(pos) => stamp_at(line, pos).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Parses the stamp that starts at `pos` (at `audit(`).
+fn stamp_at(line: &str, pos: usize) -> Result<(AuditStamp, usize), ParseError> {
     let rest = &line[pos + "audit(".len()..];
     let close = rest.find(')').ok_or(ParseError::BadStamp)?;
     let inner = &rest[..close];
@@ -361,7 +606,7 @@ fn find_stamp(line: &str) -> Result<Option<(AuditStamp, usize)>, ParseError> {
     if line[end..].starts_with(':') {
         end += 1;
     }
-    Ok(Some((AuditStamp { secs, millis, serial }, end)))
+    Ok((AuditStamp { secs, millis, serial }, end))
 }
 
 fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
@@ -371,7 +616,8 @@ fn parse_digits<T: std::str::FromStr>(s: &str) -> Option<T> {
     s.parse().ok()
 }
 
-/// The record type from a `type=1400` / `type=AVC` / `type=USER_AVC` / `type=UNKNOWN[1400]` prefix.
+/// The type a text claims before its AppArmor fields: `type=1400` / `type=AVC` / `type=USER_AVC` /
+/// `type=UNKNOWN[1400]`, or journald's `audit[PID]: AVC`. A claim, not a proof.
 fn record_type(prefix: &str) -> Option<u16> {
     let Some(pos) = prefix.find("type=") else {
         // journald's rendering of a kernel record: `audit[PID]: AVC apparmor=...`.
@@ -395,14 +641,14 @@ fn record_type(prefix: &str) -> Option<u16> {
     }
 }
 
-/// The offset of an `apparmor=` key that starts a token (at the start, or after a space or the `'`
-/// that opens a USER_AVC msg), so `name="/x/apparmor=y"` does not count.
-fn find_apparmor_key(body: &str) -> Option<usize> {
+/// The offset of an `apparmor=` key that starts a token (at the start, or after a space or tab; with
+/// `after_quote`, also after the `'` that opens a user message), so `name="/x/apparmor=y"` does not count.
+fn find_apparmor_key(body: &str, after_quote: bool) -> Option<usize> {
     let bytes = body.as_bytes();
     let mut from = 0;
     while let Some(rel) = body[from..].find("apparmor=") {
         let at = from + rel;
-        if at == 0 || matches!(bytes[at - 1], b' ' | b'\'' | b'\t') {
+        if at == 0 || matches!(bytes[at - 1], b' ' | b'\t') || (after_quote && bytes[at - 1] == b'\'') {
             return Some(at);
         }
         from = at + 1;
@@ -410,516 +656,5 @@ fn find_apparmor_key(body: &str) -> Option<usize> {
     None
 }
 
-/// A value as written: quoted text, or a bare token (number, hex, `(null)`, `?`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Value<'a> {
-    Quoted(&'a str),
-    Bare(&'a str),
-}
-
-struct Tokens<'a> {
-    s: &'a str,
-    pos: usize,
-    in_user_msg: bool,
-    done: bool,
-}
-
-impl<'a> Tokens<'a> {
-    fn new(s: &'a str, in_user_msg: bool) -> Self {
-        Tokens { s, pos: 0, in_user_msg, done: false }
-    }
-}
-
-/// Bytes that end the AppArmor part of a line: the USER_AVC closing quote is handled separately;
-/// 0x1d is auditd's separator before its "enriched" (interpreted) fields.
-fn is_end_marker(b: u8) -> bool {
-    b == 0x1d || b == b'\n' || b == b'\r'
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = Result<(&'a str, Value<'a>), ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let bytes = self.s.as_bytes();
-        while self.pos < bytes.len() && (bytes[self.pos] == b' ' || bytes[self.pos] == b'\t') {
-            self.pos += 1;
-        }
-        if self.pos >= bytes.len() || is_end_marker(bytes[self.pos]) || (self.in_user_msg && bytes[self.pos] == b'\'') {
-            self.done = true;
-            return None;
-        }
-        let key_start = self.pos;
-        while self.pos < bytes.len()
-            && (bytes[self.pos].is_ascii_alphanumeric() || bytes[self.pos] == b'_' || bytes[self.pos] == b'-')
-        {
-            self.pos += 1;
-        }
-        if self.pos == key_start || self.pos >= bytes.len() || bytes[self.pos] != b'=' {
-            self.done = true;
-            return Some(Err(ParseError::MissingEquals(key_start)));
-        }
-        let key = &self.s[key_start..self.pos];
-        self.pos += 1; // '='
-        if self.pos < bytes.len() && bytes[self.pos] == b'"' {
-            let vstart = self.pos + 1;
-            // The kernel never puts a quote inside a quoted value (it hex-encodes such strings instead).
-            match self.s[vstart..].find('"') {
-                Some(rel) => {
-                    self.pos = vstart + rel + 1;
-                    Some(Ok((key, Value::Quoted(&self.s[vstart..vstart + rel]))))
-                }
-                None => {
-                    self.done = true;
-                    Some(Err(ParseError::Unterminated(key.to_owned())))
-                }
-            }
-        } else {
-            let vstart = self.pos;
-            while self.pos < bytes.len()
-                && bytes[self.pos] != b' '
-                && bytes[self.pos] != b'\t'
-                && !is_end_marker(bytes[self.pos])
-                && !(self.in_user_msg && bytes[self.pos] == b'\'')
-            {
-                self.pos += 1;
-            }
-            Some(Ok((key, Value::Bare(&self.s[vstart..self.pos]))))
-        }
-    }
-}
-
-/// Decodes the kernel's hex form of an untrusted string (`2F746D70` → `/tmp`). `None` when the text is
-/// not an even-length run of hex digits. Bytes that are not UTF-8 become U+FFFD.
-pub fn decode_hex(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    if b.is_empty() || b.len() % 2 != 0 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(b.len() / 2);
-    for pair in b.chunks_exact(2) {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        out.push((hi * 16 + lo) as u8);
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Encodes a string the way the kernel's `audit_log_untrustedstring` does: quoted when every byte is
-/// printable ASCII other than `"` and space, otherwise bare uppercase hex. Used by tests and fixtures.
-pub fn encode_untrusted(s: &str) -> String {
-    let needs_hex = s.bytes().any(|b| b <= 0x20 || b == b'"' || b >= 0x7f);
-    if needs_hex { s.bytes().map(|b| format!("{b:02X}")).collect() } else { format!("\"{s}\"") }
-}
-
-/// A string field the kernel may hex-encode: decode bare hex, map `(null)` to `None`.
-fn untrusted(v: Value<'_>) -> Option<String> {
-    match v {
-        Value::Quoted(s) => Some(s.to_owned()),
-        Value::Bare("(null)") | Value::Bare("") => None,
-        Value::Bare(s) => Some(decode_hex(s).unwrap_or_else(|| s.to_owned())),
-    }
-}
-
-/// A string field the kernel writes itself (quoted literal); taken verbatim.
-fn text(v: Value<'_>) -> Option<String> {
-    match v {
-        Value::Quoted(s) => Some(s.to_owned()),
-        Value::Bare("(null)") | Value::Bare("") => None,
-        Value::Bare(s) => Some(s.to_owned()),
-    }
-}
-
-fn number<T: std::str::FromStr>(key: &str, v: Value<'_>) -> Result<Option<T>, ParseError> {
-    let s = match v {
-        Value::Quoted(s) | Value::Bare(s) => s,
-    };
-    if s.is_empty() || s == "?" || s == "(null)" {
-        return Ok(None);
-    }
-    s.parse().map(Some).map_err(|_| ParseError::BadNumber(key.to_owned()))
-}
-
-/// Sets a field unless an earlier token already did (first occurrence wins).
-fn set_once<T>(slot: &mut Option<T>, v: Option<T>) {
-    if slot.is_none() {
-        *slot = v;
-    }
-}
-
-fn apply_field(rec: &mut AuditRecord, key: &str, v: Value<'_>, seen_decision: &mut bool) -> Result<(), ParseError> {
-    match key {
-        "apparmor" if !*seen_decision => {
-            let s = match v {
-                Value::Quoted(s) | Value::Bare(s) => s,
-            };
-            if s.is_empty() {
-                return Err(ParseError::EmptyDecision);
-            }
-            rec.decision = Decision::from_field(s);
-            *seen_decision = true;
-        }
-        "operation" => set_once(&mut rec.operation, text(v)),
-        "class" => set_once(&mut rec.class, text(v)),
-        "namespace" => set_once(&mut rec.namespace, untrusted(v)),
-        "profile" | "label" => set_once(&mut rec.profile, untrusted(v)),
-        "name" => set_once(&mut rec.name, untrusted(v)),
-        "requested_mask" | "requested" => set_once(&mut rec.requested_mask, text(v)),
-        "denied_mask" | "denied" => set_once(&mut rec.denied_mask, text(v)),
-        "pid" => set_once(&mut rec.pid, number(key, v)?),
-        "comm" => set_once(&mut rec.comm, untrusted(v)),
-        "capability" => set_once(&mut rec.capability, number(key, v)?),
-        "capname" => set_once(&mut rec.capname, text(v)),
-        "family" => set_once(&mut rec.family, text(v)),
-        "sock_type" => set_once(&mut rec.sock_type, text(v)),
-        "protocol" => set_once(&mut rec.protocol, number(key, v)?),
-        "info" => set_once(&mut rec.info, text(v)),
-        "error" => set_once(&mut rec.error, number(key, v)?),
-        "target" => set_once(&mut rec.target, untrusted(v)),
-        "peer" | "peer_label" => set_once(&mut rec.peer, untrusted(v)),
-        "signal" => set_once(&mut rec.signal, text(v)),
-        "fsuid" => set_once(&mut rec.fsuid, number(key, v)?),
-        "ouid" => set_once(&mut rec.ouid, number(key, v)?),
-        // Everything else (fields of other classes, auditd's additions) is ignored on purpose.
-        _ => {}
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(line: &str) -> AuditRecord {
-        parse_line(line).unwrap_or_else(|e| panic!("{line}: {e}")).unwrap_or_else(|| panic!("not a record: {line}"))
-    }
-
-    #[test]
-    fn kmsg_file_denial() {
-        let r = parse(
-            r#"6,1234,5678,-;audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#,
-        );
-        assert_eq!(r.audit_type, Some(1400));
-        assert_eq!(r.timestamp, Some(AuditStamp { secs: 1795834070, millis: 95, serial: 3 }));
-        assert_eq!(r.decision, Decision::Denied);
-        assert_eq!(r.operation.as_deref(), Some("open"));
-        assert_eq!(r.profile.as_deref(), Some("t"));
-        assert_eq!(r.name.as_deref(), Some("/secret"));
-        assert_eq!(r.pid, Some(92));
-        assert_eq!(r.comm.as_deref(), Some("cat"));
-        assert_eq!(r.requested_mask.as_deref(), Some("r"));
-        assert_eq!(r.denied_mask.as_deref(), Some("r"));
-        assert_eq!(r.fsuid, Some(0));
-        assert_eq!(r.ouid, Some(0));
-    }
-
-    /// (line, decision, operation, profile, name, denied mask)
-    type Row =
-        (&'static str, &'static str, Option<&'static str>, Option<&'static str>, Option<&'static str>, Option<&'static str>);
-
-    #[test]
-    fn table_of_real_shapes() {
-        let rows: &[Row] = &[
-            // dmesg with a timestamp, class= (kernel >= 4.x Ubuntu) and a namespace.
-            (
-                r#"[ 1657.793826] audit: type=1400 audit(1714412531.488:3023): apparmor="DENIED" operation="open" class="file" namespace="root//lxd-x_<var-snap-lxd-common-lxd>" profile="esm//ps" name="/sys/devices/system/node/" pid=48195 comm="ps" requested_mask="r" denied_mask="r" fsuid=1000000 ouid=0"#,
-                "DENIED",
-                Some("open"),
-                Some("esm//ps"),
-                Some("/sys/devices/system/node/"),
-                Some("r"),
-            ),
-            // syslog form, exec of a shell.
-            (
-                r#"Nov 12 10:12:46 host kernel: [60510.393391] type=1400 audit(1415779966.460:83): apparmor="DENIED" operation="exec" profile="usr.bin.tor2web" name="/bin/dash" pid=3452 comm="python" requested_mask="x" denied_mask="x" fsuid=0 ouid=0"#,
-                "DENIED",
-                Some("exec"),
-                Some("usr.bin.tor2web"),
-                Some("/bin/dash"),
-                Some("x"),
-            ),
-            // Double spaces, as some kernels print them.
-            (
-                r#"[    8.152359] audit: type=1400 audit(1448352647.733:62):  apparmor="DENIED" operation="exec" profile="/usr/share/hplip/systray.py"  name="/bin/ping" pid=1488 comm="hp-upgrade" requested_mask="x"  denied_mask="x" fsuid=1000 ouid=0"#,
-                "DENIED",
-                Some("exec"),
-                Some("/usr/share/hplip/systray.py"),
-                Some("/bin/ping"),
-                Some("x"),
-            ),
-            // Complain mode exec with info, error and target; hex comm.
-            (
-                r#"audit: type=1400 audit(1584613214.444:232201): apparmor="ALLOWED" operation="exec" info="no new privs" error=-1 profile="snap.x.x" name="/bin/ping" pid=24332 comm=4C6561677565206F66204C6567656E requested_mask="x" denied_mask="x" fsuid=1000 ouid=0 target="snap.x.x//null-/bin/ping""#,
-                "ALLOWED",
-                Some("exec"),
-                Some("snap.x.x"),
-                Some("/bin/ping"),
-                Some("x"),
-            ),
-            // audit.log form.
-            (
-                r#"type=AVC msg=audit(1348982151.183:2934): apparmor="DENIED" operation="open" parent=30751 profile="/usr/lib/firefox/firefox{,*[^s] [^h]}" name=2F746D702F666F6F20626172 pid=30833 comm="plugin-containe" requested_mask="r" denied_mask="r" fsuid=1000 ouid=0"#,
-                "DENIED",
-                Some("open"),
-                Some("/usr/lib/firefox/firefox{,*[^s] [^h]}"),
-                Some("/tmp/foo bar"),
-                Some("r"),
-            ),
-            // Capability.
-            (
-                r#"audit: type=1400 audit(1714412531.488:3024): apparmor="DENIED" operation="capable" class="cap" profile="ps" pid=48195 comm="ps" capability=2  capname="dac_read_search""#,
-                "DENIED",
-                Some("capable"),
-                Some("ps"),
-                None,
-                None,
-            ),
-            // Network create, older kernels.
-            (
-                r#"[ 13.484695] audit: type=1400 audit(1528925773.064:183): apparmor="DENIED" operation="create" profile="snap.bluez.bluez" pid=3537 comm="bluetoothd" family="bluetooth" sock_type="raw" protocol=1 requested_mask="create" denied_mask="create""#,
-                "DENIED",
-                Some("create"),
-                Some("snap.bluez.bluez"),
-                None,
-                Some("create"),
-            ),
-            // Network create, newer kernels: requested=/denied=.
-            (
-                r#"audit: type=1400 audit(1740054455.567:405): apparmor="DENIED" operation="create" class="net" profile="wpa_supplicant" pid=13506 comm="wpa_supplicant" family="netlink" sock_type="raw" protocol=0 requested="create" denied="create""#,
-                "DENIED",
-                Some("create"),
-                Some("wpa_supplicant"),
-                None,
-                Some("create"),
-            ),
-            // Journal form of the userspace-forwarded record, no stamp.
-            (
-                r#"Oct 26 02:31:36 h audit[315954]: AVC apparmor="DENIED" operation="exec" info="no new privs" error=-1 profile="snap.docker.dockerd" name="/pause" pid=315954 comm="runc:[2:INIT]" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="docker-default""#,
-                "DENIED",
-                Some("exec"),
-                Some("snap.docker.dockerd"),
-                Some("/pause"),
-                Some("x"),
-            ),
-            // Policy load.
-            (
-                r#"audit: type=1400 audit(1625030195.090:2): apparmor="STATUS" operation="profile_load" profile="unconfined" name="klogd" pid=1912 comm="apparmor_parser""#,
-                "STATUS",
-                Some("profile_load"),
-                Some("unconfined"),
-                Some("klogd"),
-                None,
-            ),
-            // name=(null).
-            (
-                r#"audit: type=1400 audit(1.000:9): apparmor="DENIED" operation="open" profile="p" name=(null) pid=1 comm="x" requested_mask="r" denied_mask="r""#,
-                "DENIED",
-                Some("open"),
-                Some("p"),
-                None,
-                Some("r"),
-            ),
-            // Signal with peer.
-            (
-                r#"audit: type=1400 audit(1616626099.646:222): apparmor="DENIED" operation="signal" profile="docker_titus" pid=2006590 comm="systemd-shutdow" requested_mask="send" denied_mask="send" signal=cont peer="docker_titus//sshd""#,
-                "DENIED",
-                Some("signal"),
-                Some("docker_titus"),
-                None,
-                Some("send"),
-            ),
-            // USER_AVC from dbus-daemon in audit.log.
-            (
-                r#"type=USER_AVC msg=audit(1500000000.000:77): pid=1 uid=103 auid=4294967295 ses=4294967295 msg='apparmor="DENIED" operation="dbus_method_call"  bus="system" path="/org/freedesktop/DBus" interface="org.freedesktop.DBus" member="Hello" mask="send" name="org.freedesktop.DBus" pid=2 label="snap.x.y" peer_label="unconfined"  exe="/usr/bin/dbus-daemon" sauid=103 hostname=? addr=? terminal=?'"#,
-                "DENIED",
-                Some("dbus_method_call"),
-                Some("snap.x.y"),
-                Some("org.freedesktop.DBus"),
-                None,
-            ),
-        ];
-        for (line, decision, op, profile, name, mask) in rows {
-            let r = parse(line);
-            assert_eq!(r.decision.as_str(), *decision, "{line}");
-            assert_eq!(r.operation.as_deref(), *op, "{line}");
-            assert_eq!(r.profile.as_deref(), *profile, "{line}");
-            assert_eq!(r.name.as_deref(), *name, "{line}");
-            assert_eq!(r.denied_mask.as_deref(), *mask, "{line}");
-        }
-    }
-
-    #[test]
-    fn field_details() {
-        let r = parse(
-            r#"audit: type=1400 audit(1584613214.444:232201): apparmor="ALLOWED" operation="exec" info="no new privs" error=-1 profile="snap.x.x" name="/bin/ping" pid=24332 comm=4C6561677565206F66204C6567656E requested_mask="x" denied_mask="x" fsuid=1000 ouid=0 target="snap.x.x//null-/bin/ping""#,
-        );
-        assert_eq!(r.comm.as_deref(), Some("League of Legen"));
-        assert_eq!(r.info.as_deref(), Some("no new privs"));
-        assert_eq!(r.error, Some(-1));
-        assert_eq!(r.target.as_deref(), Some("snap.x.x//null-/bin/ping"));
-
-        let r = parse(
-            r#"audit: type=1400 audit(1714412531.488:3024): apparmor="DENIED" operation="capable" class="cap" profile="ps" pid=48195 comm="ps" capability=2  capname="dac_read_search""#,
-        );
-        assert_eq!((r.capability, r.capname.as_deref(), r.class.as_deref()), (Some(2), Some("dac_read_search"), Some("cap")));
-
-        let r = parse(
-            r#"audit: type=1400 audit(1.5:2): apparmor="DENIED" operation="create" class="net" profile="p" pid=1 comm="ping" family="inet" sock_type="raw" protocol=1 requested="create" denied="create""#,
-        );
-        assert_eq!((r.family.as_deref(), r.sock_type.as_deref(), r.protocol), (Some("inet"), Some("raw"), Some(1)));
-        assert_eq!(r.timestamp, Some(AuditStamp { secs: 1, millis: 5, serial: 2 }));
-
-        let r = parse(
-            r#"type=USER_AVC msg=audit(1500000000.000:77): pid=1 uid=103 msg='apparmor="DENIED" operation="dbus_method_call" mask="send" pid=2 label="snap.x.y" peer_label="unconfined" exe="/usr/bin/dbus-daemon" terminal=?'"#,
-        );
-        assert_eq!(r.audit_type, Some(AUDIT_TYPE_USER_AVC));
-        // The pid inside msg='...' (the peer process), not the sender's pid before it.
-        assert_eq!(r.pid, Some(2));
-        assert_eq!(r.peer.as_deref(), Some("unconfined"));
-
-        // Hex-encoded profile and name (a profile name with a space).
-        let r = parse(
-            r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" profile=6D7920617070 name=2F746D702F612062 pid=7 comm="sh" requested_mask="r" denied_mask="r""#,
-        );
-        assert_eq!(r.profile.as_deref(), Some("my app"));
-        assert_eq!(r.name.as_deref(), Some("/tmp/a b"));
-
-        // auditd's enriched section after 0x1d is not part of the record.
-        let r = parse(
-            "type=AVC msg=audit(1.000:1): apparmor=\"DENIED\" operation=\"open\" profile=\"p\" name=\"/x\" pid=1 comm=\"c\" requested_mask=\"r\" denied_mask=\"r\" fsuid=0 ouid=0\x1dFSUID=\"root\" OUID=\"root\"",
-        );
-        assert_eq!(r.ouid, Some(0));
-    }
-
-    #[test]
-    fn netlink_payloads() {
-        let body = r#"audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
-        let r = parse_netlink_payload(1400, body).unwrap().unwrap();
-        assert_eq!(r.audit_type, Some(1400));
-        assert_eq!(r.name.as_deref(), Some("/secret"));
-        assert_eq!(parse_netlink_payload(1300, body).unwrap(), None, "SYSCALL records are not ours");
-        let user = r#"audit(1.000:2): pid=1 uid=0 msg='apparmor="ALLOWED" operation="dbus_signal" label="p" peer_label="q"'"#;
-        let r = parse_netlink_payload(1107, user).unwrap().unwrap();
-        assert_eq!((r.decision, r.profile.as_deref()), (Decision::Allowed, Some("p")));
-    }
-
-    #[test]
-    fn non_apparmor_lines_are_ignored() {
-        for line in [
-            "",
-            "6,100,200,-;usb 1-1: new high-speed USB device number 2 using xhci_hcd",
-            "audit: type=1300 audit(1.000:1): arch=c000003e syscall=2 success=no",
-            r#"type=SYSCALL msg=audit(1.000:1): arch=c000003e syscall=257 comm="cat" exe="/usr/bin/cat""#,
-            // `apparmor=` only inside a value.
-            r#"audit: type=1300 audit(1.000:1): comm="x" exe="/opt/apparmor=1""#,
-            "kernel: audit_printk_skb: 153 callbacks suppressed",
-        ] {
-            assert_eq!(parse_line(line), Ok(None), "{line:?}");
-        }
-    }
-
-    #[test]
-    fn malformed_apparmor_lines_are_errors() {
-        let rows: &[(&str, ParseError)] = &[
-            (
-                r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" name="/very/long/trunc"#,
-                ParseError::Unterminated("name".into()),
-            ),
-            (r#"audit: type=1400 audit(x:1): apparmor="DENIED""#, ParseError::BadStamp),
-            (r#"audit: type=1400 audit(1.000): apparmor="DENIED""#, ParseError::BadStamp),
-            (r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" pid=abc"#, ParseError::BadNumber("pid".into())),
-            (r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" garbage here"#, ParseError::MissingEquals(18)),
-            (r#"audit: type=1400 audit(1.000:1): apparmor="""#, ParseError::EmptyDecision),
-            (r#"audit: type=1400 audit(1.000:1): apparmor= operation="open""#, ParseError::EmptyDecision),
-        ];
-        for (line, want) in rows {
-            assert_eq!(parse_line(line).as_ref(), Err(want), "{line}");
-        }
-    }
-
-    #[test]
-    fn first_occurrence_wins() {
-        let r = parse(r#"apparmor="DENIED" operation="open" profile="a" profile="b" name="/x" name="/y""#);
-        assert_eq!((r.profile.as_deref(), r.name.as_deref()), (Some("a"), Some("/x")));
-    }
-
-    #[test]
-    fn kmsg_unescape() {
-        assert_eq!(unescape_kmsg(r#"name="/tmp/a\x5cb""#), r#"name="/tmp/a\b""#);
-        assert_eq!(unescape_kmsg("plain"), "plain");
-        assert_eq!(unescape_kmsg(r"tail \x5"), r"tail \x5");
-        assert_eq!(unescape_kmsg(r"bad \xZZ"), r"bad \xZZ");
-        let r = parse_line(&unescape_kmsg(r#"apparmor="DENIED" operation="open" profile="p" name="/a\x5cb""#)).unwrap().unwrap();
-        assert_eq!(r.name.as_deref(), Some(r"/a\b"));
-    }
-
-    #[test]
-    fn kmsg_split() {
-        let (h, msg) = split_kmsg("5,1234,5678,-,caller=T12;audit: hello").unwrap();
-        assert_eq!(h, KmsgHeader { priority: 5, seq: 1234, ts_usec: 5678 });
-        assert_eq!(h.facility(), 0);
-        assert_eq!(msg, "audit: hello");
-        assert_eq!(split_kmsg(" SUBSYSTEM=usb"), None);
-        assert_eq!(split_kmsg("12,1,2,-;user message").map(|(h, _)| h.facility()), Some(1));
-        assert_eq!(split_kmsg("no header; at all"), None);
-    }
-
-    #[test]
-    fn hex_round_trip_examples() {
-        assert_eq!(encode_untrusted("/tmp/a b"), "2F746D702F612062");
-        assert_eq!(encode_untrusted("/etc/fstab"), "\"/etc/fstab\"");
-        assert_eq!(decode_hex("2F746D702F612062").as_deref(), Some("/tmp/a b"));
-        assert_eq!(decode_hex("2F7"), None);
-        assert_eq!(decode_hex("ZZ"), None);
-    }
-
-    #[test]
-    fn serializes_to_json() {
-        let r = parse(
-            r#"audit: type=1400 audit(1795834070.095:3): apparmor="DENIED" operation="open" profile="t" name="/secret" pid=92 comm="cat" requested_mask="r" denied_mask="r""#,
-        );
-        let v = serde_json::to_value(&r).unwrap();
-        assert_eq!(v["decision"], "DENIED");
-        assert_eq!(v["timestamp"]["serial"], 3);
-        assert!(v.get("capability").is_none(), "absent fields are omitted");
-        let back: AuditRecord = serde_json::from_value(v).unwrap();
-        assert_eq!(back, r);
-    }
-
-    mod prop {
-        use super::super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
-
-            /// Hostile text never panics the parser, whatever its shape.
-            #[test]
-            fn arbitrary_strings_never_panic(s in any::<String>()) {
-                let _ = parse_line(&s);
-                let _ = parse_netlink_payload(1400, &s);
-            }
-
-            /// Text built from the record's own alphabet reaches the deeper code paths.
-            #[test]
-            fn record_like_strings_never_panic(s in r#"(audit\(|[0-9]{1,3}[.:]|\): |apparmor=|name=|pid=|"|'|=| |[A-F0-9]{1,6}|msg='|type=AVC |\(null\)|\x1d){0,24}"#) {
-                let _ = parse_line(&s);
-            }
-
-            /// A name the kernel had to hex-encode comes back exactly (for any byte string that is UTF-8).
-            #[test]
-            fn escaped_names_round_trip(name in any::<String>(), comm in "[ -~]{0,15}") {
-                prop_assume!(!name.is_empty());
-                let line = format!(
-                    r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="open" profile={} name={} pid=1 comm={} requested_mask="r" denied_mask="r""#,
-                    encode_untrusted("p"), encode_untrusted(&name), encode_untrusted(&comm),
-                );
-                let r = parse_line(&line).unwrap().unwrap();
-                prop_assert_eq!(r.name.as_deref(), Some(name.as_str()));
-                prop_assert_eq!(r.comm.as_deref(), Some(comm.as_str()));
-            }
-        }
-    }
-}
+pub(crate) mod tests;

@@ -39,6 +39,21 @@ pub struct Query {
     /// Only records with an id greater than this (for polling).
     #[serde(default)]
     pub after: Option<u64>,
+    /// Which ring: the kernel's records (default) or the userspace-reported ones, kept apart.
+    #[serde(default)]
+    pub origin: RingOrigin,
+}
+
+/// The `origin` of a [`Query`]: the monitor keeps the records the kernel did not make (USER_AVC) in a
+/// ring of their own, so they can neither pass for denials nor push the kernel's records out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RingOrigin {
+    /// Records the kernel made: the denials.
+    #[default]
+    Kernel,
+    /// Records the kernel did not make (each says its `origin`).
+    Userspace,
 }
 
 /// The answer to a [`Query`]: JSON-ready.

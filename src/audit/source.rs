@@ -4,9 +4,10 @@
 //! sends records into a bounded channel. A stop flag ends the thread within one poll interval.
 
 use super::record::{self, AuditRecord, ParseError};
+use super::saved::LineParser;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, Read, Seek, SeekFrom};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -376,12 +377,6 @@ struct Sink {
 struct Disconnected;
 
 impl Sink {
-    /// Parses a whole line (file and offline forms) and delivers the result.
-    fn line(&self, line: &str) -> Result<(), Disconnected> {
-        self.stats.lines.fetch_add(1, Ordering::Relaxed);
-        self.deliver(record::parse_line(line))
-    }
-
     fn deliver(&self, parsed: Result<Option<AuditRecord>, ParseError>) -> Result<(), Disconnected> {
         match parsed {
             Ok(None) => Ok(()),
@@ -529,10 +524,11 @@ fn handle_kmsg_line(line: &str, last_seq: &mut Option<u64>, sink: &Sink) -> Resu
         }
     }
     *last_seq = Some(hdr.seq);
+    // A record a process wrote to /dev/kmsg carries no kernel stamp at all: not even userspace-reported.
     if hdr.facility() != 0 || !record::looks_like_apparmor(msg) {
         return Ok(());
     }
-    sink.deliver(record::parse_line(&record::unescape_kmsg(msg)))
+    sink.deliver(record::parse_kmsg(&hdr, msg))
 }
 
 fn wait_readable(file: &impl std::os::fd::AsFd, timeout: Duration) -> io::Result<()> {
@@ -550,12 +546,25 @@ fn wait_readable(file: &impl std::os::fd::AsFd, timeout: Duration) -> io::Result
 
 /// Follows an audit log file like `tail -F`: from its end, across rotation (the path now names another
 /// inode: the old file is read to its end first, then the new one from its start) and truncation.
+/// Its lines go through a [`LineParser`]: auditd's log proves its records' types; should a line appear
+/// that auditd does not write, nothing later in the file is taken as kernel-made.
 pub struct FileFollower {
     path: PathBuf,
     file: File,
     id: (u64, u64),
     pos: u64,
     lines: LineBuffer,
+    parser: LineParser,
+}
+
+/// Parses one followed line and delivers the result; says once when the file stops being trustworthy.
+fn follow_line(parser: &mut LineParser, path: &Path, sink: &Sink, line: &str) -> Result<(), Disconnected> {
+    sink.stats.lines.fetch_add(1, Ordering::Relaxed);
+    let parsed = parser.line(line).transpose();
+    if parser.take_demotion() {
+        tracing::warn!(path = %path.display(), "the audit log holds a line auditd does not write; its records are no longer taken as kernel-made");
+    }
+    sink.deliver(parsed)
 }
 
 impl FileFollower {
@@ -565,7 +574,14 @@ impl FileFollower {
         let mut file = File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
         let pos = if opts.from_start { 0 } else { file.seek(SeekFrom::End(0)).map_err(err)? };
-        Ok(FileFollower { path: path.to_owned(), file, id: (meta.dev(), meta.ino()), pos, lines: LineBuffer::default() })
+        let (id, lines, parser) = ((meta.dev(), meta.ino()), LineBuffer::default(), LineParser::new());
+        Ok(FileFollower { path: path.to_owned(), file, id, pos, lines, parser })
+    }
+
+    /// Delivers the unterminated last line, if any.
+    fn finish(&mut self, sink: &Sink) {
+        let FileFollower { lines, parser, path, .. } = self;
+        let _ = lines.finish(|l| follow_line(parser, path, sink, l));
     }
 
     fn drain(&mut self, sink: &Sink, buf: &mut [u8]) -> io::Result<Result<(), Disconnected>> {
@@ -574,7 +590,8 @@ impl FileFollower {
                 Ok(0) => return Ok(Ok(())),
                 Ok(n) => {
                     self.pos += n as u64;
-                    if let Err(d) = self.lines.push(&buf[..n], |l| sink.line(l)) {
+                    let FileFollower { lines, parser, path, .. } = self;
+                    if let Err(d) = lines.push(&buf[..n], |l| follow_line(parser, path, sink, l)) {
                         return Ok(Err(d));
                     }
                 }
@@ -591,7 +608,7 @@ impl FileFollower {
                 return Ok(());
             }
             if !opts.follow {
-                let _ = self.lines.finish(|l| sink.line(l));
+                self.finish(sink);
                 return Ok(());
             }
             std::thread::sleep(opts.poll_interval);
@@ -601,7 +618,7 @@ impl FileFollower {
                     if self.drain(sink, &mut buf)?.is_err() {
                         return Ok(());
                     }
-                    let _ = self.lines.finish(|l| sink.line(l));
+                    self.finish(sink);
                     match File::open(&self.path) {
                         Ok(f) => {
                             let m = f.metadata()?;
@@ -729,44 +746,6 @@ impl NetlinkReader {
         }
         Ok(())
     }
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Offline reading (suggest --from FILE, denials without --follow)
-
-/// Records read from a file or stream, and how many AppArmor lines were malformed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReadResult {
-    /// The parsed records, in order.
-    pub records: Vec<AuditRecord>,
-    /// AppArmor lines that could not be parsed.
-    pub parse_errors: u64,
-}
-
-/// Parses every line of `reader` in any supported form (kmsg dump, dmesg, journal, audit.log).
-pub fn read_records(reader: impl BufRead) -> io::Result<ReadResult> {
-    let mut out = ReadResult::default();
-    let mut lines = LineBuffer::default();
-    let mut reader = reader;
-    let mut each = |l: &str| {
-        match record::parse_line(l) {
-            Ok(Some(r)) => out.records.push(r),
-            Ok(None) => {}
-            Err(_) => out.parse_errors += 1,
-        }
-        Ok(())
-    };
-    loop {
-        let chunk = reader.fill_buf()?;
-        if chunk.is_empty() {
-            break;
-        }
-        let n = chunk.len();
-        let _ = lines.push(chunk, &mut each);
-        reader.consume(n);
-    }
-    let _ = lines.finish(&mut each);
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -999,23 +978,10 @@ pub(crate) mod tests {
         assert_eq!(split_netlink(&bad).len(), 1);
     }
 
-    #[test]
-    fn offline_reader_handles_mixed_forms() {
-        let text = format!(
-            "{}{}garbage line\n[ 1.2] audit: type=1400 audit(1.000:9): apparmor=\"DENIED\" pid=x\n{}",
-            kline(1, "/k"),
-            avc(2, "/a"),
-            avc(3, "/no-newline").trim_end()
-        );
-        let r = read_records(io::Cursor::new(text)).unwrap();
-        let names: Vec<_> = r.records.iter().map(|r| r.name.clone().unwrap()).collect();
-        assert_eq!(names, ["/k", "/a", "/no-newline"]);
-        assert_eq!(r.parse_errors, 1);
-    }
-
     /// Sends a USER_AVC message to the kernel audit subsystem (needs CAP_AUDIT_WRITE). The kernel
     /// multicasts it to the read-log group and, with no auditd, prints it to the kernel log with
-    /// facility 0: a real-kernel end-to-end check of both sources without AppArmor.
+    /// facility 0: a real-kernel end-to-end check of both sources without AppArmor, and of the
+    /// forgery every such sender can attempt.
     pub(crate) fn send_user_avc(body: &str) -> nix::Result<()> {
         use nix::sys::socket::{AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, sendto, socket};
         use std::os::fd::AsRawFd;
@@ -1061,7 +1027,8 @@ pub(crate) mod tests {
         let tag = format!("netlink-{}", std::process::id());
         send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
         let (rec, _) = recv_tagged(&src.rx, &tag);
-        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert_eq!((rec.audit_type, rec.origin), (Some(record::AUDIT_TYPE_USER_AVC), record::Origin::Userspace));
+        assert_eq!((rec.pid, rec.reported_pid), (Some(std::process::id()), Some(1)), "the kernel-stamped sender");
         assert!(rec.timestamp.is_some());
         src.stop();
         src.join();
@@ -1082,7 +1049,8 @@ pub(crate) mod tests {
         let tag = format!("kmsg-{}", std::process::id());
         send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
         let (rec, before) = recv_tagged(&src.rx, &tag);
-        assert_eq!(rec.audit_type, Some(record::AUDIT_TYPE_USER_AVC));
+        assert_eq!((rec.audit_type, rec.origin), (Some(record::AUDIT_TYPE_USER_AVC), record::Origin::Userspace));
+        assert_eq!(rec.pid, Some(std::process::id()), "the kernel-stamped sender");
         assert!(!before.iter().any(|n| n == "/forged"), "a userspace-written line must not be delivered: {before:?}");
         assert!(src.stats.lines.load(Ordering::Relaxed) >= 2);
         assert_eq!(src.stats.lost.load(Ordering::Relaxed), 0);

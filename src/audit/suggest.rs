@@ -3,8 +3,12 @@
 //! Pure: records in, a list of rules out, printed as a patch-like list for a person to review and commit.
 //! It never writes a profile. The rules are deliberately narrow (one path per rule unless asked to
 //! collapse a directory, `ix` rather than an unconfined exec) because every line widens a profile.
+//!
+//! Every rule says how far the records behind it can be trusted ([`Origin`]): a rule only unproven
+//! lines support is printed with `?` instead of `+`; userspace-reported records (USER_AVC, a process's
+//! claim) are left out unless [`SuggestOptions::trust_userspace`], and then marked the same way.
 
-use super::record::{AuditRecord, Decision};
+use super::record::{AuditRecord, Decision, Origin};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,8 +17,57 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuggestOptions {
     /// When set, this many (or more) plain file rules with the same permissions in one directory are
-    /// replaced by one `DIR/* PERMS,` rule. Off by default: it allows files nobody asked for.
+    /// replaced by one `DIR/* PERMS,` rule. Off by default: it allows files nobody asked for. Only
+    /// rules the kernel's records support are collapsed.
     pub collapse_threshold: Option<usize>,
+    /// Also turn userspace-reported records (USER_AVC: what a process claims) into rules. Off by
+    /// default: any process with CAP_AUDIT_WRITE can send them.
+    #[serde(default)]
+    pub trust_userspace: bool,
+}
+
+/// How many records of each origin are behind a rule (or an input).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Support {
+    /// Made by the kernel.
+    pub kernel: u64,
+    /// From lines whose writer cannot be shown.
+    pub unproven: u64,
+    /// Reported by a process.
+    pub userspace: u64,
+}
+
+impl Support {
+    /// Counts one record of origin `o`.
+    pub fn add(&mut self, o: Origin) {
+        *match o {
+            Origin::Kernel => &mut self.kernel,
+            Origin::Unproven => &mut self.unproven,
+            Origin::Userspace => &mut self.userspace,
+        } += 1;
+    }
+
+    fn merge(&mut self, o: Support) {
+        self.kernel += o.kernel;
+        self.unproven += o.unproven;
+        self.userspace += o.userspace;
+    }
+
+    /// All records.
+    pub fn total(&self) -> u64 {
+        self.kernel + self.unproven + self.userspace
+    }
+
+    /// The strongest origin among the records (kernel, else unproven, else userspace).
+    pub fn trust(&self) -> Origin {
+        if self.kernel > 0 {
+            Origin::Kernel
+        } else if self.unproven > 0 {
+            Origin::Unproven
+        } else {
+            Origin::Userspace
+        }
+    }
 }
 
 /// The kind of a suggested rule; also its sort order in the output.
@@ -43,6 +96,11 @@ pub struct Suggestion {
     /// Advice printed next to the rule (alternatives to consider).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The strongest origin among the records behind the rule: `kernel` unless every one of them is
+    /// `unproven` (a line user space could have written) or `userspace` (a process's report).
+    pub trust: Origin,
+    /// The records behind the rule, by origin.
+    pub support: Support,
 }
 
 /// Records no rule was generated for, grouped by reason.
@@ -67,6 +125,28 @@ pub struct Suggestions {
     pub rules: Vec<Suggestion>,
     /// What was left out and why.
     pub skipped: Vec<Skipped>,
+    /// Records of the profile left out because a process reported them (USER_AVC); not in `considered`.
+    #[serde(default)]
+    pub userspace_ignored: u64,
+    /// Where the records came from and what each input proves (the caller fills it in).
+    #[serde(default)]
+    pub inputs: Vec<InputSummary>,
+}
+
+/// One input of `suggest` (a saved file, or the live stream) and how far its records can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputSummary {
+    /// The file, or `live`.
+    pub input: String,
+    /// Its format (`kmsg`, `audit-log`, `text`, ..., `netlink`) and what that proves.
+    pub format: String,
+    /// What the format proves, in words.
+    pub proves: String,
+    /// Its AppArmor records (all profiles), by origin.
+    pub records: Support,
+    /// True when a line broke the format the file started with, so none of it counts as kernel-made.
+    #[serde(default)]
+    pub demoted: bool,
 }
 
 /// Capability names by number (`include/uapi/linux/capability.h`), for records that give only the number.
@@ -186,89 +266,159 @@ impl FilePerms {
 /// children `profile//child`, which need rules in their own block) are ignored or reported as skipped,
 /// with one exception: a complain-mode learning profile `profile//null-PATH` reading PATH itself (an
 /// interpreter reading the script `profile` exec'd) adds `r` to the `PATH ix` rule suggested for that exec.
+/// Userspace-reported records count only in `userspace_ignored`, unless `opts.trust_userspace`.
 pub fn suggest(profile: &str, records: &[AuditRecord], opts: &SuggestOptions) -> Suggestions {
-    let mut out = Suggestions { profile: profile.to_owned(), considered: 0, allowed: 0, rules: Vec::new(), skipped: Vec::new() };
-    // rule text → (kind, count, note)
-    let mut rules: BTreeMap<(RuleKind, String), (u64, Option<String>)> = BTreeMap::new();
-    // globbed path → (perms, count)
-    let mut files: BTreeMap<String, (FilePerms, u64)> = BTreeMap::new();
-    let mut skipped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut b = Builder::new(profile);
     // Reads of a script by its interpreter under a learning profile: (globbed path, record).
     let mut script_reads: Vec<(String, &AuditRecord)> = Vec::new();
-    let learning = |p: &str| {
-        format!(
-            "belongs to the complain-mode learning profile {p:?} of a program exec'd without a rule \
-             (under an ix rule its accesses are logged for this profile)"
-        )
-    };
-
     for rec in records {
         if !matches!(rec.decision, Decision::Denied | Decision::Allowed | Decision::Killed) {
             continue;
         }
         let Some(p) = rec.profile.as_deref() else { continue };
-        if p != profile {
-            let Some(child) = p.strip_prefix(profile).and_then(|rest| rest.strip_prefix("//")) else { continue };
-            // Complain mode runs a program exec'd without a rule under a learning profile named
-            // `PROFILE//null-PATH`. If that program opens PATH itself for reading, PATH is a script read by
-            // its interpreter: under the `PATH ix` rule suggested for the exec it runs in PROFILE, and the
-            // interpreter needs `r` on PATH (the kernel loads an exec'd binary without `r`, but an
-            // interpreter opens its script like any file).
-            if let Some(exe) = child.strip_prefix("null-") {
-                if rec.name.as_deref() == Some(exe) {
-                    if let Ok(Rule::File(path, perms)) = classify(rec) {
-                        if perms == (FilePerms { r: true, ..FilePerms::default() }) {
-                            script_reads.push((path, rec));
-                            continue;
-                        }
-                    }
-                }
-                *skipped.entry(learning(p)).or_default() += 1;
-            } else {
-                *skipped.entry(format!("belongs to child profile {p:?} (suggest for that name)")).or_default() += 1;
-            }
+        let child = p.strip_prefix(profile).and_then(|rest| rest.strip_prefix("//"));
+        if p != profile && child.is_none() {
             continue;
         }
-        out.considered += 1;
-        if rec.decision == Decision::Allowed {
-            out.allowed += 1;
+        if rec.origin == Origin::Userspace && !opts.trust_userspace {
+            b.userspace_ignored += 1;
+            continue;
         }
-        match classify(rec) {
-            Ok(Rule::Simple(kind, text)) => rules.entry((kind, text)).or_insert((0, None)).0 += 1,
-            Ok(Rule::File(path, perms)) => {
-                let e = files.entry(path).or_default();
-                e.0 = e.0.union(perms);
-                e.1 += 1;
-            }
-            Err(reason) => *skipped.entry(reason).or_default() += 1,
-        }
-    }
-
-    // A script read joins the exec rule for the script (`PATH rix`); without one it is only reported.
-    for (path, rec) in script_reads {
-        match files.get_mut(&path) {
-            Some(e) if e.0.x => {
-                e.0.r = true;
-                e.1 += 1;
-                out.considered += 1;
-                if rec.decision == Decision::Allowed {
-                    out.allowed += 1;
+        match child {
+            Some(child) => {
+                if let Some(path) = b.child(p, child, rec) {
+                    script_reads.push((path, rec));
                 }
             }
-            _ => *skipped.entry(learning(rec.profile.as_deref().unwrap_or_default())).or_default() += 1,
+            None => b.take(rec),
+        }
+    }
+    for (path, rec) in script_reads {
+        b.join_script_read(path, rec);
+    }
+    b.finish(opts)
+}
+
+/// Why a learning profile's record is not turned into a rule.
+fn learning(p: &str) -> String {
+    format!(
+        "belongs to the complain-mode learning profile {p:?} of a program exec'd without a rule \
+         (under an ix rule its accesses are logged for this profile)"
+    )
+}
+
+/// The rules being built for one profile.
+struct Builder {
+    profile: String,
+    considered: u64,
+    allowed: u64,
+    userspace_ignored: u64,
+    /// rule text → (records behind it, note)
+    rules: BTreeMap<(RuleKind, String), (Support, Option<String>)>,
+    /// globbed path → (perms, records behind it)
+    files: BTreeMap<String, (FilePerms, Support)>,
+    skipped: BTreeMap<String, u64>,
+}
+
+impl Builder {
+    fn new(profile: &str) -> Self {
+        Builder {
+            profile: profile.to_owned(),
+            considered: 0,
+            allowed: 0,
+            userspace_ignored: 0,
+            rules: BTreeMap::new(),
+            files: BTreeMap::new(),
+            skipped: BTreeMap::new(),
         }
     }
 
-    if let Some(threshold) = opts.collapse_threshold {
-        collapse(&mut files, threshold.max(2));
+    fn skip(&mut self, reason: String) {
+        *self.skipped.entry(reason).or_default() += 1;
     }
-    for (path, (perms, count)) in files {
-        let note = perms.x.then(|| "or px (run under its own profile) / cx (a child profile) instead of ix".to_owned());
-        rules.insert((RuleKind::File, format!("{} {},", quote_path(&path), perms.render())), (count, note));
+
+    fn count(&mut self, rec: &AuditRecord) {
+        self.considered += 1;
+        if rec.decision == Decision::Allowed {
+            self.allowed += 1;
+        }
     }
-    out.rules = rules.into_iter().map(|((kind, rule), (count, note))| Suggestion { kind, rule, count, note }).collect();
-    out.skipped = skipped.into_iter().map(|(reason, count)| Skipped { reason, count }).collect();
-    out
+
+    /// A record of the profile itself.
+    fn take(&mut self, rec: &AuditRecord) {
+        self.count(rec);
+        match classify(rec) {
+            Ok(Rule::Simple(kind, text)) => self.rules.entry((kind, text)).or_default().0.add(rec.origin),
+            Ok(Rule::File(path, perms)) => {
+                let e = self.files.entry(path).or_default();
+                e.0 = e.0.union(perms);
+                e.1.add(rec.origin);
+            }
+            Err(reason) => self.skip(reason),
+        }
+    }
+
+    /// A record of the child `p` (`PROFILE//child`): returns the globbed path of a script read by its
+    /// interpreter under a learning profile, to join its exec rule later; skips anything else.
+    fn child(&mut self, p: &str, child: &str, rec: &AuditRecord) -> Option<String> {
+        // Complain mode runs a program exec'd without a rule under a learning profile named
+        // `PROFILE//null-PATH`. If that program opens PATH itself for reading, PATH is a script read by
+        // its interpreter: under the `PATH ix` rule suggested for the exec it runs in PROFILE, and the
+        // interpreter needs `r` on PATH (the kernel loads an exec'd binary without `r`, but an
+        // interpreter opens its script like any file).
+        let Some(exe) = child.strip_prefix("null-") else {
+            self.skip(format!("belongs to child profile {p:?} (suggest for that name)"));
+            return None;
+        };
+        if rec.name.as_deref() == Some(exe) {
+            if let Ok(Rule::File(path, perms)) = classify(rec) {
+                if perms == (FilePerms { r: true, ..FilePerms::default() }) {
+                    return Some(path);
+                }
+            }
+        }
+        self.skip(learning(p));
+        None
+    }
+
+    /// A script read joins the exec rule for the script (`PATH rix`); without one it is only reported.
+    fn join_script_read(&mut self, path: String, rec: &AuditRecord) {
+        match self.files.get_mut(&path) {
+            Some(e) if e.0.x => {
+                e.0.r = true;
+                e.1.add(rec.origin);
+                self.count(rec);
+            }
+            _ => self.skip(learning(rec.profile.as_deref().unwrap_or_default())),
+        }
+    }
+
+    fn finish(mut self, opts: &SuggestOptions) -> Suggestions {
+        if let Some(threshold) = opts.collapse_threshold {
+            collapse(&mut self.files, threshold.max(2));
+        }
+        for (path, (perms, support)) in self.files {
+            let note = perms.x.then(|| "or px (run under its own profile) / cx (a child profile) instead of ix".to_owned());
+            self.rules.insert((RuleKind::File, format!("{} {},", quote_path(&path), perms.render())), (support, note));
+        }
+        let rules = self.rules.into_iter().map(|((kind, rule), (support, note))| Suggestion {
+            kind,
+            rule,
+            count: support.total(),
+            note,
+            trust: support.trust(),
+            support,
+        });
+        Suggestions {
+            profile: self.profile,
+            considered: self.considered,
+            allowed: self.allowed,
+            rules: rules.collect(),
+            skipped: self.skipped.into_iter().map(|(reason, count)| Skipped { reason, count }).collect(),
+            userspace_ignored: self.userspace_ignored,
+            inputs: Vec::new(),
+        }
+    }
 }
 
 enum Rule {
@@ -390,11 +540,12 @@ fn quote_path(p: &str) -> String {
 }
 
 /// Replaces groups of `threshold`+ plain files with equal permissions in one directory by `DIR/*`.
-/// Exec permissions are never collapsed: widening what may run is a decision for a person.
-fn collapse(files: &mut BTreeMap<String, (FilePerms, u64)>, threshold: usize) {
+/// Exec permissions are never collapsed: widening what may run is a decision for a person. Nor are rules
+/// without a kernel record behind them: forged lines must not widen a rule to a whole directory.
+fn collapse(files: &mut BTreeMap<String, (FilePerms, Support)>, threshold: usize) {
     let mut groups: BTreeMap<(String, FilePerms), Vec<String>> = BTreeMap::new();
-    for (path, (perms, _)) in files.iter() {
-        if perms.x || path.ends_with('/') {
+    for (path, (perms, support)) in files.iter() {
+        if perms.x || path.ends_with('/') || support.trust() != Origin::Kernel {
             continue;
         }
         if let Some((dir, _)) = path.rsplit_once('/') {
@@ -405,15 +556,15 @@ fn collapse(files: &mut BTreeMap<String, (FilePerms, u64)>, threshold: usize) {
         if members.len() < threshold {
             continue;
         }
-        let mut count = 0;
+        let mut support = Support::default();
         for m in &members {
-            if let Some((_, c)) = files.remove(m) {
-                count += c;
+            if let Some((_, s)) = files.remove(m) {
+                support.merge(s);
             }
         }
         let e = files.entry(format!("{dir}/*")).or_default();
         e.0 = e.0.union(perms);
-        e.1 += count;
+        e.1.merge(support);
     }
 }
 
@@ -422,9 +573,13 @@ impl Suggestions {
     ///
     /// ```text
     /// # 5 records of profile "web" (1 allowed in complain mode). Review, add to the profile, commit.
+    /// # input live (netlink): the record type is the kernel's: 5 kernel-made, 0 unproven, 1 userspace-reported
     /// +  capability net_raw,   # 1 denial
     /// +  /etc/shadow r,        # 3 denials
+    /// ?  /etc/hosts r,         # 1 denial; UNPROVEN: ...
     /// ```
+    ///
+    /// A rule no kernel-made record supports starts with `?` and says why.
     pub fn render(&self) -> String {
         let mut s = String::new();
         let _ = write!(s, "# {} record{} of profile {:?}", self.considered, plural(self.considered), self.profile);
@@ -432,15 +587,25 @@ impl Suggestions {
             let _ = write!(s, " ({} allowed in complain mode)", self.allowed);
         }
         s.push_str(". Review each line, add it to the profile, commit. Nothing was written.\n");
+        self.render_inputs(&mut s);
         if self.rules.is_empty() {
             s.push_str("# no rules to suggest\n");
         }
         if self.rules.iter().any(|r| r.rule.contains("@{pid}") || r.rule.contains("@{tid}")) {
             s.push_str("# @{pid} and @{tid} are defined by include <tunables/global>.\n");
         }
+        if self.rules.iter().any(|r| r.trust != Origin::Kernel) {
+            s.push_str("# '?' marks a rule no kernel-made record supports: a process may have forged it. Check it first.\n");
+        }
         let width = self.rules.iter().map(|r| r.rule.chars().count()).max().unwrap_or(0).min(60);
         for r in &self.rules {
-            let _ = write!(s, "+  {:<width$}  # {} denial{}", r.rule, r.count, plural(r.count));
+            let mark = if r.trust == Origin::Kernel { '+' } else { '?' };
+            let _ = write!(s, "{mark}  {:<width$}  # {} denial{}", r.rule, r.count, plural(r.count));
+            match r.trust {
+                Origin::Kernel => {}
+                Origin::Unproven => s.push_str("; UNPROVEN: only lines user space could have written support it"),
+                Origin::Userspace => s.push_str("; USERSPACE-REPORTED: only USER_AVC records a process sent support it"),
+            }
             if let Some(n) = &r.note {
                 let _ = write!(s, "; {n}");
             }
@@ -449,7 +614,37 @@ impl Suggestions {
         for k in &self.skipped {
             let _ = writeln!(s, "#  skipped {} record{}: {}", k.count, plural(k.count), k.reason);
         }
+        if self.userspace_ignored > 0 {
+            let n = self.userspace_ignored;
+            let _ = writeln!(
+                s,
+                "#  ignored {n} userspace-reported record{} (USER_AVC: a process's claim, not a kernel decision); --trust-userspace uses them",
+                plural(n)
+            );
+        }
         s
+    }
+
+    /// One line per input: what its format proves and its records by origin.
+    fn render_inputs(&self, s: &mut String) {
+        for i in &self.inputs {
+            let r = &i.records;
+            let _ = write!(
+                s,
+                "# input {} ({}; {}): {} kernel-made, {} unproven, {} userspace-reported AppArmor record{}",
+                i.input,
+                i.format,
+                i.proves,
+                r.kernel,
+                r.unproven,
+                r.userspace,
+                plural(r.total())
+            );
+            if i.demoted {
+                s.push_str("; a line in it does not fit its format, so none of it counts as kernel-made");
+            }
+            s.push('\n');
+        }
     }
 }
 
@@ -458,212 +653,4 @@ fn plural(n: u64) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::record::parse_line;
-
-    fn recs(lines: &[&str]) -> Vec<AuditRecord> {
-        lines.iter().map(|l| parse_line(l).unwrap().unwrap()).collect()
-    }
-
-    fn file(op: &str, name: &str, mask: &str) -> String {
-        format!(
-            r#"audit: type=1400 audit(1.000:1): apparmor="DENIED" operation="{op}" profile="web" name={} pid=9 comm="w" requested_mask="{mask}" denied_mask="{mask}" fsuid=0 ouid=0"#,
-            crate::audit::record::encode_untrusted(name)
-        )
-    }
-
-    fn rules(s: &Suggestions) -> Vec<(String, u64)> {
-        s.rules.iter().map(|r| (r.rule.clone(), r.count)).collect()
-    }
-
-    #[test]
-    fn table() {
-        let cap = r#"audit: type=1400 audit(1.000:2): apparmor="DENIED" operation="capable" class="cap" profile="web" pid=9 comm="ping" capability=13  capname="net_raw""#;
-        let cap_num = r#"audit: type=1400 audit(1.000:2): apparmor="DENIED" operation="capable" profile="web" pid=9 comm="x" capability=12"#;
-        let raw = r#"audit: type=1400 audit(1.000:3): apparmor="DENIED" operation="create" class="net" profile="web" pid=9 comm="ping" family="inet" sock_type="raw" protocol=1 requested="create" denied="create""#;
-        let unk = r#"audit: type=1400 audit(1.000:3): apparmor="DENIED" operation="create" profile="web" pid=9 comm="x" family="inet6" sock_type="unknown(11)" protocol=0 requested_mask="create" denied_mask="create""#;
-        type Row = (Vec<String>, Vec<(&'static str, u64)>);
-        let rows: Vec<Row> = vec![
-            (vec![file("open", "/etc/shadow", "r")], vec![("/etc/shadow r,", 1)]),
-            // r + w on one path merge; counts add up.
-            (vec![file("open", "/data/x", "r"), file("open", "/data/x", "w"), file("open", "/data/x", "r")], vec![("/data/x rw,", 3)]),
-            // Create/delete are w; append alone stays a; w subsumes a.
-            (vec![file("mknod", "/run/a.sock", "c")], vec![("/run/a.sock w,", 1)]),
-            (vec![file("open", "/var/log/app.log", "a")], vec![("/var/log/app.log a,", 1)]),
-            (vec![file("open", "/var/log/app.log", "a"), file("open", "/var/log/app.log", "w")], vec![("/var/log/app.log w,", 2)]),
-            (vec![file("file_lock", "/run/lock", "k"), file("file_mmap", "/lib/x.so", "rm")], vec![("/lib/x.so mr,", 1), ("/run/lock k,", 1)]),
-            (vec![file("link", "/tmp/l", "l")], vec![("/tmp/l l,", 1)]),
-            (vec![file("mkdir", "/var/cache/app/", "c")], vec![("/var/cache/app/ w,", 1)]),
-            // Exec.
-            (vec![file("exec", "/app/run.sh", "x")], vec![("/app/run.sh ix,", 1)]),
-            (vec![file("open", "/app/run.sh", "r"), file("exec", "/app/run.sh", "x")], vec![("/app/run.sh rix,", 2)]),
-            // Per-process paths.
-            (vec![file("open", "/proc/1234/status", "r"), file("open", "/proc/99/status", "r")], vec![("/proc/@{pid}/status r,", 2)]),
-            (vec![file("open", "/proc/12/task/13/stat", "r")], vec![("/proc/@{pid}/task/@{tid}/stat r,", 1)]),
-            (vec![file("open", "/run/user/1000/bus", "rw")], vec![("/run/user/[0-9]*/bus rw,", 1)]),
-            // Names that need quoting or escaping.
-            (vec![file("open", "/tmp/a b", "r")], vec![("\"/tmp/a b\" r,", 1)]),
-            (vec![file("open", "/tmp/*", "r")], vec![("/tmp/\\* r,", 1)]),
-            (vec![file("open", "/srv/{x},y", "r")], vec![("\"/srv/\\{x\\},y\" r,", 1)]),
-            // Other classes.
-            (vec![cap.into(), cap.into()], vec![("capability net_raw,", 2)]),
-            (vec![cap_num.into()], vec![("capability net_admin,", 1)]),
-            (vec![raw.into()], vec![("network inet raw,", 1)]),
-            (vec![unk.into()], vec![("network inet6,", 1)]),
-            // Sorted: capability, network, file.
-            (vec![file("open", "/b", "r"), raw.into(), file("open", "/a", "r"), cap.into()], vec![
-                ("capability net_raw,", 1),
-                ("network inet raw,", 1),
-                ("/a r,", 1),
-                ("/b r,", 1),
-            ]),
-            (
-                vec![r#"audit: type=1400 audit(1.0:1): apparmor="DENIED" operation="signal" profile="web" pid=1 comm="k" requested_mask="send" denied_mask="send" signal=term peer="other""#.into()],
-                vec![("signal (send) set=(term) peer=other,", 1)],
-            ),
-        ];
-        for (lines, want) in rows {
-            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-            let got = suggest("web", &recs(&lines), &SuggestOptions::default());
-            let want: Vec<(String, u64)> = want.into_iter().map(|(r, c)| (r.to_owned(), c)).collect();
-            assert_eq!(rules(&got), want, "{lines:#?}");
-        }
-    }
-
-    #[test]
-    fn other_profiles_statuses_and_unsupported_are_left_out() {
-        let lines = [
-            file("open", "/x", "r").replace("profile=\"web\"", "profile=\"db\""),
-            file("open", "/y", "r").replace("profile=\"web\"", "profile=\"web//child\""),
-            r#"audit: type=1400 audit(1.0:1): apparmor="STATUS" operation="profile_load" profile="unconfined" name="web" pid=1 comm="apparmor_parser""#.into(),
-            r#"audit: type=1400 audit(1.0:1): apparmor="DENIED" operation="mount" info="failed flags match" error=-13 profile="web" name="/mnt/" pid=1 comm="mount" flags="rw""#.into(),
-            r#"audit: type=1400 audit(1.0:1): apparmor="DENIED" operation="open" profile="web" name=(null) pid=1 comm="x" requested_mask="r" denied_mask="r""#.into(),
-            r#"audit: type=1400 audit(1.0:1): apparmor="DENIED" operation="getattr" info="Failed name lookup - disconnected path" error=-13 profile="web" name="app/sock" pid=1 comm="x" requested_mask="r" denied_mask="r""#.into(),
-            file("open", "/ok", "r").replace("DENIED", "ALLOWED"),
-        ];
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let got = suggest("web", &recs(&lines), &SuggestOptions::default());
-        assert_eq!(rules(&got), vec![("/ok r,".to_owned(), 1)]);
-        assert_eq!((got.considered, got.allowed), (4, 1));
-        let reasons: Vec<&str> = got.skipped.iter().map(|s| s.reason.as_str()).collect();
-        assert_eq!(reasons.len(), 4, "{reasons:?}");
-        assert!(reasons.iter().any(|r| r.contains("child profile \"web//child\"")));
-        assert!(reasons.iter().any(|r| r.contains("disconnected")));
-        assert!(reasons.iter().any(|r| r.contains("mount")), "mount has a path but no file mask: {reasons:?}");
-    }
-
-    /// Complain mode, measured on kernel 6.1 (tests/vm scenario 10): the exec of a script with no rule is
-    /// allowed into a learning profile `web//null-PATH`, where the interpreter reads the script. `ix` alone
-    /// lets the exec through but the interpreter then fails (`/bin/sh: can't open '/app/run.sh':
-    /// Permission denied`); the read joins the exec rule. The learning profile's other records stay out.
-    #[test]
-    fn a_script_read_by_its_interpreter_in_the_learning_profile_joins_the_exec_rule() {
-        let exec = r#"audit: type=1400 audit(1.0:9): apparmor="ALLOWED" operation="exec" profile="web" name="/app/run.sh" pid=170 comm="node" requested_mask="x" denied_mask="x" fsuid=0 ouid=0 target="web//null-/app/run.sh""#;
-        let mmap = r#"audit: type=1400 audit(1.0:10): apparmor="ALLOWED" operation="file_mmap" profile="web//null-/app/run.sh" name="/bin/busybox" pid=170 comm="run.sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
-        let read = r#"audit: type=1400 audit(1.0:11): apparmor="ALLOWED" operation="open" profile="web//null-/app/run.sh" name="/app/run.sh" pid=170 comm="run.sh" requested_mask="r" denied_mask="r" fsuid=0 ouid=0"#;
-        let got = suggest("web", &recs(&[exec, mmap, read]), &SuggestOptions::default());
-        assert_eq!(rules(&got), vec![("/app/run.sh rix,".to_owned(), 2)]);
-        assert_eq!((got.considered, got.allowed), (2, 2));
-        assert_eq!(got.skipped.len(), 1, "{:?}", got.skipped);
-        assert!(got.skipped[0].reason.contains("learning profile \"web//null-/app/run.sh\""), "{:?}", got.skipped);
-        assert_eq!(got.skipped[0].count, 1);
-        // Without the exec record (or with a write instead of a read) nothing is added.
-        let got = suggest("web", &recs(&[mmap, read]), &SuggestOptions::default());
-        assert!(got.rules.is_empty(), "{:?}", got.rules);
-        assert_eq!((got.considered, got.skipped.iter().map(|s| s.count).sum::<u64>()), (0, 2));
-        let write = read.replace(r#"requested_mask="r" denied_mask="r""#, r#"requested_mask="w" denied_mask="w""#);
-        let got = suggest("web", &recs(&[exec, &write]), &SuggestOptions::default());
-        assert_eq!(rules(&got), vec![("/app/run.sh ix,".to_owned(), 1)]);
-        // Another profile's learning child, or a learning child of a different program, does not count.
-        let other = read.replace("web//null-/app/run.sh", "db//null-/app/run.sh");
-        let different = read.replace("web//null-/app/run.sh", "web//null-/app/other.sh");
-        let got = suggest("web", &recs(&[exec, &other, &different]), &SuggestOptions::default());
-        assert_eq!(rules(&got), vec![("/app/run.sh ix,".to_owned(), 1)]);
-    }
-
-    #[test]
-    fn collapse_is_optional_and_keeps_exec_and_other_perms_apart() {
-        let lines = [
-            file("open", "/app/data/a", "r"),
-            file("open", "/app/data/b", "r"),
-            file("open", "/app/data/c", "r"),
-            file("open", "/app/data/c", "r"),
-            file("open", "/app/data/w", "w"),
-            file("exec", "/app/data/run", "x"),
-            file("open", "/app/other/z", "r"),
-        ];
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let records = recs(&lines);
-        let off = suggest("web", &records, &SuggestOptions::default());
-        assert_eq!(off.rules.len(), 6);
-        let on = suggest("web", &records, &SuggestOptions { collapse_threshold: Some(3) });
-        let want: Vec<(String, u64)> =
-            [("/app/data/* r,", 4), ("/app/data/run ix,", 1), ("/app/data/w w,", 1), ("/app/other/z r,", 1)]
-                .iter()
-                .map(|(r, c)| (r.to_string(), *c))
-                .collect();
-        assert_eq!(rules(&on), want);
-    }
-
-    #[test]
-    fn render_is_a_reviewable_patch() {
-        let lines = [
-            file("open", "/etc/shadow", "r"),
-            file("open", "/etc/shadow", "r"),
-            file("exec", "/app/run.sh", "x"),
-            file("open", "/proc/7/status", "r"),
-            r#"audit: type=1400 audit(1.0:1): apparmor="DENIED" operation="mount" profile="web" name="/mnt/" pid=1 comm="mount""#
-                .into(),
-        ];
-        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-        let text = suggest("web", &recs(&lines), &SuggestOptions::default()).render();
-        let want = "\
-# 5 records of profile \"web\". Review each line, add it to the profile, commit. Nothing was written.
-# @{pid} and @{tid} are defined by include <tunables/global>.
-+  /app/run.sh ix,         # 1 denial; or px (run under its own profile) / cx (a child profile) instead of ix
-+  /etc/shadow r,          # 2 denials
-+  /proc/@{pid}/status r,  # 1 denial
-#  skipped 1 record: operation=\"mount\" with no file permission in its mask
-";
-        assert_eq!(text, want);
-    }
-
-    mod prop {
-        use super::super::*;
-        use proptest::prelude::*;
-
-        proptest! {
-            /// Whatever a hostile process names its files, suggest never panics and every rule is one
-            /// line ending with a comma.
-            #[test]
-            fn arbitrary_records_give_well_formed_rules(
-                names in proptest::collection::vec(any::<String>(), 0..8),
-                masks in proptest::collection::vec("[rwacdxlkm:]{0,4}", 8),
-                ops in proptest::collection::vec(prop_oneof!["open", "exec", "capable", "create", "signal", "ptrace", "mkdir", ".*"], 8),
-                collapse in proptest::option::of(0usize..4),
-            ) {
-                let recs: Vec<AuditRecord> = names.iter().enumerate().map(|(i, n)| AuditRecord {
-                    decision: Decision::Denied,
-                    profile: Some("p".into()),
-                    operation: Some(ops[i].clone()),
-                    name: Some(n.clone()),
-                    denied_mask: Some(masks[i].clone()),
-                    capability: Some(i as u32 * 7),
-                    family: (i % 3 == 0).then(|| n.clone()),
-                    sock_type: Some(n.clone()),
-                    peer: Some(n.clone()),
-                    ..AuditRecord::default()
-                }).collect();
-                let s = suggest("p", &recs, &SuggestOptions { collapse_threshold: collapse });
-                for r in &s.rules {
-                    prop_assert!(r.rule.ends_with(','), "{}", r.rule);
-                    prop_assert!(!r.rule.contains('\n') && !r.rule.chars().any(char::is_control), "{:?}", r.rule);
-                }
-                let total: u64 = s.rules.iter().map(|r| r.count).sum::<u64>() + s.skipped.iter().map(|k| k.count).sum::<u64>();
-                prop_assert_eq!(total, s.considered);
-                let _ = s.render();
-            }
-        }
-    }
-}
+mod tests;

@@ -110,6 +110,8 @@ cmd_build() {
   local X=$W/x R
   R=$(mktemp -d "$W/root.XXXX")
   trap 'rm -rf "$R"' RETURN
+  # mktemp made it 0700; as the guest's / that would lock every unprivileged process out of everything
+  chmod 755 "$R"
   mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,usr/share,proc,sys,dev,tmp,run,etc,mnt,var/lib,root} \
            "$R"/lib/x86_64-linux-gnu "$R"/lib64
   cp "$X/bin/busybox" "$R/bin/"

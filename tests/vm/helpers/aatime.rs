@@ -28,6 +28,14 @@
 //!                                     open(PATH) in a tight loop for MS ms; print `attempts=N failed=F errno=E
 //!                                     us=T` (a denial storm when PATH is denied); exit 0. `distinct`: open
 //!                                     PATH.0, PATH.1, ... with O_CREAT instead (a new name every time)
+//!   aatime forge UID TYPE TEXT [netns]
+//!                                     become a process that is not root-equivalent — uid and gid UID, no
+//!                                     groups, only CAP_AUDIT_WRITE (PR_SET_KEEPCAPS, setresuid, capset;
+//!                                     `netns`: first into a new network namespace, like a pod's) — and send
+//!                                     TEXT as an audit user message of TYPE over netlink (1107 = USER_AVC;
+//!                                     1400 must be refused). Prints `pid=P uid=U euid=U capeff=HEX capprm=HEX
+//!                                     netns=NS type=T ack=ERRNO` (ack 0: the kernel took it) and exits 0 once
+//!                                     the kernel acknowledged; 1 if the socket or the send failed
 //!
 //! SPEC: `file:PATH` (whole content), `sha1:NAME` (sha1 of kernel profile NAME from
 //! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing),
@@ -54,6 +62,116 @@ unsafe extern "C" {
     fn close(fd: i32) -> i32;
     fn chown(path: *const std::ffi::c_char, uid: u32, gid: u32) -> i32;
     fn open(path: *const std::ffi::c_char, flags: i32, ...) -> i32;
+    fn prctl(option: i32, ...) -> i32;
+    fn setgroups(n: usize, list: *const u32) -> i32;
+    fn setresgid(r: u32, e: u32, s: u32) -> i32;
+    fn setresuid(r: u32, e: u32, s: u32) -> i32;
+    fn capset(hdr: *mut CapHeader, data: *const CapData) -> i32;
+    fn unshare(flags: i32) -> i32;
+    fn sendto(fd: i32, buf: *const u8, len: usize, flags: i32, addr: *const SockaddrNl, alen: u32) -> isize;
+    fn recv(fd: i32, buf: *mut u8, len: usize, flags: i32) -> isize;
+    fn getuid() -> u32;
+    fn geteuid() -> u32;
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+#[repr(C)]
+struct SockaddrNl {
+    family: u16,
+    pad: u16,
+    pid: u32,
+    groups: u32,
+}
+
+const CAP_AUDIT_WRITE: u32 = 29;
+
+fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Drops to `uid` keeping only CAP_AUDIT_WRITE: what a container process has with Docker's or
+/// containerd's default capability set, minus everything else.
+fn become_audit_writer(uid: u32) -> Result<(), String> {
+    const PR_SET_KEEPCAPS: i32 = 8;
+    const PR_SET_DUMPABLE: i32 = 4;
+    // SAFETY: plain syscalls on this process's credentials.
+    unsafe {
+        if prctl(PR_SET_KEEPCAPS, 1u64, 0u64, 0u64, 0u64) != 0 {
+            return Err(os_err("prctl(PR_SET_KEEPCAPS)"));
+        }
+        if setgroups(0, std::ptr::null()) != 0 || setresgid(uid, uid, uid) != 0 {
+            return Err(os_err("setgroups/setresgid"));
+        }
+        if setresuid(uid, uid, uid) != 0 {
+            return Err(os_err("setresuid"));
+        }
+        let mut hdr = CapHeader { version: 0x2008_0522, pid: 0 };
+        let bit = 1u32 << CAP_AUDIT_WRITE;
+        let data = [CapData { effective: bit, permitted: bit, inheritable: 0 }, CapData { effective: 0, permitted: 0, inheritable: 0 }];
+        if capset(&mut hdr, data.as_ptr()) != 0 {
+            return Err(os_err("capset"));
+        }
+        // The uid change made the process undumpable, which hides /proc/self from it: the report reads
+        // its own capabilities and network namespace there.
+        if prctl(PR_SET_DUMPABLE, 1u64, 0u64, 0u64, 0u64) != 0 {
+            return Err(os_err("prctl(PR_SET_DUMPABLE)"));
+        }
+    }
+    Ok(())
+}
+
+/// Sends one audit message of `ty` with `text` (NUL-terminated) and returns the kernel's ack errno.
+fn send_audit_user_message(ty: u16, text: &str) -> Result<i32, String> {
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_ACK: u16 = 4;
+    // SAFETY: a socket this function owns, buffers that outlive the calls.
+    unsafe {
+        let fd = socket(16, 3 | 0o2000000, 9); // AF_NETLINK, SOCK_RAW|SOCK_CLOEXEC, NETLINK_AUDIT
+        if fd < 0 {
+            return Err(os_err("socket(NETLINK_AUDIT)"));
+        }
+        let mut msg = Vec::new();
+        let payload_len = text.len() + 1;
+        msg.extend_from_slice(&((16 + payload_len) as u32).to_ne_bytes());
+        msg.extend_from_slice(&ty.to_ne_bytes());
+        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        msg.extend_from_slice(&1u32.to_ne_bytes());
+        msg.extend_from_slice(&0u32.to_ne_bytes());
+        msg.extend_from_slice(text.as_bytes());
+        msg.push(0);
+        let addr = SockaddrNl { family: 16, pad: 0, pid: 0, groups: 0 };
+        if sendto(fd, msg.as_ptr(), msg.len(), 0, &addr, 12) < 0 {
+            let e = os_err("sendto");
+            close(fd);
+            return Err(e);
+        }
+        // The ack: an NLMSG_ERROR (2) whose payload starts with the (negative) errno, 0 for success.
+        let mut buf = [0u8; 8192];
+        let n = recv(fd, buf.as_mut_ptr(), buf.len(), 0);
+        close(fd);
+        if n < 20 || u16::from_ne_bytes([buf[4], buf[5]]) != 2 {
+            return Err(format!("no ack from the kernel ({n} bytes)"));
+        }
+        Ok(-i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]))
+    }
+}
+
+fn status_field(name: &str) -> String {
+    match std::fs::read_to_string("/proc/self/status") {
+        Ok(s) => s.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("?").trim().to_string(),
+        Err(e) => format!("unreadable({e})").replace(' ', "_"),
+    }
 }
 
 fn now_us() -> i64 {
@@ -413,7 +531,34 @@ fn main() {
                 }
             }
         }
-        _ => die("usage: now|since|run|swapwait|waitchange|show|httpwait|http|pollrev (see source)"),
+        Some("forge") => {
+            let uid: u32 = arg(2).parse().unwrap_or_else(|_| die("forge UID TYPE TEXT [netns]"));
+            let ty: u16 = arg(3).parse().unwrap_or_else(|_| die("forge UID TYPE TEXT [netns]"));
+            if a.get(5).map(|s| s == "netns").unwrap_or(false) && unsafe { unshare(0x4000_0000) } != 0 {
+                die(&os_err("unshare(CLONE_NEWNET)"));
+            }
+            become_audit_writer(uid).unwrap_or_else(|e| die(&e));
+            let netns = match std::fs::read_link("/proc/self/ns/net") {
+                Ok(p) => p.display().to_string(),
+                Err(e) => format!("unreadable({e})").replace(' ', "_"),
+            };
+            let who = format!(
+                "pid={} uid={} euid={} capeff={} capprm={} netns={netns} type={ty}",
+                std::process::id(),
+                unsafe { getuid() },
+                unsafe { geteuid() },
+                status_field("CapEff:"),
+                status_field("CapPrm:")
+            );
+            match send_audit_user_message(ty, &arg(4)) {
+                Ok(errno) => println!("{who} ack={errno}"),
+                Err(e) => {
+                    println!("{who} error={e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        _ => die("usage: now|since|run|swapwait|waitchange|show|httpwait|http|pollrev|json|probe|forge (see source)"),
     }
 }
 

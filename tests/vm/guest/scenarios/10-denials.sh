@@ -5,7 +5,7 @@
 #     apparmor_loader_audit_denials_total show it with the right operation and mask.
 #  B  the same profile in complain mode via --config (modes:), source auto (netlink here) -> the operations
 #     succeed and show up as ALLOWED (and in apparmor_loader_audit_complain_allowed_total).
-#  C  enforce again (netlink): denied again; `suggest --from` the saved kernel log; its rules, added to the
+#  C  enforce again (netlink): denied again; `suggest --from` a saved /dev/kmsg dump; its rules, added to the
 #     profile and published by a kubelet-style ..data swap, make the operations succeed; the counter stops.
 #  D  a denial storm (thousands/s for ~5 s, netlink, then kmsg): /healthz stays fast, VmRSS bounded, the
 #     /denials ring bounded.
@@ -114,7 +114,8 @@ wait_until 100 mode_is enforce
 check_eq "C: kernel mode of $P back to" "$(kmode $P)" enforce
 check_denied_round C netlink
 
-dmesg > /tmp/klog.txt
+# a raw /dev/kmsg dump keeps the facility, so suggest can trust its kernel records (plain dmesg cannot)
+timeout 1 cat /dev/kmsg > /tmp/klog.txt
 info "C: saved kernel log: $(grep -c 'apparmor=' /tmp/klog.txt) apparmor lines"
 apparmor-loader suggest --profile $P --from /tmp/klog.txt > /tmp/suggest.txt 2>/tmp/suggest.err
 check_eq "C: suggest exit code" "$?" 0
