@@ -6,6 +6,8 @@
 //! the [`monitor`] thread counts them ([`metrics`]), attributes them to pods ([`cgroup`]), logs each
 //! distinct denial once and keeps the recent ones ([`ring`]); [`suggest`] turns records into rules.
 
+/// Size bounds on stored records and the pages built from them.
+mod bounded;
 /// Which container and pod a pid belongs to, from `/proc/<pid>/cgroup`.
 pub mod cgroup;
 /// The bodies of the `denials` and `suggest` subcommands.
