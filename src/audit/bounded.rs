@@ -124,7 +124,9 @@ mod tests {
         };
         let (cut, truncated) = bound_text(rec, 16 * 1024);
         assert!(truncated);
-        let text = |r: &AuditRecord| [&r.operation, &r.profile, &r.name].iter().map(|f| f.as_ref().map_or(0, String::len)).sum::<usize>();
+        let text = |r: &AuditRecord| {
+            [&r.operation, &r.profile, &r.name].iter().map(|f| f.as_ref().map_or(0, String::len)).sum::<usize>()
+        };
         assert!(text(&cut) <= 16 * 1024, "{}", text(&cut));
         assert_eq!((cut.operation.as_deref(), cut.pid, cut.decision), (Some("open"), Some(7), Decision::Denied));
         let name = cut.name.unwrap();

@@ -76,11 +76,7 @@ pub struct PageLimits {
 
 impl Default for PageLimits {
     fn default() -> Self {
-        PageLimits {
-            default_records: PAGE,
-            max_records: PAGE_MAX,
-            max_bytes: PAGE_BYTES,
-        }
+        PageLimits { default_records: PAGE, max_records: PAGE_MAX, max_bytes: PAGE_BYTES }
     }
 }
 
