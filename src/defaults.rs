@@ -50,7 +50,10 @@ pub const HTTP_MAX_CONNECTIONS: usize = 256;
 /// Evicted connections that may still be closing beyond [`HTTP_MAX_CONNECTIONS`] (each holds its
 /// descriptor until its task has run); the accept loop waits while they are.
 pub const HTTP_EVICTION_SLACK: usize = 16;
-/// The kernel's queue of connections the agent has not accepted yet (listen backlog).
+/// The kernel's queue of connections the agent has not accepted yet (listen backlog; the kernel caps it
+/// at `net.core.somaxconn`, 4096 by default). They cost no descriptor and no memory of the pod's cgroup,
+/// and a deep queue absorbs a burst of connections instead of dropping the kubelet's probe with it
+/// (a dropped connection attempt is retried only after a second).
 pub const HTTP_BACKLOG: u32 = 1024;
 /// A client must send its whole request head within this: real clients send it at once, an idle or
 /// byte-by-byte connection gives its place back after this long.
@@ -66,8 +69,9 @@ pub const HTTP_CONNECTION_BUFFER: usize = 16 * 1024;
 /// client sending more fills only this.
 pub const HTTP_SOCKET_RECV_BUFFER: u32 = 16 * 1024;
 /// Kernel send buffer of HTTP sockets (SO_SNDBUF, doubled by the kernel) instead of autotuning to
-/// megabytes, so answers nobody reads cost little kernel memory (charged to the pod's memory cgroup).
-pub const HTTP_SOCKET_SEND_BUFFER: u32 = 64 * 1024;
+/// megabytes, so answers nobody reads cost little kernel memory (charged to the pod's memory cgroup):
+/// at most ~17 MiB for all connections, receive buffers ~9 MiB more.
+pub const HTTP_SOCKET_SEND_BUFFER: u32 = 32 * 1024;
 /// Bytes of response bodies held for clients at once. A larger answer than fits is replaced by a
 /// `503` with `Retry-After`; together with the connection buffers the server stays under ~30 MiB,
 /// well inside the DaemonSet's 128 MiB with the parser and the denial ring.

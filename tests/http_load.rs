@@ -98,9 +98,10 @@ async fn idle_client(from: Ipv4Addr, to: SocketAddr, stop: CancellationToken, st
     }
 }
 
-/// One slow client: asks for the largest `/denials` page, never reads, holds the connection.
-async fn slow_client(to: SocketAddr, stop: CancellationToken, stats: Arc<LoadStats>) {
-    let from = Ipv4Addr::new(127, 0, 1, 1);
+/// One slow client: asks for the largest `/denials` page, never reads, holds the connection. Each comes
+/// from its own address, so the flood's evictions (which hit the address holding the most) spare it and
+/// it keeps its answer pinned for as long as the agent lets it.
+async fn slow_client(from: Ipv4Addr, to: SocketAddr, stop: CancellationToken, stats: Arc<LoadStats>) {
     let Ok(s) = TcpSocket::new_v4().and_then(|s| s.bind((from, 0).into()).map(|()| s)) else { return };
     let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), s.connect(to)).await else { return };
     let request = "GET /denials?after=0&limit=100000 HTTP/1.1\r\nHost: agent\r\n\r\n";
@@ -116,8 +117,9 @@ fn start_load(to: SocketAddr, stop: CancellationToken, stats: Arc<LoadStats>) ->
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
             let mut tasks = Vec::new();
-            for _ in 0..SLOW_CLIENTS {
-                tasks.push(tokio::spawn(slow_client(to, stop.clone(), stats.clone())));
+            for i in 0..SLOW_CLIENTS {
+                let from = Ipv4Addr::new(127, 0, 1, 1 + i as u8);
+                tasks.push(tokio::spawn(slow_client(from, to, stop.clone(), stats.clone())));
             }
             for a in 0..FLOOD_ADDRESSES {
                 for _ in 0..FLOOD_PER_ADDRESS {

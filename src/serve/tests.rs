@@ -205,3 +205,17 @@ async fn shutdown_finishes_the_answer_in_flight_and_stops_accepting() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(TcpStream::connect(r.addr).await.is_err(), "the listener is closed");
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn accepted_sockets_keep_the_small_kernel_buffers() {
+    use nix::sys::socket::{getsockopt, sockopt};
+    let listener = bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (accepted, _) = tokio::join!(listener.accept(), client);
+    let (server_side, _) = accepted.unwrap();
+    // The kernel doubles what was asked for (bookkeeping overhead).
+    let snd = getsockopt(&server_side, sockopt::SndBuf).unwrap();
+    let rcv = getsockopt(&server_side, sockopt::RcvBuf).unwrap();
+    assert_eq!(snd, 2 * defaults::HTTP_SOCKET_SEND_BUFFER as usize);
+    assert_eq!(rcv, 2 * defaults::HTTP_SOCKET_RECV_BUFFER as usize);
+}
