@@ -14,17 +14,11 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// The address a client is counted under: its IPv4 address, or the /64 network of an IPv6 address
-/// (one host usually owns a whole /64, so counting single IPv6 addresses would count nothing).
+/// The address a client is counted under: its IP address, an IPv4-mapped IPv6 address as the IPv4
+/// one. Not an IPv6 /64: in a cluster one node's pods often share a /64, and a pod cannot pick its
+/// source address, so each address is one client.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::V6(octets.into())
-        }
-        v4 => v4,
-    }
+    ip.to_canonical()
 }
 
 /// Connection bookkeeping. `live` connections are the ones not told to close; `open` also counts
@@ -128,7 +122,7 @@ pub struct Slot {
     peer: IpAddr,
     /// Cancelled when the connection is evicted to make room.
     pub evict: CancellationToken,
-    /// Whether admitting this connection evicted another.
+    /// Whether admitting this connection evicted another (the server was full).
     pub evicted_other: bool,
 }
 
@@ -194,11 +188,10 @@ mod tests {
     }
 
     #[test]
-    fn peers_are_addresses_or_ipv6_networks() {
+    fn peers_are_addresses() {
         assert_eq!(ip("10.0.0.7"), "10.0.0.7".parse::<IpAddr>().unwrap());
         assert_eq!(ip("::ffff:10.0.0.7"), ip("10.0.0.7"), "a v4-mapped address is the IPv4 client");
-        assert_eq!(ip("2001:db8:1:2:aaaa::1"), ip("2001:db8:1:2:bbbb::9"), "one /64 is one client");
-        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:3::1"));
+        assert_ne!(ip("2001:db8:1:2::1"), ip("2001:db8:1:2::2"), "two pods of one node's /64 are two clients");
     }
 
     #[test]

@@ -168,6 +168,9 @@ async fn accept_loop(listener: TcpListener, server: Arc<Server>) {
         match accepted {
             Ok((stream, peer)) => {
                 let slot = server.admission.admit(peer.ip());
+                if slot.evicted_other {
+                    tracing::debug!(peer = %peer.ip(), "HTTP server full: closed the oldest connection of the busiest client");
+                }
                 server.metrics.opened();
                 tokio::spawn(connection(stream, slot, server.clone()));
             }
@@ -206,9 +209,6 @@ async fn connection(stream: TcpStream, slot: Slot, server: Arc<Server>) {
             }
         }
     };
-    if slot.evicted_other {
-        tracing::debug!("HTTP server full: evicted the oldest connection of the busiest client");
-    }
     server.metrics.closed(why);
 }
 

@@ -7,7 +7,9 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
-const BIG: usize = 4 * 1024 * 1024;
+/// Far more than the kernel buffers of both ends hold, so a client that does not read keeps most of it
+/// in the server.
+const BIG: usize = 1024 * 1024;
 
 fn app() -> Router {
     Router::new().route("/healthz", get(|| async { "ok\n" })).route("/big", get(|| async { vec![b'x'; BIG] })).route(
@@ -122,7 +124,7 @@ async fn idle_and_byte_by_byte_clients_lose_their_place_at_the_header_timeout() 
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_client_that_never_reads_is_cut_at_the_deadline_and_its_budget_returns() {
-    let limits = Limits { response_budget: 2 * BIG, ..quick() };
+    let limits = Limits { response_budget: 2 * BIG, deadline: Duration::from_millis(1500), ..quick() };
     let r = start(limits);
     let mut hogs = Vec::new();
     for _ in 0..3 {
@@ -193,7 +195,8 @@ async fn an_oversized_request_head_is_refused() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn shutdown_finishes_the_answer_in_flight_and_stops_accepting() {
-    let r = start(quick());
+    // No timeout of the connection's own would end the idle one within the test.
+    let r = start(Limits { header_timeout: Duration::from_secs(60), deadline: Duration::from_secs(60), ..quick() });
     let in_flight = tokio::spawn(get_status(Ipv4Addr::LOCALHOST, r.addr, "/slow"));
     let mut idle = connect_from(Ipv4Addr::LOCALHOST, r.addr).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -202,7 +205,8 @@ async fn shutdown_finishes_the_answer_in_flight_and_stops_accepting() {
     assert_eq!(in_flight.await.unwrap().0, 200, "the request in flight is answered");
     closed_after(&mut idle, t).await;
     r.task.await.unwrap();
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "not the 60 s timeouts: {:?}", t.elapsed());
+    assert_eq!(r.metrics.open_count(), 0);
     assert!(TcpStream::connect(r.addr).await.is_err(), "the listener is closed");
 }
 
@@ -218,4 +222,18 @@ async fn accepted_sockets_keep_the_small_kernel_buffers() {
     let rcv = getsockopt(&server_side, sockopt::RcvBuf).unwrap();
     assert_eq!(snd, 2 * defaults::HTTP_SOCKET_SEND_BUFFER as usize);
     assert_eq!(rcv, 2 * defaults::HTTP_SOCKET_RECV_BUFFER as usize);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_drain_cuts_an_answer_that_takes_longer() {
+    let r = start(Limits { drain: Duration::from_millis(100), ..quick() });
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, r.addr).await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    r.shutdown.cancel();
+    r.task.await.unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    assert!(raw.is_empty(), "no answer after the drain: {}", String::from_utf8_lossy(&raw));
+    assert_eq!(r.metrics.closed_count(Closed::Shutdown), 1);
 }
