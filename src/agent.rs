@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler, Settings};
+use crate::serve;
 use crate::server::{self, Shared};
 use crate::{audit, defaults, preflight};
 
@@ -58,6 +59,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();
     let mut metrics = Metrics::new();
+    let http_metrics = serve::HttpMetrics::register(metrics.registry_mut());
     let audit_metrics = audit::AuditMetrics::register(metrics.registry_mut(), managed.clone());
     let monitor_config = audit::MonitorConfig {
         source: run.audit.source.clone(),
@@ -79,13 +81,8 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let in_flight = kernel.in_flight();
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
-    let listener = tokio::net::TcpListener::bind(run.listen).await.with_context(|| format!("cannot listen on {}", run.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /profiles /metrics");
     let app = server::router(shared.clone(), extra_routes);
-    let server_token = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(server_token.cancelled_owned()).await.context("HTTP server failed")
-    });
+    let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
 
     let (tx, rx) = mpsc::channel(64);
     let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
@@ -104,11 +101,28 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
             in_flight.kill();
         }
     }
-    server.await.context("HTTP server task panicked")??;
+    server.await.context("HTTP server task panicked")?;
     // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
     // waiting for them.
     monitor.stop();
     Ok(())
+}
+
+/// Binds every listen address and starts the HTTP server with limits fitted to the descriptor budget.
+fn start_server(
+    addrs: &[std::net::SocketAddr],
+    app: axum::Router,
+    metrics: serve::HttpMetrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let limits = serve::Limits::for_this_process(addrs.len());
+    let listeners = addrs
+        .iter()
+        .map(|a| serve::bind(*a).with_context(|| format!("cannot listen on {a}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let bound: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
+    tracing::info!(addrs = ?bound, max_connections = limits.max_connections, "serving /healthz /readyz /profiles /metrics /denials");
+    Ok(tokio::spawn(serve::serve(listeners, app, limits, metrics, shutdown)))
 }
 
 /// Watches the profiles directory. The callback only forwards: the event's kind and path

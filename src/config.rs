@@ -117,9 +117,10 @@ pub struct RunArgs {
     /// How many recent denials GET /denials keeps [default: 1000].
     #[arg(long, env = "APPARMOR_LOADER_DENIALS_BUFFER", value_name = "N")]
     pub denials_buffer: Option<usize>,
-    /// HTTP address for /healthz, /readyz, /profiles and /metrics [default: 0.0.0.0:9741].
-    #[arg(long, env = "APPARMOR_LOADER_LISTEN", value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
+    /// HTTP address for /healthz, /readyz, /profiles, /metrics and /denials (repeatable; comma-separated in
+    /// the environment) [default: 127.0.0.1:9741].
+    #[arg(long, env = "APPARMOR_LOADER_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    pub listen: Vec<SocketAddr>,
     /// Full rescan period, the safety net behind file and kernel events [default: 60s].
     #[arg(long, env = "APPARMOR_LOADER_RESYNC_INTERVAL", value_name = "DURATION")]
     pub resync_interval: Option<humantime::Duration>,
@@ -247,13 +248,30 @@ pub struct FileConfig {
     default_mode: Option<DesiredMode>,
     #[serde(default)]
     modes: BTreeMap<String, DesiredMode>,
-    listen: Option<SocketAddr>,
+    listen: Option<Listen>,
     resync_interval: Option<String>,
     debounce: Option<String>,
     audit_source: Option<String>,
     kmsg: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     denials_buffer: Option<usize>,
+}
+
+/// `listen:` in the config file: one address, a comma-separated list, or a YAML list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Listen {
+    fn addresses(&self) -> Vec<&str> {
+        match self {
+            Listen::One(s) => s.split(',').map(str::trim).collect(),
+            Listen::Many(v) => v.iter().map(|s| s.trim()).collect(),
+        }
+    }
 }
 
 /// A settings problem; the message names the file or flag.
@@ -296,6 +314,14 @@ pub enum ConfigError {
         path: PathBuf,
         /// Why.
         message: String,
+    },
+    /// `listen` in the config file is not a list of socket addresses.
+    #[error("invalid config file {}: listen: {value:?} is not an address like 127.0.0.1:9741 or [::1]:9741", path.display())]
+    Listen {
+        /// The file.
+        path: PathBuf,
+        /// The value.
+        value: String,
     },
     /// An `--adopt` glob does not parse.
     #[error("invalid --adopt glob {glob:?}")]
@@ -399,8 +425,8 @@ pub struct RunSettings {
     pub audit: AuditSettings,
     /// Recent denials kept for GET /denials.
     pub denials_buffer: usize,
-    /// HTTP listen address.
-    pub listen: SocketAddr,
+    /// HTTP listen addresses (at least one).
+    pub listen: Vec<SocketAddr>,
     /// Resync period.
     pub resync_interval: Duration,
     /// Debounce window.
@@ -493,6 +519,22 @@ impl Resolver {
         })
     }
 
+    /// The listen addresses: the flag's, else the file's, else the default.
+    fn listen(&self, flag: &[SocketAddr]) -> Result<Vec<SocketAddr>, ConfigError> {
+        if !flag.is_empty() {
+            return Ok(flag.to_vec());
+        }
+        let Some(listen) = &self.file.listen else { return Ok(vec![defaults::LISTEN.parse().expect("valid default")]) };
+        let parsed = listen.addresses().into_iter().map(|a| {
+            a.parse().map_err(|_| ConfigError::Listen { path: self.path.clone().unwrap_or_default(), value: a.to_owned() })
+        });
+        let addrs = parsed.collect::<Result<Vec<SocketAddr>, _>>()?;
+        if addrs.is_empty() {
+            return Err(ConfigError::Listen { path: self.path.clone().unwrap_or_default(), value: String::new() });
+        }
+        Ok(addrs)
+    }
+
     /// `run` settings.
     pub fn run(&self, a: &RunArgs, host: &HostSettings) -> Result<RunSettings, ConfigError> {
         let f = &self.file;
@@ -500,7 +542,7 @@ impl Resolver {
             reconcile: self.reconcile(&a.reconcile)?,
             audit: self.audit(&a.audit, &host.proc_dir)?,
             denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(crate::audit::ring::DEFAULT_RING_CAPACITY),
-            listen: a.listen.or(f.listen).unwrap_or_else(|| defaults::LISTEN.parse().expect("valid default")),
+            listen: self.listen(&a.listen)?,
             resync_interval: self.duration(
                 a.resync_interval,
                 "resync_interval",
@@ -540,7 +582,7 @@ mod tests {
         assert!(run.reconcile.unload_removed);
         assert_eq!(run.reconcile.modes["payment-api"], DesiredMode::Complain);
         assert_eq!(run.debounce, defaults::DEBOUNCE);
-        assert_eq!(run.listen.port(), 9741);
+        assert_eq!(run.listen, vec!["127.0.0.1:9741".parse::<SocketAddr>().unwrap()], "loopback unless told otherwise");
         let host = r.host(&c.global).unwrap();
         assert_eq!(host.log_format, LogFormat::Json);
         assert_eq!(host.securityfs, PathBuf::from(defaults::SECURITYFS));
@@ -563,6 +605,33 @@ mod tests {
         assert!(r.run(args, &host).unwrap_err().to_string().contains("debounce"));
         std::fs::write(&path, "modes: {x: loud}\n").unwrap();
         assert!(Resolver::new(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn listen_takes_several_addresses() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.yaml");
+        let run_with = |yaml: &str, args: &[&str]| {
+            std::fs::write(&path, format!("profiles: /p\n{yaml}")).unwrap();
+            let mut argv = vec!["run", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(args);
+            let c = cli(&argv);
+            let r = Resolver::new(c.global.config.as_deref())?;
+            let Command::Run(a) = &c.command else { panic!() };
+            r.run(a, &r.host(&c.global)?).map(|run| run.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
+        };
+        let both = vec!["10.1.2.3:9741".to_string(), "127.0.0.1:9741".to_string()];
+        assert_eq!(run_with("listen: 10.1.2.3:9741,127.0.0.1:9741\n", &[]).unwrap(), both);
+        assert_eq!(run_with("listen: [10.1.2.3:9741, \"127.0.0.1:9741\"]\n", &[]).unwrap(), both);
+        assert_eq!(run_with("listen: \"[::1]:9741\"\n", &[]).unwrap(), ["[::1]:9741"]);
+        assert_eq!(run_with("", &["--listen", "10.1.2.3:9741,127.0.0.1:9741"]).unwrap(), both);
+        assert_eq!(
+            run_with("listen: 10.9.9.9:1\n", &["--listen", "127.0.0.1:1", "--listen", "[::1]:2"]).unwrap(),
+            ["127.0.0.1:1", "[::1]:2"]
+        );
+        let err = run_with("listen: 10.1.2.3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("config.yaml") && err.contains("\"10.1.2.3\""), "{err}");
+        assert!(Cli::try_parse_from(["apparmor-loader", "run", "--listen", "fd00::1:9741"]).is_err(), "IPv6 needs brackets");
     }
 
     #[test]

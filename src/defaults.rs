@@ -27,8 +27,10 @@ pub const PARSER_JOBS: u32 = 4;
 pub const PARSER_OUTPUT_CAP: usize = 256 * 1024;
 /// How long one parser process may run before it is killed.
 pub const PARSER_TIMEOUT: Duration = Duration::from_secs(30);
-/// The HTTP listen address of `run` (health, readiness, profiles, metrics).
-pub const LISTEN: &str = "0.0.0.0:9741";
+/// The HTTP listen address of `run` (health, readiness, profiles, metrics, denials) when none is given:
+/// loopback, so the agent run by hand on a node does not open its port to the network. The DaemonSet
+/// passes the pod's IP (which the kubelet's probes and the scrapers reach) and loopback.
+pub const LISTEN: &str = "127.0.0.1:9741";
 /// The safety-net full resync period of `run`.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// How long `run` waits for more file events before it rescans.
@@ -40,3 +42,54 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// How often the denial monitor's idle threads look at their stop flag (and an audit log
 /// for rotation): rare, so an idle agent causes almost no wakeups.
 pub const AUDIT_IDLE_CHECK: Duration = Duration::from_secs(5);
+
+// The HTTP server's limits (src/serve/). Its clients are the kubelet's probes, a scraper every 15-60 s
+// and a person now and then: a handful of short connections. Anything beyond that is a fault or an
+// attack, and must cost the agent a bounded amount of memory and descriptors, never its syncs.
+
+/// Connections kept at once, all clients together; each costs one file descriptor and at most ~50 KiB
+/// (buffers below), so 256 cost ~13 MiB. When full, a new connection evicts the oldest connection of the
+/// client address holding the most; further ones wait in the kernel's listen queue at no cost to the
+/// agent. Lowered at start when the descriptor limit cannot hold it beside [`FD_RESERVE`].
+pub const HTTP_MAX_CONNECTIONS: usize = 256;
+/// Evicted connections that may still be closing beyond [`HTTP_MAX_CONNECTIONS`] (each holds its
+/// descriptor until its task has run); the accept loop waits while they are.
+pub const HTTP_EVICTION_SLACK: usize = 16;
+/// The kernel's queue of connections the agent has not accepted yet (listen backlog; the kernel caps it
+/// at `net.core.somaxconn`, 4096 by default). They cost no descriptor and no memory of the pod's cgroup,
+/// and a deep queue absorbs a burst of connections instead of dropping the kubelet's probe with it
+/// (a dropped connection attempt is retried only after a second).
+pub const HTTP_BACKLOG: u32 = 1024;
+/// A client must send its whole request head within this: real clients send it at once, an idle or
+/// byte-by-byte connection gives its place back after this long.
+pub const HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection serves one request (no keep-alive) and is closed after this long whatever it is doing,
+/// so a client that never reads its answer holds the answer's memory this long at most. Above
+/// Prometheus' default scrape timeout (10 s); the largest answer takes milliseconds to a reading client.
+pub const HTTP_CONNECTION_DEADLINE: Duration = Duration::from_secs(15);
+/// Largest read and write buffer of one connection (a request head above this is refused; the agent's
+/// requests are one short line and a few headers).
+pub const HTTP_CONNECTION_BUFFER: usize = 16 * 1024;
+/// Kernel receive buffer of HTTP sockets (SO_RCVBUF, doubled by the kernel): requests are tiny, and a
+/// client sending more fills only this.
+pub const HTTP_SOCKET_RECV_BUFFER: u32 = 16 * 1024;
+/// Kernel send buffer of HTTP sockets (SO_SNDBUF, doubled by the kernel) instead of autotuning to
+/// megabytes, so answers nobody reads cost little kernel memory (charged to the pod's memory cgroup):
+/// at most ~17 MiB for all connections, receive buffers ~9 MiB more.
+pub const HTTP_SOCKET_SEND_BUFFER: u32 = 32 * 1024;
+/// Bytes of response bodies held for clients at once. A larger answer than fits is replaced by a
+/// `503` with `Retry-After`; together with the connection buffers the server stays under ~30 MiB,
+/// well inside the DaemonSet's 128 MiB with the parser and the denial ring.
+pub const HTTP_RESPONSE_BUDGET: usize = 16 * 1024 * 1024;
+/// Responses up to this size skip the budget, so `/healthz` and a ready `/readyz` always answer.
+pub const HTTP_SMALL_RESPONSE: usize = 4 * 1024;
+/// Bodies are handed to a connection in copies of this size, so the connection's buffer never keeps a
+/// whole answer alive after the budget has been given back.
+pub const HTTP_BODY_CHUNK: usize = 8 * 1024;
+/// On SIGTERM, how long open connections get to finish their answer.
+pub const HTTP_SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
+/// File descriptors kept for everything but HTTP connections: the parser's pipes, profile and state
+/// files, inotify, the audit source, `/proc` reads, the runtime. Measured at ~20 in a busy sync; the
+/// reserve is ten times that. The soft `RLIMIT_NOFILE` is raised at start (up to the hard limit) to hold
+/// this plus the HTTP connections, and the connection cap shrinks if it cannot.
+pub const FD_RESERVE: u64 = 256;

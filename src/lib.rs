@@ -28,5 +28,7 @@ pub mod preflight;
 pub mod reconcile;
 /// Reading the profiles directory into the desired state.
 pub mod scan;
+/// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
+pub mod serve;
 /// The read-only HTTP endpoints.
 pub mod server;

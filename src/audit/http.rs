@@ -16,8 +16,10 @@ pub fn router(view: DenialsView) -> Router {
     Router::new().route("/denials", get(denials)).with_state(view)
 }
 
-/// The handler: `profile` filters by profile (and its children), `limit` keeps the most recent N,
-/// `after` returns only records with a larger id (for polling), `origin` picks the ring. Oldest first.
+/// The handler: `profile` filters by profile (and its children); without `after` the page holds the most
+/// recent records, with `after=ID` the oldest ones past that id (follow `next_after` while `more` is true
+/// to read the ring page by page). `limit` sets the page size, capped at [`super::ring::PAGE_MAX`]
+/// records and [`super::ring::PAGE_BYTES`] bytes. Records are oldest first.
 pub async fn denials(State(view): State<DenialsView>, Query(q): Query<RingQuery>) -> Json<DenialsResponse> {
     // The ring lock is held only to clone at most `capacity` entries: short enough for an async handler.
     Json(view.response(&q))

@@ -8,6 +8,8 @@
 //! recent ones ([`ring`]), userspace-reported records apart; [`suggest`] turns records into rules, from
 //! the live stream or from saved logs ([`saved`]).
 
+/// Size bounds on stored records and the pages built from them.
+mod bounded;
 /// Which container and pod a pid belongs to, from `/proc/<pid>/cgroup`.
 pub mod cgroup;
 /// The bodies of the `denials` and `suggest` subcommands.

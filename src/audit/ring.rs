@@ -1,6 +1,7 @@
 //! The memory of recent records (a bounded ring buffer) and the limiter that keeps denial logging
 //! from flooding the node.
 
+use super::bounded;
 use super::cgroup::ContainerRef;
 use super::record::AuditRecord;
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How many records the ring keeps by default.
 pub const DEFAULT_RING_CAPACITY: usize = 1000;
+/// Records in one answer when the query names no `limit`: a screenful of JSON, ~60 KiB.
+pub const PAGE: usize = 100;
+/// Records in one answer at most, whatever the query's `limit`: with [`PAGE_BYTES`], no request can make
+/// the agent serialize the whole ring (which `--denials-buffer` may make large) into one response.
+pub const PAGE_MAX: usize = 500;
+/// JSON bytes of one answer's records at most (a typical record is 0.5 to 1 KiB).
+pub const PAGE_BYTES: usize = 256 * 1024;
+/// Text bytes one stored record may hold in all (name, profile, comm, ...). The kernel's own records stay
+/// below it (a path is at most PATH_MAX, 4096 bytes, and the audit tools size a whole message at 8970
+/// bytes, MAX_AUDIT_MESSAGE_LENGTH), so only a crafted audit-log line is ever cut; this bounds the ring's
+/// memory to about capacity × 16 KiB.
+pub const RECORD_TEXT: usize = 16 * 1024;
 
 /// One remembered record with what the monitor learned about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +38,13 @@ pub struct Entry {
     /// The container and pod of `record.pid`, when it could be resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// True when the record's text was longer than [`RECORD_TEXT`] bytes in all and its
+    /// longest fields were cut (no record the kernel emits is that long; a crafted log line can be).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    /// The entry's size in JSON, measured once when stored: pages are bounded in bytes.
+    #[serde(skip)]
+    json_len: usize,
 }
 
 /// What a caller (the HTTP handler, the CLI) asks of the ring.
@@ -33,10 +53,11 @@ pub struct Query {
     /// Only records of this profile (exact match, or its children `NAME//...`).
     #[serde(default)]
     pub profile: Option<String>,
-    /// At most this many, the most recent ones.
+    /// At most this many records (capped at a page, [`PageLimits::max_records`]).
     #[serde(default)]
     pub limit: Option<usize>,
-    /// Only records with an id greater than this (for polling).
+    /// Only records with an id greater than this, oldest first: a cursor for paging and polling.
+    /// Without it the page holds the most recent records.
     #[serde(default)]
     pub after: Option<u64>,
     /// Which ring: the kernel's records (default) or the userspace-reported ones, kept apart.
@@ -56,6 +77,24 @@ pub enum RingOrigin {
     Userspace,
 }
 
+/// How large one answer may be, so that no query makes the agent build an unbounded response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Records per page when the query names no `limit`.
+    pub default_records: usize,
+    /// Records per page at most, whatever the query's `limit`.
+    pub max_records: usize,
+    /// JSON bytes of the page's records at most (a page always holds at least one record, so a
+    /// client always makes progress; one record is at most [`RECORD_TEXT`] of text).
+    pub max_bytes: usize,
+}
+
+impl Default for PageLimits {
+    fn default() -> Self {
+        PageLimits { default_records: PAGE, max_records: PAGE_MAX, max_bytes: PAGE_BYTES }
+    }
+}
+
 /// The answer to a [`Query`]: JSON-ready.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -65,6 +104,11 @@ pub struct Snapshot {
     pub total: u64,
     /// The ring's capacity.
     pub capacity: usize,
+    /// The cursor for the next request (`after=`): the last record of a full page, else the newest
+    /// record the ring holds, so polling with it returns only what this answer did not cover.
+    pub next_after: u64,
+    /// True when matching records beyond `next_after` exist already (the page was full): ask again.
+    pub more: bool,
 }
 
 /// True when `profile` is `wanted` or one of its children/hats (`wanted//child`).
@@ -90,7 +134,8 @@ impl Ring {
         Ring { entries: VecDeque::with_capacity(capacity.min(4096)), capacity, next_id: 1 }
     }
 
-    /// Stores a record, stamping it with the next id and the receive time; returns the id.
+    /// Stores a record, stamping it with the next id and the receive time; returns the id. Its text is
+    /// cut to [`RECORD_TEXT`] bytes in all, so the ring's memory is bounded too.
     pub fn push(&mut self, record: AuditRecord, container: Option<ContainerRef>, received: SystemTime) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -98,7 +143,10 @@ impl Ring {
             self.entries.pop_front();
         }
         let received_at = humantime::format_rfc3339_millis(received).to_string();
-        self.entries.push_back(Entry { id, received_at, record, container });
+        let (record, truncated) = bounded::bound_text(record, RECORD_TEXT);
+        let mut entry = Entry { id, received_at, record, container, truncated, json_len: 0 };
+        entry.json_len = bounded::json_len(&entry);
+        self.entries.push_back(entry);
         id
     }
 
@@ -112,20 +160,58 @@ impl Ring {
         self.entries.is_empty()
     }
 
-    /// The matching records, oldest first, the most recent `limit` of them.
+    /// One page of matching records with the default [`PageLimits`].
     pub fn snapshot(&self, q: &Query) -> Snapshot {
-        let limit = q.limit.unwrap_or(self.capacity);
-        let mut picked: Vec<Entry> = self
-            .entries
-            .iter()
-            .rev()
-            .take_while(|e| q.after.is_none_or(|a| e.id > a))
-            .filter(|e| q.profile.as_deref().is_none_or(|p| profile_matches(e.record.profile.as_deref(), p)))
-            .take(limit)
-            .cloned()
-            .collect();
-        picked.reverse();
-        Snapshot { records: picked, total: self.next_id - 1, capacity: self.capacity }
+        self.page(q, PageLimits::default())
+    }
+
+    /// One page of matching records, oldest first: without `after` the most recent ones that fit, with
+    /// `after` the oldest ones past that id (and `more` when the page was full).
+    pub fn page(&self, q: &Query, limits: PageLimits) -> Snapshot {
+        let limit = q.limit.unwrap_or(limits.default_records).min(limits.max_records);
+        let newest = self.next_id - 1;
+        let matches = |e: &&Entry| q.profile.as_deref().is_none_or(|p| profile_matches(e.record.profile.as_deref(), p));
+        let mut page = Page { limit, max_bytes: limits.max_bytes, bytes: 0, records: Vec::new() };
+        let (next_after, more) = match q.after {
+            None => {
+                for e in self.entries.iter().rev().filter(matches) {
+                    if !page.take(e) {
+                        break;
+                    }
+                }
+                page.records.reverse();
+                (newest, false)
+            }
+            Some(after) => {
+                let start = self.entries.partition_point(|e| e.id <= after);
+                let full = self.entries.range(start..).filter(matches).any(|e| !page.take(e));
+                match (full, page.records.last()) {
+                    (true, last) => (last.map_or(after, |e| e.id), true),
+                    (false, _) => (newest.max(after), false),
+                }
+            }
+        };
+        Snapshot { records: page.records, total: newest, capacity: self.capacity, next_after, more }
+    }
+}
+
+/// A page being filled: stops at `limit` records or `max_bytes` of JSON, whichever comes first.
+struct Page {
+    limit: usize,
+    max_bytes: usize,
+    bytes: usize,
+    records: Vec<Entry>,
+}
+
+impl Page {
+    /// Adds `e` if it fits; false when the page is full. The first record always fits.
+    fn take(&mut self, e: &Entry) -> bool {
+        let full = self.records.len() >= self.limit || (!self.records.is_empty() && self.bytes + e.json_len > self.max_bytes);
+        if !full {
+            self.bytes += e.json_len;
+            self.records.push(e.clone());
+        }
+        !full
     }
 }
 
@@ -321,6 +407,89 @@ mod tests {
         assert_eq!(e["container"]["pod_uid"], "u");
         let back: Snapshot = serde_json::from_value(v).unwrap();
         assert_eq!(back.records[0].record.name.as_deref(), Some("/x"));
+    }
+
+    fn ids(s: &Snapshot) -> Vec<u64> {
+        s.records.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn pages_are_capped_whatever_the_limit() {
+        let mut ring = Ring::new(1000);
+        for i in 0..1000 {
+            ring.push(rec("p", &format!("/f{i}")), None, SystemTime::UNIX_EPOCH);
+        }
+        let s = ring.snapshot(&Query::default());
+        assert_eq!(ids(&s), (901..=1000).collect::<Vec<_>>(), "default page: the newest {PAGE}, oldest first");
+        assert_eq!((s.next_after, s.more, s.total), (1000, false, 1000));
+        let s = ring.snapshot(&Query { limit: Some(1_000_000), ..Query::default() });
+        assert_eq!(s.records.len(), PAGE_MAX);
+        let s = ring.snapshot(&Query { after: Some(0), limit: Some(1_000_000), ..Query::default() });
+        assert_eq!(ids(&s), (1..=PAGE_MAX as u64).collect::<Vec<_>>());
+        assert_eq!((s.next_after, s.more), (PAGE_MAX as u64, true));
+    }
+
+    #[test]
+    fn paging_forward_returns_every_matching_record_once() {
+        let mut ring = Ring::new(64);
+        for i in 0..100 {
+            let profile = if i % 3 == 0 { "a" } else { "b" };
+            ring.push(rec(profile, &format!("/f{i}")), None, SystemTime::UNIX_EPOCH);
+        }
+        let limits = PageLimits { default_records: 7, max_records: 7, max_bytes: usize::MAX };
+        let mut after = 0;
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let s = ring.page(&Query { profile: Some("a".into()), after: Some(after), ..Query::default() }, limits);
+            assert!(s.records.len() <= 7);
+            seen.extend(ids(&s));
+            after = s.next_after;
+            pages += 1;
+            if !s.more {
+                break;
+            }
+        }
+        // The ring holds ids 37..=100; of those, profile "a" has the ids i+1 with i % 3 == 0.
+        let want: Vec<u64> = (37..=100).filter(|id| (id - 1) % 3 == 0).collect();
+        assert_eq!(seen, want);
+        assert_eq!((after, pages), (100, want.len().div_ceil(7)));
+        // Polling from the cursor: nothing, then exactly what is new.
+        let poll = |ring: &Ring, after| ring.page(&Query { after: Some(after), ..Query::default() }, limits);
+        assert!(poll(&ring, after).records.is_empty());
+        ring.push(rec("b", "/new1"), None, SystemTime::UNIX_EPOCH);
+        ring.push(rec("b", "/new2"), None, SystemTime::UNIX_EPOCH);
+        let s = poll(&ring, after);
+        assert_eq!((ids(&s), s.next_after, s.more), (vec![101, 102], 102, false));
+        // A cursor from the future (another agent's ids) is kept rather than moved back.
+        assert_eq!(poll(&ring, 5000).next_after, 5000);
+        let zero = ring.page(&Query { after: Some(10), limit: Some(0), ..Query::default() }, limits);
+        assert_eq!((zero.records.len(), zero.next_after, zero.more), (0, 10, true));
+    }
+
+    #[test]
+    fn pages_are_bounded_in_bytes_and_records_in_text() {
+        let mut ring = Ring::new(100);
+        for i in 0..100 {
+            // 10 KiB names: ~25 fit in a 256 KiB page.
+            ring.push(rec("p", &format!("/{i}/{}", "x".repeat(10 * 1024))), None, SystemTime::UNIX_EPOCH);
+        }
+        let s = ring.snapshot(&Query { limit: Some(PAGE_MAX), ..Query::default() });
+        let bytes = serde_json::to_vec(&s.records).unwrap().len();
+        assert!(bytes <= PAGE_BYTES + 1024 && s.records.len() >= 20, "{} records, {bytes} bytes", s.records.len());
+        assert_eq!(s.records.last().unwrap().id, 100, "the newest records");
+        // One record always makes it, however small the byte limit, so a client never gets stuck.
+        let tiny = PageLimits { max_bytes: 10, ..PageLimits::default() };
+        let s = ring.page(&Query { after: Some(0), ..Query::default() }, tiny);
+        assert_eq!((ids(&s), s.more, s.next_after), (vec![1], true, 1));
+        // A crafted record far over the text bound is cut, flagged, and measured right.
+        let id = ring.push(rec("p", &"y".repeat(200_000)), None, SystemTime::UNIX_EPOCH);
+        let s = ring.page(&Query { after: Some(id - 1), ..Query::default() }, PageLimits::default());
+        let e = &s.records[0];
+        assert!(e.truncated && e.record.name.as_ref().unwrap().len() <= RECORD_TEXT, "{}", e.record.name.as_ref().unwrap().len());
+        assert_eq!(e.json_len, serde_json::to_vec(e).unwrap().len());
+        assert_eq!(serde_json::to_value(e).unwrap()["truncated"], true);
+        assert!(!s.records.iter().any(|e| serde_json::to_value(e).unwrap().get("json_len").is_some()));
     }
 
     #[test]

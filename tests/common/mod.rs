@@ -547,7 +547,12 @@ impl TestEnv {
 
     /// Like `command`, without the global flags named in `skip`.
     pub fn command_except(&self, args: &[&str], skip: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
+        self.prepare(Command::new(BIN), args, skip)
+    }
+
+    /// `cmd` (the binary, or a wrapper that execs it with what follows) with `args`, the global flags
+    /// less `skip`, and a clean environment.
+    fn prepare(&self, mut cmd: Command, args: &[&str], skip: &[&str]) -> Command {
         cmd.args(args).args(self.env_args_except(skip));
         cmd.env("FAKE_PARSER_LOG", &self.calls);
         cmd.env_remove("FAKE_PARSER_DELAY_MS");
@@ -595,11 +600,28 @@ impl TestEnv {
     }
 
     pub fn spawn_agent_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Agent {
+        self.spawn_agent_full(extra, env, None)
+    }
+
+    /// Like `spawn_agent`, with soft and hard RLIMIT_NOFILE set to `nofile` before the agent starts (the
+    /// agent's pid is the shell's: it execs).
+    pub fn spawn_agent_nofile(&self, extra: &[&str], nofile: u64) -> Agent {
+        self.spawn_agent_full(extra, &[], Some(nofile))
+    }
+
+    fn spawn_agent_full(&self, extra: &[&str], env: &[(&str, &str)], nofile: Option<u64>) -> Agent {
         let addr = format!("127.0.0.1:{}", free_port());
         let profiles = self.profiles.to_str().unwrap().to_string();
         let mut args: Vec<&str> = vec!["run", "--profiles", &profiles, "--listen", &addr];
         args.extend_from_slice(extra);
-        let mut cmd = self.command(&args);
+        let mut cmd = match nofile {
+            None => self.command(&args),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c").arg(format!("ulimit -n {n} && exec \"$0\" \"$@\"")).arg(BIN);
+                self.prepare(sh, &args, &[])
+            }
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }

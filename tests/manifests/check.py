@@ -52,7 +52,10 @@ CONFIG_KEYS = {
     "recursive", "max_file_size", "adopt", "unload_removed", "default_mode", "modes", "listen",
     "resync_interval", "debounce", "audit_source", "kmsg", "audit_log", "denials_buffer",
 }
-DEFAULT_LISTEN_PORT = 9741
+DEFAULT_LISTEN = "127.0.0.1:9741"
+# Hosts the agent may listen on in a pod: the pod's IP (the node's on the host network) and loopback.
+POD_IP_HOST = "$(POD_IP)"
+LOOPBACK_HOSTS = {"127.0.0.1", "::1"}
 
 
 class Checker:
@@ -151,14 +154,31 @@ def probe_port(c, probe):
     return None
 
 
-def listen_port(c, config):
+def listen_addresses(c, config):
+    """The agent's listen addresses as written (a flag, the environment or the config file; a comma-separated
+    string or a YAML list), or the binary's default."""
     addr = env_value(c, "APPARMOR_LOADER_LISTEN") or (config or {}).get("listen")
     for a in c.get("args") or []:
         if a.startswith("--listen="):
             addr = a.split("=", 1)[1]
     if not addr:
-        return DEFAULT_LISTEN_PORT
-    return int(str(addr).rsplit(":", 1)[1])
+        return [DEFAULT_LISTEN]
+    items = addr if isinstance(addr, list) else str(addr).split(",")
+    return [str(a).strip() for a in items if str(a).strip()]
+
+
+def split_host_port(addr):
+    host, _, port = addr.rpartition(":")
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host, port
+
+
+def listen_port(c, config):
+    """The one port every listen address uses (None if they differ or one has none)."""
+    ports = {split_host_port(a)[1] for a in listen_addresses(c, config)}
+    if len(ports) != 1:
+        return None
+    port = ports.pop()
+    return int(port) if port.isdigit() else None
 
 
 def kustomizations(root):
@@ -531,15 +551,10 @@ def check_loader(rel, docs, root, ck):
               f"{rel}: host {hp} is mounted read-write at {mp}, where the agent looks by default")
     ck.ok(spec.get("hostPID") is True, f"{rel}: hostPID (the in-use scan must see every process on the node)")
     ck.ok(not spec.get("hostIPC"), f"{rel}: no hostIPC")
+    check_listen(rel, c, config, ck)
     if netlink:
-        env_names = [e.get("name") for e in c.get("env") or []]
-        listen = env_value(c, "APPARMOR_LOADER_LISTEN") or ""
         ck.ok(spec.get("hostNetwork") is True,
               f"{rel}: hostNetwork, because audit multicast reaches only the initial network namespace")
-        ck.ok(listen.startswith("$(HOST_IP):") and "HOST_IP" in env_names
-              and env_names.index("HOST_IP") < env_names.index("APPARMOR_LOADER_LISTEN"),
-              f"{rel}: on the host network the agent listens on the node's IP only, HOST_IP defined before use "
-              f"({listen})")
     else:
         ck.ok(not spec.get("hostNetwork"), f"{rel}: no hostNetwork (the denial monitor does not use netlink)")
     ck.ok(spec.get("automountServiceAccountToken") is False, f"{rel}: no service account token in the pod")
@@ -570,6 +585,58 @@ def check_loader(rel, docs, root, ck):
           f"{rel}: every namespaced object is in the rendered Namespace ({sorted(map(str, nss))})")
     ck.ok(ns is not None and ns["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce")
           == "privileged", f"{rel}: the Namespace admits the loader (pod-security enforce: privileged)")
+
+
+def check_listen(rel, c, config, ck):
+    """Where the endpoints listen: the pod's IP and loopback, never a wildcard address."""
+    addrs = listen_addresses(c, config)
+    hosts = [split_host_port(a)[0] for a in addrs]
+    wildcard = [a for a, h in zip(addrs, hosts) if h in ("0.0.0.0", "::", "")]
+    ck.ok(not wildcard, f"{rel}: the agent listens on no wildcard address (every interface of the pod, or of the "
+                        f"node on the host network): {wildcard or addrs}")
+    ck.ok(POD_IP_HOST in hosts and all(h == POD_IP_HOST or h in LOOPBACK_HOSTS for h in hosts),
+          f"{rel}: the agent listens on the pod's IP (what probes and scrapers reach) and loopback only ({addrs})")
+    env = c.get("env") or []
+    names = [e.get("name") for e in env]
+    pod_ip = next((e for e in env if e.get("name") == "POD_IP"), {})
+    field = ((pod_ip.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    ck.ok(field == "status.podIP" and "APPARMOR_LOADER_LISTEN" in names
+          and names.index("POD_IP") < names.index("APPARMOR_LOADER_LISTEN"),
+          f"{rel}: POD_IP comes from status.podIP and is defined before APPARMOR_LOADER_LISTEN expands it ({names})")
+
+
+def check_network_policy(rel, docs, ck):
+    """A NetworkPolicy that lets only a monitoring namespace reach the agent's port and no egress out."""
+    ds = one(docs, "DaemonSet", AGENT)
+    pols = find(docs, "NetworkPolicy")
+    if not ds or not ck.ok(len(pols) == 1, f"{rel}: one NetworkPolicy for the agent"):
+        return
+    pol, spec = pols[0], pols[0].get("spec") or {}
+    pod = ds["spec"]["template"]
+    labels = pod["metadata"].get("labels") or {}
+    sel = (spec.get("podSelector") or {}).get("matchLabels") or {}
+    ck.ok(bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+          and pol["metadata"].get("namespace") == ds["metadata"].get("namespace"),
+          f"{rel}: the NetworkPolicy selects the agent's pods in its namespace ({sel})")
+    ck.ok(not pod["spec"].get("hostNetwork"),
+          f"{rel}: the NetworkPolicy is not combined with hostNetwork (where it would protect nothing)")
+    types = spec.get("policyTypes") or []
+    ck.ok("Ingress" in types and "Egress" in types and not spec.get("egress"),
+          f"{rel}: the NetworkPolicy governs ingress and denies all egress (policyTypes {types})")
+    c = container(pod["spec"], AGENT)
+    port = listen_port(c, None)
+    named = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+    rules = spec.get("ingress") or []
+    ports_ok = all(r.get("ports") and all((named.get(p.get("port"), p.get("port")) == port)
+                                          and p.get("protocol", "TCP") == "TCP" for p in r["ports"]) for r in rules)
+    ck.ok(bool(rules) and ports_ok, f"{rel}: every ingress rule admits only TCP to the agent's port {port}")
+    peers = [p for r in rules for p in r.get("from") or [None]]
+    only_ns = all(p is not None and set(p) == {"namespaceSelector"}
+                  and ((p["namespaceSelector"] or {}).get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                  for p in peers)
+    ck.ok(bool(peers) and only_ns,
+          f"{rel}: ingress comes only from namespaces named by kubernetes.io/metadata.name (no empty selector, "
+          f"no ipBlock, no rule without from: {peers})")
 
 
 def check_payment_api(rel, docs, root, ck):
@@ -708,9 +775,13 @@ def properties(rendered, root, ck):
     for rel, docs in sorted(rendered.items()):
         if one(docs, "DaemonSet", AGENT) is not None:
             check_loader(rel, docs, root, ck)
+        if find(docs, "NetworkPolicy"):
+            check_network_policy(rel, docs, ck)
         if one(docs, "Deployment", "payment-api") is not None:
             check_payment_api(rel, docs, root, ck)
     ck.ok("manifests/examples/payment-api" in rendered, "payment-api: the example renders")
+    ck.ok(any(find(d, "NetworkPolicy") for r, d in rendered.items() if r.startswith("manifests/examples/")),
+          "network-policy: an example overlay uses the NetworkPolicy component")
     check_variants(rendered, root, ck)
 
 
@@ -731,6 +802,18 @@ def _pay(docs):
 def _profiles_mount(docs):
     c = _loader(docs)
     return next(m for m in c["volumeMounts"] if m["mountPath"] == env_value(c, "APPARMOR_LOADER_PROFILES"))
+
+
+def _env(docs, name):
+    return next(e for e in _loader(docs)["env"] if e["name"] == name)
+
+
+def _set_listen(docs, value):
+    _env(docs, "APPARMOR_LOADER_LISTEN")["value"] = value
+
+
+def _policy(docs):
+    return one(docs, "NetworkPolicy")["spec"]
 
 
 def _set_probe(docs, probe, path):
@@ -776,8 +859,29 @@ MUTATIONS = [
      lambda d: _ds(d)["spec"]["template"]["spec"].update(hostNetwork=True)),
     ("manifests/components/denials-netlink", "netlink source without AUDIT_READ",
      lambda d: _loader(d)["securityContext"]["capabilities"].update(add=["MAC_ADMIN"])),
-    ("manifests/components/denials-netlink", "HOST_IP defined after the listen address uses it",
-     lambda d: _loader(d).update(env=sorted(_loader(d)["env"], key=lambda e: e["name"] == "HOST_IP"))),
+    ("manifests/base", "the agent listens on every interface", lambda d: _set_listen(d, "0.0.0.0:9741")),
+    ("manifests/base", "the agent listens on a node address instead of its pod's",
+     lambda d: _set_listen(d, "$(POD_IP):9741,10.0.0.1:9741")),
+    ("manifests/base", "POD_IP defined after the listen address uses it",
+     lambda d: _loader(d).update(env=sorted(_loader(d)["env"], key=lambda e: e["name"] == "POD_IP"))),
+    ("manifests/base", "POD_IP taken from the host's IP",
+     lambda d: _env(d, "POD_IP")["valueFrom"]["fieldRef"].update(fieldPath="status.hostIP")),
+    ("manifests/components/denials-netlink", "the agent listens on every interface of the node",
+     lambda d: _set_listen(d, "[::]:9741")),
+    ("manifests/components/network-policy", "the policy admits every namespace",
+     lambda d: _policy(d)["ingress"][0]["from"][0].update(namespaceSelector={})),
+    ("manifests/components/network-policy", "an ingress rule without from (everyone)",
+     lambda d: _policy(d)["ingress"][0].pop("from")),
+    ("manifests/components/network-policy", "the policy opens another port",
+     lambda d: _policy(d)["ingress"][0]["ports"].append({"protocol": "TCP", "port": 22})),
+    ("manifests/components/network-policy", "the policy admits an ipBlock",
+     lambda d: _policy(d)["ingress"][0]["from"].append({"ipBlock": {"cidr": "0.0.0.0/0"}})),
+    ("manifests/components/network-policy", "the policy selects other pods",
+     lambda d: _policy(d)["podSelector"].update(matchLabels={"app": "other"})),
+    ("manifests/components/network-policy", "the policy allows egress",
+     lambda d: _policy(d).update(egress=[{}])),
+    ("manifests/components/network-policy", "the policy on a host-network agent",
+     lambda d: _ds(d)["spec"]["template"]["spec"].update(hostNetwork=True)),
     ("manifests/examples/payment-api", "deprecated AppArmor annotation added", _annotate),
     ("manifests/examples/payment-api", "appArmorProfile becomes RuntimeDefault",
      lambda d: _pay(d)["securityContext"].update(appArmorProfile={"type": "RuntimeDefault"})),
@@ -812,6 +916,8 @@ def check_mutations(rendered, root, features, ck, tmp):
         probe = Checker(quiet=True)
         if one(docs, "DaemonSet", AGENT) is not None:
             check_loader(rel, docs, root, probe)
+        if find(docs, "NetworkPolicy"):
+            check_network_policy(rel, docs, probe)
         if one(docs, "Deployment", "payment-api") is not None:
             check_payment_api(rel, docs, root, probe)
         ck.ok(probe.failed > 0, f"mutation: {rel}: '{what}' is caught"
