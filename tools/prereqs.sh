@@ -112,7 +112,7 @@ plan() {
   missing=() apt=() pip=() cargo=() rust_missing=() rust_cmds=()
   local check source targets t
   while read -r check source targets; do
-    [ -n "$check" ] && [ "${check:0:1}" != "#" ] || continue
+    case $check in '' | '#'*) continue ;; esac
     for t in "${want[@]}"; do
       [[ " $targets " == *" $t "* ]] || continue
       if [ "$check" = rust-toolchain.toml ]; then
@@ -208,9 +208,9 @@ done
 
 plan
 [ ${#missing[@]} -gt 0 ] || exit 0
-why=$(blocked)
-if [ -n "$why" ]; then
-  echo "prereqs: missing $(joined "${missing[@]}") ($why, so nothing was installed); install them with: $(commands)" >&2
+reasons=$(blocked)
+if [ -n "$reasons" ]; then
+  echo "prereqs: missing $(joined "${missing[@]}") ($reasons, so nothing was installed); install them with: $(commands)" >&2
   exit 1
 fi
 if ! install_all; then

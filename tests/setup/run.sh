@@ -61,14 +61,14 @@ if rustup target list --installed --toolchain "stable-$host" | grep -qxF "$MUSL"
   bad "scratch home" "still has $MUSL or $tc: the test would prove nothing"
 fi
 
-setup=$( (make -C "$tmp/repo" -qp 2>/dev/null || true) | sed -n 's/^demo: //p')
-[ -n "$setup" ] || bad "demo's prerequisites" "none found in the Makefile's database"
+read -ra setup <<<"$( (make -C "$tmp/repo" -qp 2>/dev/null || true) | sed -n 's/^demo: //p')"
+[ ${#setup[@]} -gt 0 ] || bad "demo's prerequisites" "none found in the Makefile's database"
 t0=$SECONDS
 rc=0
 (cd "$tmp/repo" && env -u CARGO_TARGET_DIR -u RUSTUP_TOOLCHAIN RUSTUP_AUTO_INSTALL=0 CARGO_PROFILE_DEV_DEBUG=0 \
-  make --no-print-directory $setup MUSL_PROFILE=dev) >"$tmp/setup.log" 2>&1 || rc=$?
-echo "    (make $setup MUSL_PROFILE=dev in a clean clone: rc $rc, $((SECONDS - t0)) s)"
-if [ $rc = 0 ]; then ok "make $setup succeeds in a clean clone"; else bad "make $setup succeeds in a clean clone" "rc $rc" "$(tail -n 20 "$tmp/setup.log")"; fi
+  make --no-print-directory "${setup[@]}" MUSL_PROFILE=dev) >"$tmp/setup.log" 2>&1 || rc=$?
+echo "    (make ${setup[*]} MUSL_PROFILE=dev in a clean clone: rc $rc, $((SECONDS - t0)) s)"
+if [ $rc = 0 ]; then ok "make ${setup[*]} succeeds in a clean clone"; else bad "make ${setup[*]} succeeds in a clean clone" "rc $rc" "$(tail -n 20 "$tmp/setup.log")"; fi
 if grep -qxF "prereqs: rustup target add --toolchain $tc $MUSL" "$tmp/setup.log"; then
   ok "tools/prereqs.sh added the $MUSL target"
 else
