@@ -2,7 +2,7 @@
 # aavm.sh — boot Debian's AppArmor kernel under qemu (TCG) from a busybox initramfs and run guest scripts.
 # Recipe: shared aavm-recipe (uncompressed vmlinux via PVH, serial to a file, isa-debug-exit for the rc).
 #
-#   tests/vm/aavm.sh setup            apt-get qemu/cpio if missing; download+extract kernel, apparmor,
+#   tests/vm/aavm.sh setup            tools/prereqs.sh test-vm (qemu, cpio, ...); download+extract kernel, apparmor,
 #                                     busybox-static debs into target/aavm (cached); extract vmlinux
 #   tests/vm/aavm.sh build [--no-agent]
 #                                     initramfs target/aavm/initrd.cpio: busybox, parser+libs, aa-exec,
@@ -33,39 +33,30 @@ mkdir -p "$W"
 
 die() { echo "aavm: ERROR: $*" >&2; exit 1; }
 
-cmd_setup() {
-  local need=()
-  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
-  command -v cpio >/dev/null || need+=(cpio)
-  command -v python3 >/dev/null || need+=(python3)
-  command -v apt-get >/dev/null || die "apt-get not found: this harness needs a Debian/Ubuntu host"
-  if [ ${#need[@]} -gt 0 ]; then
-    echo "aavm: installing ${need[*]}"
-    [ "$(id -u)" = 0 ] || die "need root to apt-get install ${need[*]}"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
-      apt-get update >/dev/null
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
-    }
-  fi
-  # Pin-proof: the security archive replaces the kernel ABI package over time.
-  local kpkg
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
-  if [ -z "$kpkg" ]; then
-    apt-get update >/dev/null
-    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-  fi
-  [ -n "$kpkg" ] || die "cannot resolve the kernel package from linux-image-amd64 (apt-cache depends)"
-  mkdir -p "$W/debs"
+kernel_package() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+
+# download_debs PKG..: the ones not yet in $W/debs, with apt-get download.
+download_debs() {
   local p missing=()
-  for p in "$kpkg" apparmor busybox-static; do
-    ls "$W/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    echo "aavm: downloading ${missing[*]}"
-    (cd "$W/debs" && apt-get -o APT::Sandbox::User=root download "${missing[@]}" >/dev/null) || {
-      apt-get update >/dev/null
-      (cd "$W/debs" && apt-get -o APT::Sandbox::User=root download "${missing[@]}" >/dev/null)
-    } || die "apt-get download ${missing[*]} failed"
+  for p in "$@"; do ls "$W/debs/${p}_"*.deb >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  echo "aavm: downloading ${missing[*]}"
+  (cd "$W/debs" && apt-get -o APT::Sandbox::User=root download "${missing[@]}" >/dev/null)
+}
+
+cmd_setup() {
+  "$REPO/tools/prereqs.sh" test-vm
+  command -v apt-get >/dev/null || die "apt-get not found: this harness needs a Debian/Ubuntu host"
+  mkdir -p "$W/debs"
+  local kpkg p
+  kpkg=$(kernel_package)
+  if [ -z "$kpkg" ] || ! download_debs "$kpkg" apparmor busybox-static; then
+    # No package lists yet, or stale ones: the security archive replaces the kernel ABI package behind
+    # linux-image-amd64 and drops the old one. Refresh, resolve again, download again.
+    apt-get update >/dev/null
+    kpkg=$(kernel_package)
+    [ -n "$kpkg" ] || die "cannot resolve the kernel package from linux-image-amd64 (apt-cache depends)"
+    download_debs "$kpkg" apparmor busybox-static || die "apt-get download $kpkg apparmor busybox-static failed"
   fi
   local stamp="$W/x/.extracted-$kpkg"
   if [ ! -e "$stamp" ] || [ ! -s "$W/vmlinux" ]; then
