@@ -457,7 +457,7 @@ fn in_use_check_reads_both_attr_files() {
     two(&env);
     assert_eq!(sync(&env, &[]).status.code(), Some(0));
     // Newer kernels: /proc/<pid>/attr/apparmor/current.
-    let d = env.proc_.root.join("777/attr/apparmor");
+    let d = env.proc_.root.join("777/task/777/attr/apparmor");
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("current"), "beta//hat (complain)\n").unwrap();
     // Older kernels: /proc/<pid>/attr/current, with a stacked label.

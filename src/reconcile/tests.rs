@@ -194,8 +194,8 @@ fn deleted_files_orphan_or_unload_unless_in_use() {
     assert!(r.kernel().0.lock().unwrap().loaded.contains_key("a"));
 
     let mut r = w.restart(r, true);
-    fs::create_dir_all(w.proc_dir.path().join("42/attr")).unwrap();
-    fs::write(w.proc_dir.path().join("42/attr/current"), "b (enforce)\n").unwrap();
+    fs::create_dir_all(w.proc_dir.path().join("42/task/42/attr")).unwrap();
+    fs::write(w.proc_dir.path().join("42/task/42/attr/current"), "b (enforce)\n").unwrap();
     let out = r.sync().unwrap();
     assert!(r.kernel().take_calls().contains(&Call::Unload("a".into())));
     let b = out.report.profiles.iter().find(|p| p.name == "b").unwrap();
