@@ -83,6 +83,23 @@ fn sync_refuses_foreign_and_exits_1() {
     assert_ne!(env.kernel.sha1("docker-default"), sha);
 }
 
+/// A name padded with spaces would be a second name for the foreign profile wherever a line is
+/// trimmed (the listing, the in-use scan): refused with the file named, nothing loaded.
+#[test]
+fn a_padded_profile_name_is_refused_before_any_load() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    let sha = env.kernel.sha1("docker-default");
+    two(&env);
+    env.write("docker", "profile \" docker-default\" {\n  /tmp/** r,\n}\n");
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains("docker") && text.contains("starts or ends with a space"), "{text}");
+    assert_eq!(env.kernel.sha1("docker-default"), sha);
+    assert!(env.kernel.has("alpha") && !env.kernel.names().iter().any(|n| n.trim() != n), "{:?}", env.kernel.names());
+}
+
 #[test]
 fn sync_unload_removed_and_orphans() {
     let env = TestEnv::new();
