@@ -100,6 +100,23 @@ fn a_padded_profile_name_is_refused_before_any_load() {
     assert!(env.kernel.has("alpha") && !env.kernel.names().iter().any(|n| n.trim() != n), "{:?}", env.kernel.names());
 }
 
+/// The parser runs inside the profiles directory; a state dir given relative to where the
+/// command was started must still be where the private copies are found.
+#[test]
+fn a_relative_state_dir_still_compiles() {
+    let env = TestEnv::new();
+    two(&env);
+    let parent = env.state.parent().unwrap();
+    let rel = env.state.file_name().unwrap().to_str().unwrap();
+    let p = env.profiles.to_str().unwrap();
+    let mut cmd = env.command_except(&["sync", "--profiles", p, "--state-dir", rel], &["--state-dir"]);
+    cmd.current_dir(parent);
+    let o = common::run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("alpha") && env.kernel.has("beta"));
+    assert!(env.state.join("state.json").is_file(), "the state lands in the relative dir");
+}
+
 #[test]
 fn sync_unload_removed_and_orphans() {
     let env = TestEnv::new();
