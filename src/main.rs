@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use apparmor_loader::agent;
-use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
-use apparmor_loader::commands::{self, Verdict};
+use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::inspect::{self, InspectArgs};
+use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
-use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;

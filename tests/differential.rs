@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::Instant;
 
 use apparmor_loader::kernel::blob::{self, BlobProfile};
-use apparmor_loader::listing::Mode;
+use apparmor_loader::kernel::listing::Mode;
 use tempfile::TempDir;
 
 /// The feature set Debian's apparmor package ships for compiling without a kernel.

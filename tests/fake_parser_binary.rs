@@ -12,7 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use apparmor_loader::kernel::blob::{self, BlobError, BlobProfile};
-use apparmor_loader::listing::Mode;
+use apparmor_loader::kernel::listing::Mode;
 use common::*;
 use tempfile::TempDir;
 

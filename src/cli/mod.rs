@@ -9,13 +9,18 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::config::{HostSettings, ReconcileSettings};
+use crate::kernel::listing::top_level;
 use crate::kernel::{HostKernel, Kernel};
-use crate::listing::top_level;
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
 use crate::scan::{self, Entry, ScanOptions};
 use crate::{agent, preflight};
+
+/// `denials` and `suggest`: reading audit records and turning them into rules.
+pub mod audit;
+/// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
+pub mod inspect;
 
 /// How a one-shot command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,7 +192,8 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
     let store = StateStore::new(&host.state_dir);
     let mut state = store.load()?;
     let loaded: BTreeMap<String, ()> = kernel.listing()?.into_iter().map(|p| (p.name, ())).collect();
-    let in_use = crate::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
+    let in_use =
+        crate::kernel::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
     let mut verdict = Verdict::Ok;
     for name in names {
         let refusal = if !loaded.contains_key(name) {
@@ -215,20 +221,20 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
 }
 
 /// `denials`: print records from the audit source; a stop flag raised by SIGINT/SIGTERM ends `--follow`.
-pub fn denials(args: &crate::audit::cli::DenialsArgs) -> anyhow::Result<Verdict> {
+pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
     let stop = crate::audit::StopFlag::new();
     stop_on_signal(&stop)?;
     let mut out = std::io::stdout().lock();
-    crate::audit::cli::denials(args, &mut out, &stop)?;
+    audit::denials(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
 }
 
 /// `suggest`: print the rules that would allow the recorded denials of one profile.
-pub fn suggest(args: &crate::audit::cli::SuggestArgs) -> anyhow::Result<Verdict> {
+pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
     let stop = crate::audit::StopFlag::new();
     stop_on_signal(&stop)?;
     let mut out = std::io::stdout().lock();
-    crate::audit::cli::run_suggest(args, &mut out, &stop)?;
+    audit::run_suggest(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::agent::metrics::Metrics;
 use crate::reconcile::{ItemState, Report};
 
 /// What the agent's loops publish and the endpoints read.

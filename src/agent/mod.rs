@@ -15,15 +15,21 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
-use crate::metrics::Metrics;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler, Settings};
-use crate::serve;
-use crate::server::{self, Shared};
 use crate::{audit, defaults, preflight};
+use http::Shared;
+
+/// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
+pub mod http;
+/// Prometheus metrics of the sync loop.
+pub mod metrics;
+/// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
+pub mod serve;
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +87,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let in_flight = kernel.in_flight();
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
-    let app = server::router(shared.clone(), extra_routes);
+    let app = http::router(shared.clone(), extra_routes);
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
 
     let (tx, rx) = mpsc::channel(64);

@@ -1,13 +1,13 @@
 //! The bodies of `apparmor-loader denials` and `apparmor-loader suggest`, minus argument parsing: the
 //! binary maps its flags onto these structs, passes stdout and a stop flag raised on SIGINT/SIGTERM.
 
-use super::cgroup::ContainerResolver;
-use super::display::format_record;
-use super::record::AuditRecord;
-use super::ring::profile_matches;
-use super::saved;
-use super::source::{self, ReadOptions, SourceError, SourceKind, SourcePaths, SourceSpec, StopFlag};
-use super::suggest::{InputSummary, SuggestOptions, Suggestions, Support, suggest};
+use crate::audit::cgroup::ContainerResolver;
+use crate::audit::display::format_record;
+use crate::audit::record::AuditRecord;
+use crate::audit::ring::profile_matches;
+use crate::audit::saved;
+use crate::audit::source::{self, ReadOptions, SourceError, SourceKind, SourcePaths, SourceSpec, StopFlag};
+use crate::audit::suggest::{InputSummary, SuggestOptions, Suggestions, Support, suggest};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
