@@ -405,6 +405,21 @@ impl ReconcileSettings {
         }
         builder.build().map_err(|source| ConfigError::Glob { glob: self.adopt.join(","), source })
     }
+
+    /// The reconciler's settings: these, with the host's procfs.
+    pub fn reconciler(&self, host: &HostSettings) -> Result<crate::reconcile::Settings, ConfigError> {
+        Ok(crate::reconcile::Settings {
+            profiles_dir: self.profiles.clone(),
+            scan: crate::scan::ScanOptions { recursive: self.recursive, max_file_size: self.max_file_size },
+            policy: crate::reconcile::plan::Policy {
+                adopt: self.adopt_set()?,
+                unload_removed: self.unload_removed,
+                default_mode: self.default_mode,
+                modes: self.modes.clone(),
+            },
+            proc_dir: host.proc_dir.clone(),
+        })
+    }
 }
 
 /// Where audit records come from.

@@ -20,7 +20,7 @@ use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
-use crate::reconcile::{ItemState, Reconciler, Settings};
+use crate::reconcile::{ItemState, Reconciler};
 use crate::{audit, defaults, preflight};
 use http::Shared;
 
@@ -42,25 +42,10 @@ pub enum Trigger {
     Resync,
 }
 
-/// Builds the reconciler settings from the resolved configuration.
-pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSettings) -> anyhow::Result<Settings> {
-    Ok(Settings {
-        profiles_dir: r.profiles.clone(),
-        scan: crate::scan::ScanOptions { recursive: r.recursive, max_file_size: r.max_file_size },
-        policy: crate::reconcile::plan::Policy {
-            adopt: r.adopt_set()?,
-            unload_removed: r.unload_removed,
-            default_mode: r.default_mode,
-            modes: r.modes.clone(),
-        },
-        proc_dir: host.proc_dir.clone(),
-    })
-}
-
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kernel = preflight::host_kernel(&host)?;
-    let settings = reconcile_settings(&host, &run.reconcile)?;
+    let settings = run.reconcile.reconciler(&host)?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();

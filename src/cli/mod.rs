@@ -11,11 +11,11 @@ use serde::Serialize;
 use crate::config::{HostSettings, ReconcileSettings};
 use crate::kernel::listing::top_level;
 use crate::kernel::{HostKernel, Kernel};
+use crate::preflight;
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
 use crate::scan::{self, Entry, ScanOptions};
-use crate::{agent, preflight};
 
 /// `denials` and `suggest`: reading audit records and turning them into rules.
 pub mod audit;
@@ -33,7 +33,7 @@ pub enum Verdict {
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
     let kernel = preflight::host_kernel(host)?;
-    let settings = agent::reconcile_settings(host, r)?;
+    let settings = r.reconciler(host)?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
