@@ -120,30 +120,10 @@ fn walk(
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
         let reject = |reason: String| Entry::Rejected { key: key.clone(), reason };
-        // Resolve symlinks ourselves so an escape is caught before anything is read.
-        let real = match fs::canonicalize(&shown) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
-                continue;
-            }
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
-                continue;
-            }
-        };
-        if !real.starts_with(root) {
-            out.insert(
-                key.clone(),
-                reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
-            );
-            continue;
-        }
-        let meta = match fs::metadata(&real) {
-            Ok(m) => m,
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+        let (real, meta) = match resolve(&shown, root) {
+            Ok(found) => found,
+            Err(reason) => {
+                out.insert(key.clone(), reject(reason));
                 continue;
             }
         };
@@ -170,6 +150,24 @@ fn walk(
         out.insert(key, entry);
     }
     Ok(())
+}
+
+/// The real path behind `shown` and its metadata, or why it is refused. Symlinks are resolved here
+/// so an escape is caught before anything is read.
+fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String> {
+    let real = match fs::canonicalize(shown) {
+        Ok(p) => p,
+        // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: symlink target does not exist", shown.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", shown.display())),
+    };
+    if !real.starts_with(root) {
+        return Err(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display()));
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", shown.display()))?;
+    Ok((real, meta))
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow

@@ -20,7 +20,7 @@ use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
-use crate::reconcile::{ItemState, Reconciler};
+use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::{audit, defaults, preflight};
 use http::Shared;
 
@@ -238,40 +238,52 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let r = reconciler.clone();
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
-        match result {
-            Ok(outcome) => {
-                shared.metrics.record_sync(&outcome.counts, &outcome.report);
-                let changed = !outcome.counts.ops.is_empty();
-                let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
-                if changed || !blocking.is_empty() || trigger == Trigger::Files {
-                    tracing::info!(
-                        trigger = ?trigger,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        loaded = outcome.counts.get(Operation::Load, true),
-                        replaced = outcome.counts.get(Operation::Replace, true),
-                        removed = outcome.counts.get(Operation::Remove, true),
-                        failed = outcome.counts.failures(),
-                        not_ready = ?blocking,
-                        "sync done"
-                    );
-                } else {
-                    tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
-                }
-                managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
-                shared.publish(outcome.report);
-                if let Some(e) = outcome.state_error {
-                    shared.publish_error(e);
-                    retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
-                }
-            }
-            Err(e) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
-                tracing::error!(error = %message, "sync failed");
-                shared.metrics.record_sync_error();
-                shared.publish_error(message);
-            }
+        if publish(&shared, &managed, trigger, started, result) {
+            retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }
     }
     shared.loops_stopped();
     Ok(())
+}
+
+/// Logs a sync's result and publishes it to the HTTP state, the metrics and the denial monitor's
+/// profile set. True when the ownership record could not be written, so the sync is retried soon.
+fn publish(
+    shared: &Shared,
+    managed: &audit::ProfileSet,
+    trigger: Trigger,
+    started: Instant,
+    result: Result<Outcome, SyncError>,
+) -> bool {
+    match result {
+        Ok(outcome) => {
+            shared.metrics.record_sync(&outcome.counts, &outcome.report);
+            let changed = !outcome.counts.ops.is_empty();
+            let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
+            if changed || !blocking.is_empty() || trigger == Trigger::Files {
+                tracing::info!(
+                    trigger = ?trigger,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    loaded = outcome.counts.get(Operation::Load, true),
+                    replaced = outcome.counts.get(Operation::Replace, true),
+                    removed = outcome.counts.get(Operation::Remove, true),
+                    failed = outcome.counts.failures(),
+                    not_ready = ?blocking,
+                    "sync done"
+                );
+            } else {
+                tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
+            }
+            managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
+            shared.publish(outcome.report);
+            outcome.state_error.map(|e| shared.publish_error(e)).is_some()
+        }
+        Err(e) => {
+            let message = format!("{:#}", anyhow::Error::from(e));
+            tracing::error!(error = %message, "sync failed");
+            shared.metrics.record_sync_error();
+            shared.publish_error(message);
+            false
+        }
+    }
 }
