@@ -154,7 +154,9 @@ impl Kernel for FakeKernel {
     fn unload(&self, name: &str) -> Result<(), KernelError> {
         let mut inner = self.0.lock().unwrap();
         inner.calls.push(Call::Unload(name.to_string()));
-        inner.loaded.remove(name);
+        // Like the kernel: a profile goes with its children.
+        let nested = format!("{name}//");
+        inner.loaded.retain(|n, _| n != name && !n.starts_with(&nested));
         Ok(())
     }
 }

@@ -1,12 +1,14 @@
 //! Acting on the plan: write the intent, load, verify against the kernel, confirm ownership;
 //! remove; and, after a restart, settle intents a crash left unconfirmed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::plan::{self, FilePlan, Observed, Operation, Plan, Policy, Removal, RemovalAction, Why};
 use super::state::{Owned, Pending, State};
 use super::{Counts, Planned, Reconciler, View, now};
+use crate::confined;
 use crate::kernel::{Compiled, Kernel, LoadKind};
+use crate::listing::top_level;
 use crate::scan::SourceFile;
 
 /// What acting on one plan did.
@@ -122,6 +124,57 @@ impl<K: Kernel> Reconciler<K> {
                     owned.kernel_mode = k.map(|k| k.mode.clone());
                     owned.kernel_sha1 = k.and_then(|k| k.sha1.clone());
                     self.state.profiles.insert(p.name.clone(), owned);
+                }
+            }
+        }
+    }
+
+    /// Children (hats, nested profiles) that a replaced file no longer defines. The kernel
+    /// carries a replaced profile's children over to the new one, so without this a hat deleted
+    /// from the file would go on enforcing its old rules with no file describing it. Each is
+    /// removed once no task is confined by it (or by one of its own children); until then it is
+    /// retried at every sync.
+    pub(super) fn prune_children(&mut self, loads: &[Load<'_>], after: &View, run: &mut Run) {
+        for l in loads.iter().filter(|l| l.op == Operation::Replace && run.loaded.contains(&l.plan.file)) {
+            if run.failed.contains_key(&l.plan.file) {
+                continue;
+            }
+            let defined: BTreeSet<&str> = l.compiled.profiles.iter().map(|p| p.name.as_str()).collect();
+            let tops: BTreeSet<&str> = defined.iter().map(|n| top_level(n)).collect();
+            let dropped =
+                after.all.keys().filter(|k| k.contains("//") && tops.contains(top_level(k)) && !defined.contains(k.as_str()));
+            self.dropped_children.extend(dropped.cloned());
+        }
+        self.dropped_children.retain(|name| after.all.contains_key(name));
+        if self.dropped_children.is_empty() {
+            return;
+        }
+        let in_use = match confined::profiles_in_use(&self.settings.proc_dir) {
+            Ok(in_use) => in_use,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether removed hats still confine a task; they stay for now");
+                return;
+            }
+        };
+        for name in self.dropped_children.clone() {
+            if !self.dropped_children.contains(&name) {
+                continue; // went with its parent
+            }
+            let nested = format!("{name}//");
+            if in_use.iter().any(|label| *label == name || label.starts_with(&nested)) {
+                tracing::info!(profile = %name, "its file no longer defines it, but a task is confined by it; removed once none is");
+                continue;
+            }
+            run.touched_kernel = true;
+            match self.kernel.unload(&name) {
+                Ok(()) => {
+                    tracing::info!(profile = %name, "removed: its file no longer defines it");
+                    run.counts.add(Operation::Remove, true);
+                    self.dropped_children.retain(|n| *n != name && !n.starts_with(&nested));
+                }
+                Err(e) => {
+                    run.counts.add(Operation::Remove, false);
+                    tracing::error!(profile = %name, error = %format!("{:#}", anyhow::Error::from(e)), "cannot remove a child its file no longer defines");
                 }
             }
         }

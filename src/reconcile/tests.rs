@@ -208,6 +208,41 @@ fn deleted_files_orphan_or_unload_unless_in_use() {
     assert!(r.state().profiles.is_empty());
 }
 
+/// The kernel keeps a replaced profile's children that the new policy lacks; the reconciler
+/// removes them, except while a task (here one thread) is confined by one.
+#[test]
+fn children_dropped_from_a_file_leave_the_kernel_once_unused() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "web", "v1", &["web", "web//admin", "web//report", "web//report//pdf"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    let thread = w.proc_dir.path().join("7/task/8/attr");
+    fs::create_dir_all(&thread).unwrap();
+    fs::write(thread.join("current"), "web//report//pdf (enforce)\n").unwrap();
+    r.kernel().take_calls();
+
+    w.write(r.kernel(), "web", "v2", &["web"]);
+    let out = r.sync().unwrap();
+    let calls = r.kernel().take_calls();
+    assert!(calls.contains(&Call::Unload("web//admin".into())), "{calls:?}");
+    assert!(!calls.iter().any(|c| matches!(c, Call::Unload(n) if n.starts_with("web//report"))), "in use: {calls:?}");
+    assert_eq!(out.counts.get(Operation::Remove, true), 1);
+    let loaded = |r: &Reconciler<FakeKernel>, n: &str| r.kernel().0.lock().unwrap().loaded.contains_key(n);
+    assert!(loaded(&r, "web") && !loaded(&r, "web//admin") && loaded(&r, "web//report"));
+
+    // Nothing changed, the thread still runs: nothing is done.
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![]);
+    // The thread is gone: one removal takes the hat and its child.
+    fs::remove_dir_all(w.proc_dir.path().join("7")).unwrap();
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![Call::Unload("web//report".into())]);
+    assert!(!loaded(&r, "web//report//pdf") && loaded(&r, "web"));
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![], "nothing left to prune");
+}
+
 #[test]
 fn foreign_is_refused_and_adoptable_and_drift_is_repaired() {
     let w = World::new();
