@@ -52,7 +52,7 @@ impl<K: Kernel> Reconciler<K> {
     /// Records every load's intent on disk, then hands each compiled file to the kernel. If
     /// the intent cannot be written, nothing is loaded: a load the agent cannot record would
     /// be foreign to it after a restart.
-    pub(super) fn load_all(&mut self, loads: &[Load<'_>], run: &mut Run) {
+    pub(super) fn load_all(&mut self, loads: &[Load<'_>], observed: &BTreeMap<String, Observed>, run: &mut Run) {
         let at = now();
         for l in loads {
             for p in l.compiled.profiles.iter().filter(|p| !p.name.contains("//")) {
@@ -76,9 +76,16 @@ impl<K: Kernel> Reconciler<K> {
             }
             return;
         }
+        let appeared = self.appeared_since_planning(loads, observed);
         // A shutdown does not stop loads of policy already compiled: they are quick writes,
         // and finishing them leaves the kernel as this pass intended (no new parser starts).
         for l in loads {
+            if let Some(why) = appeared.get(&l.plan.file) {
+                tracing::error!(file = %l.source.shown.display(), error = %why, "not loaded");
+                run.counts.add(l.op, false);
+                run.failed.insert(l.plan.file.clone(), why.clone());
+                continue;
+            }
             let kind = if l.op == Operation::Load { LoadKind::New } else { LoadKind::Replace };
             run.touched_kernel = true;
             match self.kernel.load(&l.source.shown, l.compiled, kind) {
@@ -90,6 +97,37 @@ impl<K: Kernel> Reconciler<K> {
                 }
             }
         }
+    }
+
+    /// Files to replace that also add a name which someone else loaded while they compiled
+    /// (compiling takes seconds). `.load` refuses an existing name atomically, but a file that
+    /// replaces profiles of ours goes to `.replace`, which would take the newcomer over: the
+    /// kernel is asked once more just before the writes. Without an answer, none of them loads.
+    fn appeared_since_planning(&self, loads: &[Load<'_>], observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
+        let adds_names = |l: &&Load<'_>| {
+            l.op == Operation::Replace
+                && l.compiled.profiles.iter().any(|p| !p.name.contains("//") && !observed.contains_key(&p.name))
+        };
+        let at_risk: Vec<&Load<'_>> = loads.iter().filter(adds_names).collect();
+        if at_risk.is_empty() {
+            return BTreeMap::new();
+        }
+        let now: Result<BTreeSet<String>, _> = self.kernel.listing().map(|l| l.into_iter().map(|p| p.name).collect());
+        let mut out = BTreeMap::new();
+        for l in at_risk {
+            let file = l.source.shown.display();
+            let new = l.compiled.profiles.iter().filter(|p| !p.name.contains("//") && !observed.contains_key(&p.name));
+            let why = match &now {
+                Err(e) => Some(format!("{file}: not loaded: cannot read the kernel's profiles just before the load: {e}")),
+                Ok(now) => new.map(|p| &p.name).find(|n| now.contains(*n)).map(|n| {
+                    format!("{file}: profile {n:?} appeared in the kernel while the file was compiled; it is not ours, so nothing was loaded")
+                }),
+            };
+            if let Some(why) = why {
+                out.insert(l.plan.file.clone(), why);
+            }
+        }
+        out
     }
 
     /// After the loads: each file the kernel accepted must now show every profile of its

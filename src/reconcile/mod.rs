@@ -206,7 +206,7 @@ impl<K: Kernel> Reconciler<K> {
         }
         let loads = apply::loads(&planned);
         if !loads.is_empty() {
-            self.load_all(&loads, &mut run);
+            self.load_all(&loads, &planned.observed, &mut run);
         }
         self.remove_all(&planned.plan.removals, &mut run);
         let look_again = run.touched_kernel || !self.dropped_children.is_empty();

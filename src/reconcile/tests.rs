@@ -243,6 +243,27 @@ fn children_dropped_from_a_file_leave_the_kernel_once_unused() {
     assert_eq!(r.kernel().take_calls(), vec![], "nothing left to prune");
 }
 
+/// A name a file adds is checked again after the compile: a foreign profile loaded meanwhile
+/// is never replaced, even when the file goes to `.replace` for the profiles it already owns.
+#[test]
+fn a_foreign_profile_that_appears_while_compiling_is_not_replaced() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "ab", "v1", &["a"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    w.write(r.kernel(), "ab", "v2", &["a", "b"]);
+    r.kernel().0.lock().unwrap().appear_on_compile.insert("b".into());
+    r.kernel().take_calls();
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["ab"])], "nothing loaded");
+    assert_eq!(r.kernel().0.lock().unwrap().loaded["b"].1, "foreign");
+    assert!(!r.state().profiles.contains_key("b"));
+    let f = out.report.files.iter().find(|f| f.file == "ab").unwrap();
+    assert_eq!(f.state, ItemState::Stale, "v1 of a is still enforced");
+    assert!(f.error.as_deref().unwrap_or_default().contains("\"b\" appeared in the kernel"), "{f:?}");
+}
+
 #[test]
 fn foreign_is_refused_and_adoptable_and_drift_is_repaired() {
     let w = World::new();
@@ -347,7 +368,7 @@ fn the_intent_is_saved_before_the_load() {
     let loads = apply::loads(&planned);
     let mut run = apply::Run::default();
     // Load, then "crash" before confirming: the disk must already name the intent.
-    r.load_all(&loads, &mut run);
+    r.load_all(&loads, &planned.observed, &mut run);
     let on_disk = StateStore::new(w.state_dir.path()).load().unwrap();
     assert!(on_disk.pending.contains_key("a"), "{on_disk:?}");
     assert!(on_disk.profiles.is_empty());
