@@ -43,7 +43,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// for rotation): rare, so an idle agent causes almost no wakeups.
 pub const AUDIT_IDLE_CHECK: Duration = Duration::from_secs(5);
 
-// The HTTP server's limits (src/serve/). Its clients are the kubelet's probes, a scraper every 15-60 s
+// The HTTP server's limits (src/agent/serve/). Its clients are the kubelet's probes, a scraper every 15-60 s
 // and a person now and then: a handful of short connections. Anything beyond that is a fault or an
 // attack, and must cost the agent a bounded amount of memory and descriptors, never its syncs.
 
