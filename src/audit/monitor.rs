@@ -42,10 +42,10 @@ impl Default for MonitorConfig {
             source: SourceSpec::Auto,
             paths: SourcePaths::default(),
             read: ReadOptions::default(),
-            ring_capacity: super::ring::DEFAULT_RING_CAPACITY,
+            ring_capacity: crate::defaults::DENIALS_BUFFER,
             limiter: LimiterConfig::default(),
             resolve_containers: true,
-            retry_interval: Duration::from_secs(30),
+            retry_interval: crate::defaults::AUDIT_RETRY_INTERVAL,
         }
     }
 }

@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How many records the ring keeps by default.
-pub const DEFAULT_RING_CAPACITY: usize = 1000;
+use crate::defaults;
+
 /// Records in one answer when the query names no `limit`: a screenful of JSON, ~60 KiB.
 pub const PAGE: usize = 100;
 /// Records in one answer at most, whatever the query's `limit`: with [`PAGE_BYTES`], no request can make
@@ -230,7 +230,13 @@ pub struct LimiterConfig {
 
 impl Default for LimiterConfig {
     fn default() -> Self {
-        LimiterConfig { max_keys: 4096, repeat_after: Duration::from_secs(600), rate_per_sec: 10.0, burst: 50.0 }
+        let (rate_per_sec, burst) = defaults::DENIAL_LOG_RATE;
+        LimiterConfig {
+            max_keys: defaults::DENIAL_LOG_KEYS,
+            repeat_after: defaults::DENIAL_LOG_REPEAT_AFTER,
+            rate_per_sec,
+            burst,
+        }
     }
 }
 

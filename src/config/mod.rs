@@ -231,7 +231,7 @@ impl Resolver {
             parser_timeout: self.duration(g.parser_timeout, "parser_timeout", &f.parser_timeout, defaults::PARSER_TIMEOUT)?,
             parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
-            log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into()),
+            log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| defaults::LOG_LEVEL.into()),
         })
     }
 
@@ -246,12 +246,8 @@ impl Resolver {
             (None, None) => SourceSpec::Auto,
         };
         let paths = SourcePaths {
-            kmsg: a.kmsg.clone().or_else(|| f.kmsg.clone()).unwrap_or_else(|| crate::audit::source::DEV_KMSG.into()),
-            audit_log: a
-                .audit_log
-                .clone()
-                .or_else(|| f.audit_log.clone())
-                .unwrap_or_else(|| crate::audit::source::AUDIT_LOG.into()),
+            kmsg: a.kmsg.clone().or_else(|| f.kmsg.clone()).unwrap_or_else(|| defaults::DEV_KMSG.into()),
+            audit_log: a.audit_log.clone().or_else(|| f.audit_log.clone()).unwrap_or_else(|| defaults::AUDIT_LOG.into()),
             proc_root: proc_dir.to_path_buf(),
         };
         Ok(AuditSettings { source, paths })
@@ -293,7 +289,7 @@ impl Resolver {
         Ok(RunSettings {
             reconcile: self.reconcile(&a.reconcile)?,
             audit: self.audit(&a.audit, &host.proc_dir)?,
-            denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(crate::audit::ring::DEFAULT_RING_CAPACITY),
+            denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(defaults::DENIALS_BUFFER),
             listen: self.listen(&a.listen)?,
             resync_interval: self.duration(
                 a.resync_interval,

@@ -4,6 +4,7 @@
 //! sends records into a bounded channel. A stop flag ends the thread within one poll interval.
 
 use super::record::{AuditRecord, ParseError};
+use crate::defaults;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,21 +24,8 @@ pub use netlink::{NetlinkMessage, NetlinkReader, split_netlink};
 use spec::{Opened, choose_auto};
 pub use spec::{SourceSpec, auditd_running};
 
-/// The kernel log device.
-pub const DEV_KMSG: &str = "/dev/kmsg";
-/// Where auditd writes its log.
-pub const AUDIT_LOG: &str = "/var/log/audit/audit.log";
-/// procfs, used to check the network namespace (netlink) and whether auditd runs (`auto`).
-pub const PROC: &str = "/proc";
 /// The audit multicast group for read-only listeners (`AUDIT_NLGRP_READLOG`); needs `CAP_AUDIT_READ`.
 pub const AUDIT_NLGRP_READLOG: u32 = 1;
-/// Records buffered between a source thread and its consumer.
-pub const DEFAULT_CHANNEL_CAPACITY: usize = 4096;
-/// How often an idle source looks at its stop flag (and a file follower at the file).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// After a wake-up, how long a kmsg or netlink reader lets records pile up before reading
-/// them all: a batch profile load then costs a few wake-ups, not one per record.
-pub const BURST_WINDOW: Duration = Duration::from_millis(20);
 /// A drain of at least this many reads means a storm: read on without the window, because a
 /// netlink socket's buffer (rmem_max, ~200 KiB) holds only a few hundred records.
 const STORM_READS: u32 = 32;
@@ -50,7 +38,7 @@ fn wait_for_burst(fd: &impl std::os::fd::AsFd, drained: &mut u32, poll_interval:
     *drained = 0;
     wait_readable(fd, poll_interval)?;
     if !storm {
-        std::thread::sleep(BURST_WINDOW);
+        std::thread::sleep(defaults::AUDIT_BURST_WINDOW);
     }
     Ok(())
 }
@@ -79,17 +67,17 @@ impl StopFlag {
 /// The host paths the sources use; tests point them at temp files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePaths {
-    /// The kernel log device ([`DEV_KMSG`]).
+    /// The kernel log device ([`defaults::DEV_KMSG`]).
     pub kmsg: PathBuf,
-    /// The audit log `auto` falls back to ([`AUDIT_LOG`]).
+    /// The audit log `auto` falls back to ([`defaults::AUDIT_LOG`]).
     pub audit_log: PathBuf,
-    /// procfs ([`PROC`]).
+    /// procfs ([`defaults::PROC`]).
     pub proc_root: PathBuf,
 }
 
 impl Default for SourcePaths {
     fn default() -> Self {
-        SourcePaths { kmsg: DEV_KMSG.into(), audit_log: AUDIT_LOG.into(), proc_root: PROC.into() }
+        SourcePaths { kmsg: defaults::DEV_KMSG.into(), audit_log: defaults::AUDIT_LOG.into(), proc_root: defaults::PROC.into() }
     }
 }
 
@@ -115,8 +103,8 @@ impl Default for ReadOptions {
             from_start: false,
             follow: true,
             lossless: false,
-            channel_capacity: DEFAULT_CHANNEL_CAPACITY,
-            poll_interval: DEFAULT_POLL_INTERVAL,
+            channel_capacity: defaults::AUDIT_CHANNEL_CAPACITY,
+            poll_interval: defaults::AUDIT_POLL_INTERVAL,
         }
     }
 }

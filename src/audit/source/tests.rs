@@ -322,7 +322,7 @@ fn real_kmsg_reads_new_kernel_records_only() {
     // A userspace write lands with facility 1: read (counted as a line) but never trusted.
     std::fs::OpenOptions::new()
         .write(true)
-        .open(DEV_KMSG)
+        .open(crate::defaults::DEV_KMSG)
         .unwrap()
         .write_all(format!("audit: type=1400 audit(1.000:1): {}\n", user_avc_body("forged")).as_bytes())
         .unwrap();
