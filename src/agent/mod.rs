@@ -60,7 +60,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         ..Default::default()
     };
     // The monitor never stops the agent: a missing source is reported as down and retried.
-    let monitor = audit::Monitor::start(monitor_config, audit_metrics, audit::StopFlag::new())
+    let monitor = audit::Monitor::start(monitor_config, audit_metrics, shutdown.child_token())
         .context("cannot start the denial monitor")?;
     let extra_routes = audit::http::router(monitor.view());
     // A sync that takes longer than this many parser timeouts is stuck, not slow.
@@ -93,9 +93,9 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         }
     }
     server.await.context("HTTP server task panicked")?;
-    // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
-    // waiting for them.
-    monitor.stop();
+    // The monitor holds a child of `shutdown`, so it is stopping already; its threads wake at most
+    // every AUDIT_IDLE_CHECK and the process exits without waiting for them.
+    drop(monitor);
     Ok(())
 }
 

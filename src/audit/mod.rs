@@ -37,4 +37,4 @@ pub use metrics::{AuditMetrics, ProfileSet};
 pub use monitor::{DenialsResponse, DenialsView, Monitor, MonitorConfig, SourceStatus};
 pub use record::{AuditRecord, Decision, Origin, ParseError, parse_line};
 pub use ring::Query;
-pub use source::{SourcePaths, SourceSpec, StopFlag};
+pub use source::{SourcePaths, SourceSpec};

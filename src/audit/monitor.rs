@@ -9,13 +9,14 @@ use super::display::clean;
 use super::metrics::AuditMetrics;
 use super::record::{AuditRecord, Decision, Origin};
 use super::ring::{LimiterConfig, LogDecision, LogLimiter, Query, Ring, RingOrigin, Snapshot};
-use super::source::{self, ReadOptions, RunningSource, SourcePaths, SourceSpec, SourceStats, StopFlag};
+use super::source::{self, ReadOptions, RunningSource, SourcePaths, SourceSpec, SourceStats};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of a [`Monitor`].
 #[derive(Debug, Clone)]
@@ -138,14 +139,14 @@ impl DenialsView {
 #[derive(Debug)]
 pub struct Monitor {
     view: DenialsView,
-    stop: StopFlag,
+    stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Monitor {
     /// Opens the source (synchronously, so the first status is known on return) and starts the thread.
     /// With `SourceSpec::Off` no thread is started. Raising `stop` (or calling [`Monitor::stop`]) ends it.
-    pub fn start(cfg: MonitorConfig, metrics: AuditMetrics, stop: StopFlag) -> std::io::Result<Monitor> {
+    pub fn start(cfg: MonitorConfig, metrics: AuditMetrics, stop: CancellationToken) -> std::io::Result<Monitor> {
         if cfg.source == SourceSpec::Off {
             metrics.set_source("off", false);
             return Ok(Monitor { view: DenialsView::disabled(), stop, thread: None });
@@ -164,12 +165,12 @@ impl Monitor {
 
     /// Asks the thread (and its source) to stop.
     pub fn stop(&self) {
-        self.stop.stop();
+        self.stop.cancel();
     }
 
     /// Stops and waits for the thread (at most about one poll interval).
     pub fn join(mut self) {
-        self.stop.stop();
+        self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -187,7 +188,7 @@ struct Worker {
     cfg: MonitorConfig,
     metrics: AuditMetrics,
     shared: Arc<Shared>,
-    stop: StopFlag,
+    stop: CancellationToken,
     source: Option<RunningSource>,
     seen: Seen,
     limiter: LogLimiter,
@@ -202,7 +203,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<Shared>, stop: StopFlag) -> Self {
+    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<Shared>, stop: CancellationToken) -> Self {
         let resolver = cfg.resolve_containers.then(|| ContainerResolver::new(cfg.paths.proc_root.clone()));
         let (limiter, user_limiter) = (LogLimiter::new(cfg.limiter), LogLimiter::new(cfg.limiter));
         Worker {
@@ -229,8 +230,8 @@ impl Worker {
     /// Tries to open the configured source; records the outcome in status and metrics.
     fn open(&mut self) {
         let read = ReadOptions { follow: true, ..self.cfg.read };
-        // The source gets its own flag so the monitor can restart it without stopping itself.
-        match source::start(&self.cfg.source, &self.cfg.paths, &read, StopFlag::new()) {
+        // The source gets a child token so the monitor can restart it without stopping itself.
+        match source::start(&self.cfg.source, &self.cfg.paths, &read, self.stop.child_token()) {
             Ok(Some(src)) => {
                 tracing::info!(source = src.kind.as_str(), what = %src.description, "audit monitor reading AppArmor records");
                 self.metrics.set_source(src.kind.as_str(), true);
@@ -261,7 +262,7 @@ impl Worker {
     fn run(mut self) {
         let poll = self.cfg.read.poll_interval;
         let mut retry_at: Option<Instant> = None;
-        while !self.stop.is_stopped() {
+        while !self.stop.is_cancelled() {
             let Some(src) = &self.source else {
                 let at = *retry_at.get_or_insert_with(|| Instant::now() + self.cfg.retry_interval);
                 if Instant::now() >= at {
@@ -453,7 +454,7 @@ mod tests {
             ring_capacity: 3,
             ..MonitorConfig::default()
         };
-        let stop = StopFlag::new();
+        let stop = CancellationToken::new();
         let mon = Monitor::start(cfg, metrics.clone(), stop.clone()).unwrap();
         let view = mon.view();
         let st = view.status();
@@ -527,7 +528,7 @@ mod tests {
         }
 
         mon.join();
-        assert!(stop.is_stopped());
+        assert!(stop.is_cancelled());
     }
 
     #[test]
@@ -543,7 +544,7 @@ mod tests {
             ring_capacity: 2,
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics.clone(), StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics.clone(), CancellationToken::new()).unwrap();
         let view = mon.view();
         let mut text = line(1, "DENIED", "web", "/real", 5);
         for seq in 2..50 {
@@ -572,7 +573,7 @@ mod tests {
             retry_interval: Duration::from_millis(50),
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics.clone(), StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics.clone(), CancellationToken::new()).unwrap();
         let view = mon.view();
         let st = view.status();
         assert!(!st.up && st.error.as_deref().is_some_and(|e| e.contains("kmsg")), "{st:?}");
@@ -589,7 +590,7 @@ mod tests {
         let mon = Monitor::start(
             MonitorConfig { source: SourceSpec::Off, ..MonitorConfig::default() },
             AuditMetrics::unregistered(ProfileSet::default()),
-            StopFlag::new(),
+            CancellationToken::new(),
         )
         .unwrap();
         let r = mon.view().response(&Query::default());
@@ -607,7 +608,7 @@ mod tests {
             read: ReadOptions { poll_interval: Duration::from_millis(20), ..ReadOptions::default() },
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics, StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics, CancellationToken::new()).unwrap();
         let view = mon.view();
         assert!(view.status().up, "{:?}", view.status());
         let tag = format!("/monitor-{}", std::process::id());

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{HostSettings, ReconcileSettings};
 use crate::kernel::listing::top_level;
@@ -222,7 +223,7 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
 
 /// `denials`: print records from the audit source; a stop flag raised by SIGINT/SIGTERM ends `--follow`.
 pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
-    let stop = crate::audit::StopFlag::new();
+    let stop = CancellationToken::new();
     stop_on_signal(&stop)?;
     let mut out = std::io::stdout().lock();
     audit::denials(args, &mut out, &stop)?;
@@ -231,7 +232,7 @@ pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
 
 /// `suggest`: print the rules that would allow the recorded denials of one profile.
 pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
-    let stop = crate::audit::StopFlag::new();
+    let stop = CancellationToken::new();
     stop_on_signal(&stop)?;
     let mut out = std::io::stdout().lock();
     audit::run_suggest(args, &mut out, &stop)?;
@@ -239,7 +240,7 @@ pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
 }
 
 /// Raises `stop` on the first SIGINT or SIGTERM, so a follow loop ends cleanly.
-fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
+fn stop_on_signal(stop: &CancellationToken) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
@@ -251,7 +252,7 @@ fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             if set.wait().is_ok() {
-                stop.stop();
+                stop.cancel();
             }
         })
         .context("cannot start the signal thread")?;

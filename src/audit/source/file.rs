@@ -6,7 +6,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::{Disconnected, LineBuffer, ReadOptions, Sink, SourceError, StopFlag};
+use tokio_util::sync::CancellationToken;
+
+use super::{Disconnected, LineBuffer, ReadOptions, Sink, SourceError};
 use crate::audit::saved::LineParser;
 
 /// Follows an audit log file like `tail -F`: from its end, across rotation (the path now names another
@@ -66,9 +68,9 @@ impl FileFollower {
         }
     }
 
-    pub(super) fn run(mut self, sink: &Sink, opts: &ReadOptions, stop: &StopFlag) -> io::Result<()> {
+    pub(super) fn run(mut self, sink: &Sink, opts: &ReadOptions, stop: &CancellationToken) -> io::Result<()> {
         let mut buf = vec![0u8; 64 * 1024];
-        while !stop.is_stopped() {
+        while !stop.is_cancelled() {
             if self.drain(sink, &mut buf)?.is_err() {
                 return Ok(());
             }

@@ -6,7 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
-use super::{Disconnected, LineBuffer, ReadOptions, Sink, SourceError, StopFlag, wait_for_burst};
+use tokio_util::sync::CancellationToken;
+
+use super::{Disconnected, LineBuffer, ReadOptions, Sink, SourceError, wait_for_burst};
 use crate::audit::record;
 
 /// Reads `/dev/kmsg` (or a regular file of kmsg-format lines, for tests). Tracks sequence numbers so a
@@ -31,11 +33,11 @@ impl KmsgReader {
         Ok(KmsgReader { path: path.to_owned(), file, last_seq: None, lines: LineBuffer::default() })
     }
 
-    pub(super) fn run(mut self, sink: &Sink, opts: &ReadOptions, stop: &StopFlag) -> io::Result<()> {
+    pub(super) fn run(mut self, sink: &Sink, opts: &ReadOptions, stop: &CancellationToken) -> io::Result<()> {
         // One read returns one record on /dev/kmsg, and fails with EINVAL if the buffer is too small for it.
         let mut buf = vec![0u8; 16 * 1024];
         let mut drained = 0u32;
-        while !stop.is_stopped() {
+        while !stop.is_cancelled() {
             match self.file.read(&mut buf) {
                 Ok(0) => {
                     // A regular file at its end (/dev/kmsg itself reports EAGAIN instead).

@@ -12,6 +12,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 mod file;
 mod kmsg;
@@ -42,27 +43,9 @@ fn wait_for_burst(fd: &impl std::os::fd::AsFd, drained: &mut u32, poll_interval:
     }
     Ok(())
 }
+
 /// A line longer than this is discarded (the kernel's own limit is about 1 KiB per record).
 pub const MAX_LINE: usize = 64 * 1024;
-
-/// A cheap, cloneable stop request shared by a source thread, a monitor and whoever stops them.
-#[derive(Debug, Clone, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
-
-impl StopFlag {
-    /// A flag not yet raised.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Asks every holder to stop.
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-    /// True once [`StopFlag::stop`] was called.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// The host paths the sources use; tests point them at temp files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,14 +181,14 @@ pub struct RunningSource {
     pub rx: Receiver<AuditRecord>,
     /// Counters.
     pub stats: Arc<SourceStats>,
-    stop: StopFlag,
+    stop: CancellationToken,
     handle: Option<JoinHandle<()>>,
 }
 
 impl RunningSource {
     /// Asks the reader thread to stop (it notices within one poll interval).
     pub fn stop(&self) {
-        self.stop.stop();
+        self.stop.cancel();
     }
 
     /// Waits for the reader thread to end.
@@ -221,7 +204,7 @@ pub fn start(
     spec: &SourceSpec,
     paths: &SourcePaths,
     opts: &ReadOptions,
-    stop: StopFlag,
+    stop: CancellationToken,
 ) -> Result<Option<RunningSource>, SourceError> {
     let opened = match spec {
         SourceSpec::Off => return Ok(None),
@@ -232,7 +215,7 @@ pub fn start(
     };
     spawn(opened, opts, stop).map(Some)
 }
-fn spawn(opened: Opened, opts: &ReadOptions, stop: StopFlag) -> Result<RunningSource, SourceError> {
+fn spawn(opened: Opened, opts: &ReadOptions, stop: CancellationToken) -> Result<RunningSource, SourceError> {
     let (tx, rx) = sync_channel(opts.channel_capacity.max(1));
     let stats = Arc::new(SourceStats::default());
     let (kind, description) = match &opened {

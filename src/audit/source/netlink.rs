@@ -4,7 +4,9 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use super::{AUDIT_NLGRP_READLOG, NETLINK_RCVBUF, ReadOptions, Sink, SourceError, StopFlag, wait_for_burst};
+use tokio_util::sync::CancellationToken;
+
+use super::{AUDIT_NLGRP_READLOG, NETLINK_RCVBUF, ReadOptions, Sink, SourceError, wait_for_burst};
 use crate::audit::record;
 
 /// One message of a netlink datagram: `(type, payload)`.
@@ -79,12 +81,12 @@ impl NetlinkReader {
         Ok(NetlinkReader { fd })
     }
 
-    pub(super) fn run(self, sink: &Sink, opts: &ReadOptions, stop: &StopFlag) -> io::Result<()> {
+    pub(super) fn run(self, sink: &Sink, opts: &ReadOptions, stop: &CancellationToken) -> io::Result<()> {
         use nix::sys::socket::{NetlinkAddr, recvfrom};
         use std::os::fd::AsRawFd;
         let mut buf = vec![0u8; 64 * 1024];
         let mut drained = 0u32;
-        while !stop.is_stopped() {
+        while !stop.is_cancelled() {
             // The socket is non-blocking (SOCK_NONBLOCK), so this never waits.
             match recvfrom::<NetlinkAddr>(self.fd.as_raw_fd(), &mut buf) {
                 Ok((n, from)) => {

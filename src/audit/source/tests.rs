@@ -52,7 +52,7 @@ fn kmsg_reads_only_new_records_and_never_twice() {
     let path = dir.path().join("kmsg");
     std::fs::write(&path, kline(1, "/old")).unwrap();
     let paths = SourcePaths { kmsg: path.clone(), ..SourcePaths::default() };
-    let stop = StopFlag::new();
+    let stop = CancellationToken::new();
     let src = start(&SourceSpec::Kmsg, &paths, &opts(), stop.clone()).unwrap().unwrap();
     assert_eq!(src.kind, SourceKind::Kmsg);
     let mut text = kline(2, "/a");
@@ -71,7 +71,7 @@ fn kmsg_reads_only_new_records_and_never_twice() {
     std::thread::sleep(POLL * 3);
     append(&path, b);
     assert_eq!(recv_names(&src.rx, 3), ["/a", "/b", "/c"]);
-    stop.stop();
+    stop.cancel();
     let stats = src.stats.clone();
     src.join();
     assert_eq!(stats.lost.load(Ordering::Relaxed), 2, "seq 4 and 5 were overwritten");
@@ -86,7 +86,7 @@ fn kmsg_from_start_without_follow_ends() {
     std::fs::write(&path, format!("{}{}", kline(1, "/x"), kline(2, "/y"))).unwrap();
     let paths = SourcePaths { kmsg: path, ..SourcePaths::default() };
     let o = ReadOptions { from_start: true, follow: false, lossless: true, ..opts() };
-    let src = start(&SourceSpec::Kmsg, &paths, &o, StopFlag::new()).unwrap().unwrap();
+    let src = start(&SourceSpec::Kmsg, &paths, &o, CancellationToken::new()).unwrap().unwrap();
     let got: Vec<String> = src.rx.iter().map(|r| r.name.unwrap()).collect();
     assert_eq!(got, ["/x", "/y"]);
 }
@@ -99,7 +99,7 @@ fn full_channel_drops_and_counts() {
     std::fs::write(&path, text).unwrap();
     let paths = SourcePaths { kmsg: path, ..SourcePaths::default() };
     let o = ReadOptions { from_start: true, follow: false, channel_capacity: 4, ..opts() };
-    let src = start(&SourceSpec::Kmsg, &paths, &o, StopFlag::new()).unwrap().unwrap();
+    let src = start(&SourceSpec::Kmsg, &paths, &o, CancellationToken::new()).unwrap().unwrap();
     let stats = src.stats.clone();
     let deadline = Instant::now() + Duration::from_secs(5);
     while stats.is_up() && Instant::now() < deadline {
@@ -120,7 +120,7 @@ fn file_follower_survives_rotation_and_truncation() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     std::fs::write(&path, avc(1, "/before-start")).unwrap();
-    let stop = StopFlag::new();
+    let stop = CancellationToken::new();
     let src = start(&SourceSpec::File(path.clone()), &SourcePaths::default(), &opts(), stop.clone()).unwrap().unwrap();
     assert_eq!(src.kind, SourceKind::File);
     append(&path, &format!("type=SYSCALL msg=audit(1.000:2): arch=c000003e syscall=257\n{}", avc(3, "/one")));
@@ -141,7 +141,7 @@ fn file_follower_survives_rotation_and_truncation() {
     std::thread::sleep(POLL * 3);
     append(&path, &avc(6, "/after-truncate"));
     assert_eq!(recv_names(&src.rx, 1), ["/after-truncate"]);
-    stop.stop();
+    stop.cancel();
     src.join();
 }
 
@@ -154,22 +154,22 @@ fn auto_falls_back_and_says_why() {
     std::fs::write(&log, "").unwrap();
     // No kmsg: auto must reach the file (netlink may or may not work on this machine).
     let paths = SourcePaths { kmsg: dir.path().join("no-kmsg"), audit_log: log.clone(), proc_root: proc_root.clone() };
-    let stop = StopFlag::new();
+    let stop = CancellationToken::new();
     let src = start(&SourceSpec::Auto, &paths, &opts(), stop.clone()).unwrap().unwrap();
     assert!(matches!(src.kind, SourceKind::File | SourceKind::Netlink), "{:?}", src.kind);
-    stop.stop();
+    stop.cancel();
     src.join();
 
     // Nothing available at all.
     let paths = SourcePaths { kmsg: dir.path().join("no-kmsg"), audit_log: dir.path().join("no-log"), proc_root };
-    match start(&SourceSpec::Auto, &paths, &opts(), StopFlag::new()) {
+    match start(&SourceSpec::Auto, &paths, &opts(), CancellationToken::new()) {
         Err(SourceError::NoneAvailable(why)) => {
             assert!(why.iter().any(|w| w.contains("no-kmsg")) && why.iter().any(|w| w.contains("no-log")), "{why:?}")
         }
         Ok(Some(s)) => assert_eq!(s.kind, SourceKind::Netlink, "only netlink can succeed here"),
         other => panic!("{other:?}"),
     }
-    assert!(start(&SourceSpec::Off, &SourcePaths::default(), &opts(), StopFlag::new()).unwrap().is_none());
+    assert!(start(&SourceSpec::Off, &SourcePaths::default(), &opts(), CancellationToken::new()).unwrap().is_none());
 }
 
 #[test]
@@ -294,7 +294,7 @@ fn netlink_unicast_from_userspace_is_dropped() {
     let (tx, rx) = sync_channel(8);
     let sink = Sink { tx, stats: Arc::new(SourceStats::default()), lossless: false };
     let o = ReadOptions { follow: false, ..opts() };
-    reader.run(&sink, &o, &StopFlag::new()).unwrap();
+    reader.run(&sink, &o, &CancellationToken::new()).unwrap();
     assert!(rx.try_recv().is_err(), "a forged unicast must not become a record");
     assert_eq!(sink.stats.spoofed.load(Ordering::Relaxed), 1);
     assert_eq!(sink.stats.records.load(Ordering::Relaxed), 0);
@@ -303,7 +303,8 @@ fn netlink_unicast_from_userspace_is_dropped() {
 #[test]
 #[ignore = "needs root, kernel audit and the host network namespace; run with --ignored"]
 fn real_netlink_multicast_delivers_user_avc() {
-    let src = start(&SourceSpec::Netlink, &SourcePaths::default(), &opts(), StopFlag::new()).expect("netlink source").unwrap();
+    let src =
+        start(&SourceSpec::Netlink, &SourcePaths::default(), &opts(), CancellationToken::new()).expect("netlink source").unwrap();
     let tag = format!("netlink-{}", std::process::id());
     send_user_avc(&user_avc_body(&tag)).expect("send USER_AVC");
     let (rec, _) = recv_tagged(&src.rx, &tag);
@@ -318,7 +319,7 @@ fn real_netlink_multicast_delivers_user_avc() {
 #[ignore = "needs root, kernel audit, no auditd, and a real /dev/kmsg; run with --ignored"]
 fn real_kmsg_reads_new_kernel_records_only() {
     let o = ReadOptions { poll_interval: Duration::from_millis(50), ..ReadOptions::default() };
-    let src = start(&SourceSpec::Kmsg, &SourcePaths::default(), &o, StopFlag::new()).expect("kmsg source").unwrap();
+    let src = start(&SourceSpec::Kmsg, &SourcePaths::default(), &o, CancellationToken::new()).expect("kmsg source").unwrap();
     // A userspace write lands with facility 1: read (counted as a line) but never trusted.
     std::fs::OpenOptions::new()
         .write(true)
