@@ -22,7 +22,7 @@ use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::{audit, defaults, preflight};
-use http::Shared;
+use http::AgentState;
 
 /// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
 pub mod http;
@@ -65,7 +65,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let extra_routes = audit::http::router(monitor.view());
     // A sync that takes longer than this many parser timeouts is stuck, not slow.
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
-    let shared = Arc::new(Shared::new(metrics, stall_limit));
+    let shared = Arc::new(AgentState::new(metrics, stall_limit));
     let observer_shared = shared.clone();
     let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
     let revision = kernel.apparmor_dir().join("revision");
@@ -205,7 +205,7 @@ struct Timing {
 
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     managed: audit::ProfileSet,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
@@ -249,7 +249,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
 /// Logs a sync's result and publishes it to the HTTP state, the metrics and the denial monitor's
 /// profile set. True when the ownership record could not be written, so the sync is retried soon.
 fn publish(
-    shared: &Shared,
+    shared: &AgentState,
     managed: &audit::ProfileSet,
     trigger: Trigger,
     started: Instant,

@@ -85,16 +85,20 @@ pub struct DenialsResponse {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct MonitorState {
     ring: Mutex<Ring>,
     /// Records the kernel did not make: apart, so a flood of them cannot push real denials out.
     user_ring: Mutex<Ring>,
     status: Mutex<SourceStatus>,
 }
 
-impl Shared {
+impl MonitorState {
     fn new(capacity: usize, status: SourceStatus) -> Self {
-        Shared { ring: Mutex::new(Ring::new(capacity)), user_ring: Mutex::new(Ring::new(capacity)), status: Mutex::new(status) }
+        MonitorState {
+            ring: Mutex::new(Ring::new(capacity)),
+            user_ring: Mutex::new(Ring::new(capacity)),
+            status: Mutex::new(status),
+        }
     }
 
     fn ring(&self, origin: RingOrigin) -> &Mutex<Ring> {
@@ -108,7 +112,7 @@ impl Shared {
 /// A cheap, cloneable read handle on a running monitor, for HTTP handlers (`axum::extract::State`).
 #[derive(Debug, Clone)]
 pub struct DenialsView {
-    shared: Arc<Shared>,
+    shared: Arc<MonitorState>,
 }
 
 impl DenialsView {
@@ -131,7 +135,7 @@ impl DenialsView {
     pub fn disabled() -> Self {
         let status =
             SourceStatus { source: "off".into(), description: "audit monitoring is off".into(), ..SourceStatus::default() };
-        DenialsView { shared: Arc::new(Shared::new(1, status)) }
+        DenialsView { shared: Arc::new(MonitorState::new(1, status)) }
     }
 }
 
@@ -151,7 +155,7 @@ impl Monitor {
             metrics.set_source("off", false);
             return Ok(Monitor { view: DenialsView::disabled(), stop, thread: None });
         }
-        let shared = Arc::new(Shared::new(cfg.ring_capacity, SourceStatus::default()));
+        let shared = Arc::new(MonitorState::new(cfg.ring_capacity, SourceStatus::default()));
         let mut worker = Worker::new(cfg, metrics, shared.clone(), stop.clone());
         worker.open();
         let thread = std::thread::Builder::new().name("audit-monitor".into()).spawn(move || worker.run())?;
@@ -179,7 +183,7 @@ impl Monitor {
 
 /// Counter values already pushed into the metrics, per running source.
 #[derive(Debug, Default, Clone, Copy)]
-struct Seen {
+struct CountersPushed {
     parse_errors: u64,
     lost: u64,
 }
@@ -187,10 +191,10 @@ struct Seen {
 struct Worker {
     cfg: MonitorConfig,
     metrics: AuditMetrics,
-    shared: Arc<Shared>,
+    shared: Arc<MonitorState>,
     stop: CancellationToken,
     source: Option<RunningSource>,
-    seen: Seen,
+    seen: CountersPushed,
     limiter: LogLimiter,
     /// Userspace-reported records have their own log budget: a flood of them cannot silence denials.
     user_limiter: LogLimiter,
@@ -203,7 +207,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<Shared>, stop: CancellationToken) -> Self {
+    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<MonitorState>, stop: CancellationToken) -> Self {
         let resolver = cfg.resolve_containers.then(|| ContainerResolver::new(cfg.paths.proc_root.clone()));
         let (limiter, user_limiter) = (LogLimiter::new(cfg.limiter), LogLimiter::new(cfg.limiter));
         Worker {
@@ -212,7 +216,7 @@ impl Worker {
             shared,
             stop,
             source: None,
-            seen: Seen::default(),
+            seen: CountersPushed::default(),
             limiter,
             user_limiter,
             resolver,
@@ -242,7 +246,7 @@ impl Worker {
                     s.up = true;
                     s.error = None;
                 });
-                self.seen = Seen::default();
+                self.seen = CountersPushed::default();
                 self.source = Some(src);
             }
             Ok(None) => {}
@@ -315,7 +319,7 @@ impl Worker {
         let parse_errors = stats.parse_errors.load(Ordering::Relaxed);
         let lost = stats.lost.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed);
         let (dp, dl) = (parse_errors.saturating_sub(self.seen.parse_errors), lost.saturating_sub(self.seen.lost));
-        self.seen = Seen { parse_errors, lost };
+        self.seen = CountersPushed { parse_errors, lost };
         if dp > 0 {
             self.metrics.parse_errors.inc_by(dp);
         }

@@ -49,7 +49,7 @@ pub struct DenialsArgs {
 
 /// Prints records as they are read. Returns how many were printed. A saved file without `--follow` is
 /// read whole first, so its format decides what it proves (see [`saved`]).
-pub fn denials(args: &DenialsArgs, out: &mut dyn Write, stop: &CancellationToken) -> Result<u64, CliError> {
+pub fn print_denials(args: &DenialsArgs, out: &mut dyn Write, stop: &CancellationToken) -> Result<u64, CliError> {
     let mut resolver = args.resolve_containers.then(|| ContainerResolver::new(args.paths.proc_root.clone()));
     let mut printed = 0;
     if let (false, SourceSpec::File(path)) = (args.follow, &args.source) {
@@ -266,14 +266,14 @@ mod tests {
             resolve_containers: true,
         };
         let mut out = Vec::new();
-        assert_eq!(denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
+        assert_eq!(print_denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "2026-11-28T02:47:50.095Z DENIED web open /a mask=r pid=4242 comm=c\n2026-11-28T02:47:50.095Z ALLOWED web//x open /d mask=r pid=4242 comm=c\n"
         );
         let mut out = Vec::new();
-        denials(&DenialsArgs { json: true, profile: None, ..args }, &mut out, &CancellationToken::new()).unwrap();
+        print_denials(&DenialsArgs { json: true, profile: None, ..args }, &mut out, &CancellationToken::new()).unwrap();
         let lines: Vec<serde_json::Value> =
             String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
@@ -291,7 +291,7 @@ mod tests {
             paths: SourcePaths::default(),
             resolve_containers: false,
         };
-        assert!(matches!(denials(&args, &mut Vec::new(), &CancellationToken::new()), Err(CliError::SourceOff)));
+        assert!(matches!(print_denials(&args, &mut Vec::new(), &CancellationToken::new()), Err(CliError::SourceOff)));
     }
 
     #[test]
@@ -425,7 +425,7 @@ mod tests {
             resolve_containers: false,
         };
         let mut out = Vec::new();
-        assert_eq!(denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
+        assert_eq!(print_denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].ends_with("DENIED web open /a mask=r pid=4242 comm=c"), "{text}");

@@ -16,7 +16,7 @@ use crate::preflight;
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
-use crate::scan::{self, Entry, ScanOptions};
+use crate::scan::{self, ScanEntry, ScanOptions};
 
 /// `denials` and `suggest`: reading audit records and turning them into rules.
 pub mod audit;
@@ -110,8 +110,8 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
             scan::scan(path, &opts)?
                 .into_iter()
                 .map(|e| match e {
-                    Entry::File(f) => (f.shown, Ok(())),
-                    Entry::Rejected { key, reason } => (path.join(key), Err(reason)),
+                    ScanEntry::File(f) => (f.shown, Ok(())),
+                    ScanEntry::Rejected { key, reason } => (path.join(key), Err(reason)),
                 })
                 .collect()
         } else {
@@ -226,7 +226,7 @@ pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
     stop_on_signal(&stop)?;
     let mut out = std::io::stdout().lock();
-    audit::denials(args, &mut out, &stop)?;
+    audit::print_denials(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
 }
 
