@@ -44,7 +44,7 @@ pub enum Trigger {
 
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let kernel = preflight::host_kernel(&host)?;
+    let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
     let settings = run.reconcile.reconciler(&host)?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.

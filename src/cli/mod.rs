@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{HostSettings, ReconcileSettings};
 use crate::kernel::listing::top_level;
 use crate::kernel::{HostKernel, Kernel};
-use crate::preflight;
+use crate::preflight::{self, Needs};
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
@@ -33,7 +33,7 @@ pub enum Verdict {
 }
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
-    let kernel = preflight::host_kernel(host)?;
+    let kernel = preflight::host_kernel(host, Needs::Load)?;
     let settings = r.reconciler(host)?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
@@ -98,9 +98,7 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
 
 /// `check`: compile files (or every profile file of directories) without loading them.
 pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
-    let parser = preflight::parser(host)?;
-    let scratch = std::env::temp_dir();
-    let kernel = HostKernel::new(host.apparmor_dir(), parser, host.parser_timeout, scratch);
+    let kernel = preflight::host_kernel(host, Needs::Compile)?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut checked = 0;
@@ -149,10 +147,7 @@ struct StatusRow {
 
 /// `status`: the kernel's profiles, managed or foreign.
 pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
-    let apparmor = preflight::securityfs(host)?;
-    // Listing needs no parser; the handle just wants a path.
-    let parser = crate::kernel::resolve_parser(host.parser.as_deref()).unwrap_or_else(|| crate::defaults::PARSER.into());
-    let kernel = HostKernel::new(apparmor, parser, host.parser_timeout, host.state_dir.clone());
+    let kernel = preflight::host_kernel(host, Needs::List)?;
     let listing = kernel.listing()?;
     let state = StateStore::new(&host.state_dir).load()?;
     let rows: Vec<StatusRow> = listing
@@ -189,7 +184,7 @@ pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
 
 /// `unload`: remove profiles by name; foreign ones and ones still in use need `--force`.
 pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Result<Verdict> {
-    let kernel = preflight::host_kernel(host)?;
+    let kernel = preflight::host_kernel(host, Needs::Load)?;
     let store = StateStore::new(&host.state_dir);
     let mut state = store.load()?;
     let loaded: BTreeMap<String, ()> = kernel.listing()?.into_iter().map(|p| (p.name, ())).collect();
