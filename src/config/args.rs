@@ -83,7 +83,7 @@ pub struct ReconcileArgs {
     #[arg(long, env = "APPARMOR_LOADER_UNLOAD_REMOVED")]
     pub unload_removed: bool,
     /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
-    #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_enum)]
+    #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_parser = desired_mode())]
     pub default_mode: Option<DesiredMode>,
 }
 
@@ -222,4 +222,14 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `--default-mode`: the planner's [`DesiredMode`] stays free of clap.
+fn desired_mode() -> impl clap::builder::TypedValueParser<Value = DesiredMode> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new([
+        PossibleValue::new("enforce").help("Load normally (the file's own flags apply)"),
+        PossibleValue::new("complain").help("Compile with `apparmor_parser -C`: violations are logged, not denied"),
+    ])
+    .map(|s| if s == "complain" { DesiredMode::Complain } else { DesiredMode::Enforce })
 }

@@ -35,7 +35,7 @@ pub use host::HostKernel;
 pub use process::{InFlight, resolve_parser};
 
 /// The mode the agent loads a file in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredMode {
     /// Load normally (the file's own flags apply).
