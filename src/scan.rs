@@ -49,16 +49,6 @@ pub enum ScanEntry {
     },
 }
 
-impl ScanEntry {
-    /// The entry's key.
-    pub fn key(&self) -> &str {
-        match self {
-            ScanEntry::File(f) => &f.key,
-            ScanEntry::Rejected { key, .. } => key,
-        }
-    }
-}
-
 /// The directory itself cannot be read.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the profiles directory {}", path.display())]
@@ -210,8 +200,15 @@ mod tests {
         ScanOptions { recursive: false, max_file_size: 64 }
     }
 
+    fn key(e: &ScanEntry) -> &str {
+        match e {
+            ScanEntry::File(f) => &f.key,
+            ScanEntry::Rejected { key, .. } => key,
+        }
+    }
+
     fn keys(entries: &[ScanEntry]) -> Vec<(String, bool)> {
-        entries.iter().map(|e| (e.key().to_string(), matches!(e, ScanEntry::File(_)))).collect()
+        entries.iter().map(|e| (key(e).to_string(), matches!(e, ScanEntry::File(_)))).collect()
     }
 
     #[test]
@@ -278,7 +275,7 @@ mod tests {
                 ("nul".into(), false),
             ]
         );
-        let reason = |k: &str| match got.iter().find(|e| e.key() == k).unwrap() {
+        let reason = |k: &str| match got.iter().find(|e| key(e) == k).unwrap() {
             ScanEntry::Rejected { reason, .. } => reason.clone(),
             ScanEntry::File(_) => panic!("{k} accepted"),
         };

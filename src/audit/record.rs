@@ -69,15 +69,6 @@ impl Origin {
             Origin::Userspace => "userspace",
         }
     }
-
-    /// How far a record of this origin can be trusted: kernel (2) > unproven (1) > userspace (0).
-    pub fn strength(&self) -> u8 {
-        match self {
-            Origin::Kernel => 2,
-            Origin::Unproven => 1,
-            Origin::Userspace => 0,
-        }
-    }
 }
 
 /// What AppArmor decided (the `apparmor=` field).
