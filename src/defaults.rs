@@ -68,7 +68,7 @@ pub const DENIAL_LOG_RATE: (f64, f64) = (10.0, 50.0);
 pub const CONTAINER_CACHE_CAPACITY: usize = 4096;
 /// How long a cached pid-to-container answer is trusted: short, because pids are reused.
 pub const CONTAINER_CACHE_TTL: Duration = Duration::from_secs(10);
-/// How often the denial monitor's idle threads look at their stop flag (and an audit log
+/// How often the denial monitor's idle threads look at their stop token (and an audit log
 /// for rotation): rare, so an idle agent causes almost no wakeups.
 pub const AUDIT_IDLE_CHECK: Duration = Duration::from_secs(5);
 

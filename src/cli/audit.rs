@@ -1,5 +1,5 @@
 //! The bodies of `apparmor-loader denials` and `apparmor-loader suggest`, minus argument parsing: the
-//! binary maps its flags onto these structs, passes stdout and a stop flag raised on SIGINT/SIGTERM.
+//! binary maps its flags onto these structs, passes stdout and a token cancelled on SIGINT/SIGTERM.
 
 use crate::audit::cgroup::ContainerResolver;
 use crate::audit::display::format_record;

@@ -216,7 +216,7 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
     Ok(verdict)
 }
 
-/// `denials`: print records from the audit source; a stop flag raised by SIGINT/SIGTERM ends `--follow`.
+/// `denials`: print records from the audit source; a token cancelled by SIGINT/SIGTERM ends `--follow`.
 pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
     cancel_on_signals(&stop)?;

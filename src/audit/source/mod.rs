@@ -1,7 +1,7 @@
 //! Where AppArmor records come from: the kernel log (`/dev/kmsg`), the kernel audit multicast group over
 //! netlink, or the audit daemon's log file. Each source is opened in the caller's thread (so an error is
 //! reported at once and `auto` can fall back) and then read by one blocking thread that parses lines and
-//! sends records into a bounded channel. A stop flag ends the thread within one poll interval.
+//! sends records into a bounded channel. A cancelled token ends the thread within one poll interval.
 
 use super::record::{AuditRecord, ParseError};
 use crate::defaults;
@@ -76,7 +76,7 @@ pub struct ReadOptions {
     pub lossless: bool,
     /// Channel capacity.
     pub channel_capacity: usize,
-    /// How often an idle source checks its stop flag and a followed file for rotation.
+    /// How often an idle source checks its stop token and a followed file for rotation.
     pub poll_interval: Duration,
 }
 
