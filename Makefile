@@ -11,7 +11,7 @@ AAVM := tests/vm/aavm.sh
 
 # Prerequisites are made left to right, so the tools are installed before anything uses them.
 .NOTPARALLEL:
-.PHONY: test test-rust test-setup test-manifests test-vm musl demo bench fmt corpus
+.PHONY: test test-rust test-setup test-manifests test-vm musl demo bench fmt corpus man
 
 ## Everything: format, lints, unit + integration tests, the fresh-machine set-up, manifests, then the
 ## real-kernel VM suite.
@@ -41,6 +41,10 @@ test-manifests: prereqs-test-manifests
 ## The static binary that goes into the VM and the image.
 musl: prereqs-musl
 	$(CARGO) build --profile $(MUSL_PROFILE) --locked --target $(MUSL_TARGET)
+
+## Man pages from the clap definitions: target/man/apparmor-loader.1 and apparmor-loader-SUBCOMMAND.1.
+man: prereqs-test-rust
+	$(CARGO) run --locked --quiet --example man -- target/man
 
 fmt: prereqs-test-rust
 	$(CARGO) fmt

@@ -10,7 +10,7 @@ use apparmor_loader::cli::inspect::{self, InspectArgs};
 use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad flag or config file.
@@ -20,6 +20,10 @@ const EXIT_ENVIRONMENT: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        // Before the config file is read: completions need nothing from the host.
+        return completions(shell);
+    }
     let resolver = match Resolver::new(cli.global.config.as_deref()) {
         Ok(r) => r,
         Err(e) => return fail(&e.into()),
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
         Command::Check { paths } => commands::check(&host, paths),
         Command::Status { json } => commands::status(&host, *json),
+        Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
         Command::Inspect { files, binary, complain, kernel, json } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
@@ -71,6 +76,19 @@ fn main() -> ExitCode {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,
         Ok(Verdict::Failures) => ExitCode::FAILURE,
         Err(e) => fail(&e),
+    }
+}
+
+/// Prints the completion script. Generated into memory first: clap_complete panics on a write
+/// error, and `completions bash | head` closes the pipe early.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "apparmor-loader", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader has all it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&anyhow::Error::new(e).context("cannot write the completion script")),
     }
 }
 

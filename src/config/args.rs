@@ -213,6 +213,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a shell completion script: `apparmor-loader completions bash > /etc/bash_completion.d/apparmor-loader`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Remove managed profiles from the kernel by name.
     Unload {
         /// Profile names.
