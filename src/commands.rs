@@ -28,7 +28,7 @@ pub enum Verdict {
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
     let kernel = preflight::host_kernel(host)?;
-    let settings = agent::reconcile_settings(host, r)?;
+    let settings = agent::reconcile_settings(host, r, kernel.toolchain())?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 

@@ -89,6 +89,13 @@ pub struct ReconcileArgs {
     /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
     #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_enum)]
     pub default_mode: Option<DesiredMode>,
+    /// Also look for `include <…>` files here, before parser.conf's and the base dir (e.g. a second
+    /// ConfigMap of abstractions); repeatable, comma-separated in the environment. Passed to the parser as -I.
+    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+    pub include_dir: Vec<PathBuf>,
+    /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
+    #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=defaults::MAX_CACHE_SIZE))]
+    pub cache_size: Option<u64>,
 }
 
 /// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
@@ -246,6 +253,8 @@ pub struct FileConfig {
     adopt: Option<Vec<String>>,
     unload_removed: Option<bool>,
     default_mode: Option<DesiredMode>,
+    include_dir: Option<Vec<PathBuf>>,
+    cache_size: Option<u64>,
     #[serde(default)]
     modes: BTreeMap<String, DesiredMode>,
     listen: Option<Listen>,
@@ -307,6 +316,12 @@ pub enum ConfigError {
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
     NoProfiles,
+    /// `cache_size` is beyond any sensible bound.
+    #[error("cache_size {value} is larger than the {} bytes allowed", defaults::MAX_CACHE_SIZE)]
+    CacheSize {
+        /// The value given.
+        value: u64,
+    },
     /// `audit_source` in the config file does not parse.
     #[error("invalid config file {}: audit_source: {message}", path.display())]
     AuditSource {
@@ -392,6 +407,10 @@ pub struct ReconcileSettings {
     pub default_mode: DesiredMode,
     /// Per-profile modes.
     pub modes: BTreeMap<String, DesiredMode>,
+    /// Extra include directories (`-I`).
+    pub include_dirs: Vec<PathBuf>,
+    /// Bound of the compiled-policy cache, bytes (0: off).
+    pub cache_size: u64,
 }
 
 impl ReconcileSettings {
@@ -516,6 +535,15 @@ impl Resolver {
             unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
             default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
             modes: f.modes.clone(),
+            include_dirs: if a.include_dir.is_empty() {
+                f.include_dir.clone().unwrap_or_default()
+            } else {
+                a.include_dir.clone()
+            },
+            cache_size: match a.cache_size.or(f.cache_size).unwrap_or(defaults::CACHE_SIZE) {
+                n if n > defaults::MAX_CACHE_SIZE => return Err(ConfigError::CacheSize { value: n }),
+                n => n,
+            },
         })
     }
 

@@ -22,7 +22,7 @@ pub struct ScanOptions {
 }
 
 /// A profile file that can be handed to the parser.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceFile {
     /// The key: the path relative to the directory (`payment-api`, `team/x` when recursive).
     pub key: String,
@@ -33,6 +33,9 @@ pub struct SourceFile {
     pub real: PathBuf,
     /// sha256 of the content, lowercase hex.
     pub sha256: String,
+    /// What identifies its compiled policy (content, includes, toolchain): the sha256 until
+    /// the includes are resolved (`crate::reconcile::identity`).
+    pub identity: String,
 }
 
 /// One entry of the desired state.
@@ -164,7 +167,7 @@ fn walk(
             continue;
         }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
-            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
+            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, identity: sha256.clone(), sha256 }),
             Err(reason) => reject(reason),
         };
         out.insert(key, entry);

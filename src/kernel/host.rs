@@ -37,6 +37,8 @@ pub struct HostKernel {
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
+    /// Parser version, parser configuration and kernel features, as one text.
+    toolchain: String,
 }
 
 impl HostKernel {
@@ -55,7 +57,25 @@ impl HostKernel {
             observer: None,
             in_flight: InFlight::default(),
             direct,
+            toolchain: String::new(),
         }
+    }
+
+    /// Records what shapes compiled policy besides the files: the parser's version (`-V`),
+    /// its configuration file (e.g. `policy-features=`) and the kernel's feature set.
+    pub fn with_parser_version(mut self, version: String, parser_conf: &Path) -> HostKernel {
+        let conf = fs::read(parser_conf).unwrap_or_default();
+        let features = super::features::digest(&self.apparmor_dir.join("features"));
+        self.toolchain = format!(
+            "{version}\nparser.conf {}\nfeatures {features}",
+            crate::scan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&conf))
+        );
+        self
+    }
+
+    /// What [`HostKernel::with_parser_version`] recorded: part of every file's identity.
+    pub fn toolchain(&self) -> String {
+        self.toolchain.clone()
     }
 
     /// Compile jobs per parser process.
@@ -121,6 +141,9 @@ impl HostKernel {
         let cache = stage.dir.join(format!("cache-{round}"));
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
+        for dir in &job.include_dirs {
+            args.extend(["-I".into(), dir.clone().into()]);
+        }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
