@@ -149,6 +149,8 @@ pub struct Reconciler<K: Kernel> {
     resolver: identity::Resolver,
     /// The includes of each file of the last pass, for `/profiles` and the watcher.
     includes: BTreeMap<String, Vec<identity::Included>>,
+    /// Children a replaced file no longer defines, still in the kernel (see `prune_children`).
+    dropped_children: BTreeSet<String>,
 }
 
 impl<K: Kernel> Reconciler<K> {
@@ -167,6 +169,7 @@ impl<K: Kernel> Reconciler<K> {
             stop: CancellationToken::new(),
             resolver,
             includes: BTreeMap::new(),
+            dropped_children: BTreeSet::new(),
         })
     }
 
@@ -241,11 +244,13 @@ impl<K: Kernel> Reconciler<K> {
         }
         let loads = apply::loads(&planned);
         if !loads.is_empty() {
-            self.load_all(&loads, &mut run);
+            self.load_all(&loads, &planned.observed, &mut run);
         }
         self.remove_all(&planned.plan.removals, &mut run);
-        let after = if run.touched_kernel { self.observe()? } else { View { top: planned.observed.clone(), ..View::default() } };
+        let look_again = run.touched_kernel || !self.dropped_children.is_empty();
+        let after = if look_again { self.observe()? } else { View { top: planned.observed.clone(), ..View::default() } };
         self.confirm(&loads, &after, &mut run);
+        self.prune_children(&loads, &after, &mut run);
         self.prune_names(&planned);
         self.persist();
         let plan = apply::settle(planned.plan.clone(), &run, &after.top, &self.state, &self.settings.policy);
