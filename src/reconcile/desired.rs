@@ -163,6 +163,7 @@ impl<K: Kernel> Reconciler<K> {
     pub(super) fn identify(&mut self, entries: Vec<Entry>) -> (Vec<Entry>, BTreeSet<String>) {
         let mut entries = entries;
         self.includes.clear();
+        self.resolver.begin_pass();
         for e in &mut entries {
             if let Entry::File(f) = e {
                 let id = self.resolver.identify_file(f);

@@ -161,6 +161,8 @@ pub struct Resolver {
     /// not read again for them.
     by_content: HashMap<String, Vec<Directive>>,
     seen_content: BTreeSet<String>,
+    /// Include files already checked in this pass (most profiles share most includes).
+    fresh: BTreeSet<PathBuf>,
 }
 
 impl Resolver {
@@ -239,9 +241,15 @@ impl Resolver {
         Identity { key: scan::hex(&h.finalize()), includes }
     }
 
+    /// Starts a pass: every include file is checked again (once).
+    pub fn begin_pass(&mut self) {
+        self.fresh.clear();
+    }
+
     /// Forgets what was not used since the last call (so the memo stays the size of what is
     /// included now).
     pub fn end_pass(&mut self) {
+        self.fresh.clear();
         let seen = std::mem::take(&mut self.seen);
         self.cache.retain(|p, _| seen.contains(p));
         let seen = std::mem::take(&mut self.seen_content);
@@ -270,6 +278,9 @@ impl Resolver {
     /// Reads one include file, or returns its memo when the file is unchanged.
     fn read(&mut self, path: &Path) -> Result<Cached, String> {
         self.seen.insert(path.to_path_buf());
+        if let Some(c) = self.cache.get(path).filter(|_| self.fresh.contains(path)) {
+            return Ok(c.clone());
+        }
         let file = fs::OpenOptions::new()
             .read(true)
             .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
@@ -281,6 +292,7 @@ impl Resolver {
         }
         let stamp = Stamp::of(&meta);
         if let Some(c) = self.cache.get(path).filter(|c| c.stamp == stamp) {
+            self.fresh.insert(path.to_path_buf());
             return Ok(c.clone());
         }
         if meta.len() > self.max_size {
@@ -295,6 +307,7 @@ impl Resolver {
         let cached = Cached { stamp, digest, directives: directives(&String::from_utf8_lossy(&bytes)) };
         let settled = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age > RACY);
         if settled {
+            self.fresh.insert(path.to_path_buf());
             self.cache.insert(path.to_path_buf(), cached.clone());
         }
         Ok(cached)
