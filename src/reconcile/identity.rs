@@ -14,9 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -27,9 +26,6 @@ use crate::scan::{self, SourceFile};
 const MAX_DEPTH: usize = 32;
 /// How many distinct include files one profile may pull in.
 const MAX_INCLUDES: usize = 4096;
-/// A file modified this recently may change again within the same mtime tick: never trusted
-/// by metadata alone.
-const RACY: Duration = Duration::from_secs(2);
 
 /// Where the parser looks for includes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,31 +80,9 @@ pub struct Identity {
 
 #[derive(Debug, Clone)]
 struct Cached {
-    stamp: Stamp,
+    stamp: scan::FileStamp,
     digest: String,
     directives: Vec<Directive>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl Stamp {
-    fn of(m: &fs::Metadata) -> Stamp {
-        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
-        Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            len: m.len(),
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-        }
-    }
 }
 
 /// An include statement.
@@ -290,7 +264,7 @@ impl Resolver {
         if !meta.is_file() {
             return Err("not a regular file".into());
         }
-        let stamp = Stamp::of(&meta);
+        let stamp = scan::FileStamp::of(&meta);
         if let Some(c) = self.cache.get(path).filter(|c| c.stamp == stamp) {
             self.fresh.insert(path.to_path_buf());
             return Ok(c.clone());
@@ -305,8 +279,7 @@ impl Resolver {
         }
         let digest = scan::hex(&Sha256::digest(&bytes));
         let cached = Cached { stamp, digest, directives: directives(&String::from_utf8_lossy(&bytes)) };
-        let settled = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).is_some_and(|age| age > RACY);
-        if settled {
+        if scan::FileStamp::settled(&meta) {
             self.fresh.insert(path.to_path_buf());
             self.cache.insert(path.to_path_buf(), cached.clone());
         }

@@ -147,6 +147,8 @@ pub struct Reconciler<K: Kernel> {
     settings: Settings,
     stop: CancellationToken,
     resolver: identity::Resolver,
+    /// Content hashes of unchanged files, so a rescan reads only what changed.
+    memo: scan::HashMemo,
     /// The includes of each file of the last pass, for `/profiles` and the watcher.
     includes: BTreeMap<String, Vec<identity::Included>>,
     /// Children a replaced file no longer defines, still in the kernel (see `prune_children`).
@@ -168,6 +170,7 @@ impl<K: Kernel> Reconciler<K> {
             settings,
             stop: CancellationToken::new(),
             resolver,
+            memo: scan::HashMemo::default(),
             includes: BTreeMap::new(),
             dropped_children: BTreeSet::new(),
         })
@@ -193,7 +196,7 @@ impl<K: Kernel> Reconciler<K> {
     /// Computes what a sync would do now. Compiles the files whose names are unknown or
     /// that are to be loaded, without touching the kernel.
     pub fn plan(&mut self) -> Result<Planned, SyncError> {
-        let entries = scan::scan(&self.settings.profiles_dir, &self.settings.scan)?;
+        let entries = scan::scan_with(&self.settings.profiles_dir, &self.settings.scan, &mut self.memo)?;
         let (entries, include_sources) = self.identify(entries);
         let observed = self.observe()?.top;
         self.resolve_pending(&observed);

@@ -1,5 +1,6 @@
 use super::*;
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 fn source(dir: &Path, key: &str, text: &str) -> SourceFile {
     let path = dir.join(key);
