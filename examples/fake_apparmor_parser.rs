@@ -21,7 +21,8 @@
 //!
 //! Markers in a file's content: `# fake: hang` makes `-r` hang (until killed, or its caller dies) when it reaches that
 //! file; `# fake: fail-load` makes `-r` fail for that file (while `-N`/`-Q` succeed).
-//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path),
+//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_FILE_DELAY_MS` (sleep before each
+//! profile file, like a slow CPU compiling real profiles), `FAKE_PARSER_LOG` (call log path),
 //! `FAKE_PARSER_NO_FORK=1` (a syntax error ends the whole run at once, like `yyerror()` in a parser
 //! that compiles files in-process rather than in a forked worker per file: later files are not
 //! processed; `-j0` does the same), `FAKE_PARSER_PARALLEL=1` (forked per-file workers finish out of
@@ -337,6 +338,9 @@ fn run(opts: Opts) -> ExitCode {
     for file in &files {
         if failed && opts.abort_on_error {
             break;
+        }
+        if let Some(ms) = std::env::var("FAKE_PARSER_FILE_DELAY_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            thread::sleep(Duration::from_millis(ms));
         }
         let text = match read_file(file) {
             Ok(t) => t,

@@ -54,7 +54,7 @@ pub struct GlobalArgs {
     /// procfs, scanned for processes still confined by a profile before removing it [default: /proc].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
     pub proc: Option<PathBuf>,
-    /// Kill a parser process that runs longer than this [default: 30s].
+    /// Kill a parser process that runs longer than this per file it compiles (at most 20 times this) [default: 30s].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
     pub parser_timeout: Option<humantime::Duration>,
     /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].

@@ -171,3 +171,20 @@ fn cache_size_is_validated() {
     let o = env.run(&["sync", "--profiles", env.path("").to_str().unwrap(), "--cache-size", "lots"]);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 }
+
+/// A batch of real profiles on a slow node takes many times one file's compile time: the parser's
+/// deadline grows with the batch, so a healthy batch is not killed and retried file by file.
+#[test]
+fn the_parser_deadline_grows_with_the_batch() {
+    let env = TestEnv::new();
+    for i in 0..3 {
+        env.write(&format!("p{i}"), &profile(&format!("p{i}"), &["/tmp/x r"]));
+    }
+    let mut cmd = env.command(&["sync", "--profiles", env.path("").to_str().unwrap(), "--parser-timeout", "1s"]);
+    // 3 files at 0.6 s each: 1.8 s, more than one timeout, less than three.
+    cmd.env("FAKE_PARSER_FILE_DELAY_MS", "600");
+    let o = common::run_with_deadline(cmd);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(env.count(CallKind::Compile), 1, "{:?}", env.calls());
+    assert!(env.kernel.has("p0") && env.kernel.has("p2"));
+}

@@ -22,6 +22,9 @@ use crate::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;
+/// A compile batch gets one `--parser-timeout` per file, up to this many: the agent's
+/// liveness counts a sync stuck after 20 timeouts.
+const MAX_BATCH_TIMEOUTS: usize = 20;
 /// Deepest child nesting read from the kernel's policy tree (hats of hats are rare; the
 /// kernel itself bounds the depth).
 const MAX_CHILD_DEPTH: usize = 8;
@@ -117,8 +120,19 @@ impl HostKernel {
     }
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, cwd: Option<&Path>, what: &str) -> Result<Output, KernelError> {
+        self.run_for(op, args, cwd, what, self.timeout)
+    }
+
+    fn run_for(
+        &self,
+        op: ParserOp,
+        args: Vec<OsString>,
+        cwd: Option<&Path>,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Output, KernelError> {
         let start = Instant::now();
-        let inv = Invocation { parser: &self.parser, args, cwd, timeout: self.timeout, what: what.to_string() };
+        let inv = Invocation { parser: &self.parser, args, cwd, timeout, what: what.to_string() };
         let result = process::run(&inv, &self.in_flight);
         if let Some(observe) = &self.observer {
             observe(op, start.elapsed(), matches!(&result, Ok(o) if o.status.success()));
@@ -150,7 +164,10 @@ impl HostKernel {
             [one] => inputs[*one].file.shown.display().to_string(),
             _ => format!("compiling {} files", chunk.len()),
         };
-        let (diagnostics, failure) = match self.run(ParserOp::Compile, args, Some(&job.cwd), &what) {
+        // --parser-timeout is per file: a batch of real profiles under a slow CPU takes many times
+        // one file's time. Capped where a sync would count as stuck (20 timeouts).
+        let timeout = self.timeout.saturating_mul(chunk.len().clamp(1, MAX_BATCH_TIMEOUTS) as u32);
+        let (diagnostics, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
             Ok(out) if out.status.success() => (Vec::new(), None),
             Ok(out) => (parser_output::diagnostics(&out.stderr_text()), Some(rejected(&out))),
             Err(e) => (Vec::new(), Some(e)),
