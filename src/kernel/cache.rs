@@ -3,7 +3,7 @@
 //! version and the kernel's features), so that a restart or a reboot with nothing changed
 //! loads every profile without running the parser.
 //!
-//! An entry is written atomically (temp file, fsync, rename) and carries its key, its length
+//! An entry is written atomically (temp file, rename) and carries its key, its length
 //! and the sha256 of the policy. An entry is used only when all three match and the policy
 //! reads as binary policy; anything else (truncated, foreign, corrupt) is removed and the file
 //! is compiled again. The cache is bounded by size: the least recently used entries go first.
@@ -94,15 +94,16 @@ impl PolicyCache {
         }
     }
 
+    /// Temp file and rename, without fsync: an entry a crash leaves torn or empty fails its
+    /// check and is compiled again, so durability buys nothing but two disk flushes per file
+    /// of a cold start.
     fn write(&self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
         fs::DirBuilder::new().mode(0o700).recursive(true).create(&self.dir)?;
         let tmp = self.dir.join(format!(".{key}.tmp{}", std::process::id()));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, self.dir.join(key))?;
-        fs::File::open(&self.dir)?.sync_all()
+        fs::rename(&tmp, self.dir.join(key))
     }
 
     /// Removes the least recently used entries until the cache fits its size, and any
