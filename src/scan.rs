@@ -40,7 +40,7 @@ pub struct SourceFile {
 
 /// One entry of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub enum ScanEntry {
     /// A readable profile file.
     File(SourceFile),
     /// A file that cannot be used, with a reason naming it.
@@ -50,16 +50,6 @@ pub enum Entry {
         /// Why it was rejected.
         reason: String,
     },
-}
-
-impl Entry {
-    /// The entry's key.
-    pub fn key(&self) -> &str {
-        match self {
-            Entry::File(f) => &f.key,
-            Entry::Rejected { key, .. } => key,
-        }
-    }
 }
 
 /// The directory itself cannot be read.
@@ -96,13 +86,13 @@ pub fn is_ignored_name(name: &str) -> bool {
 const MAX_DEPTH: usize = 16;
 
 /// Reads the directory. Entries come back sorted by key.
-pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
+pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError> {
     scan_with(dir, opts, &mut HashMemo::default())
 }
 
 /// Like [`scan`], reading only the files whose metadata changed since the last scan with the
 /// same `memo`.
-pub fn scan_with(dir: &Path, opts: &ScanOptions, memo: &mut HashMemo) -> Result<Vec<Entry>, ScanError> {
+pub fn scan_with(dir: &Path, opts: &ScanOptions, memo: &mut HashMemo) -> Result<Vec<ScanEntry>, ScanError> {
     let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
     let walked = walk(dir, &root, "", opts, &mut out, memo).map_err(|source| ScanError { path: dir.to_path_buf(), source });
@@ -177,14 +167,14 @@ fn walk(
     root: &Path,
     prefix: &str,
     opts: &ScanOptions,
-    out: &mut BTreeMap<String, Entry>,
+    out: &mut BTreeMap<String, ScanEntry>,
     memo: &mut HashMemo,
 ) -> std::io::Result<()> {
     for entry in fs::read_dir(shown_dir)? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
+            out.insert(key.clone(), ScanEntry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -192,31 +182,11 @@ fn walk(
         }
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
-        let reject = |reason: String| Entry::Rejected { key: key.clone(), reason };
-        // Resolve symlinks ourselves so an escape is caught before anything is read.
-        let real = match fs::canonicalize(&shown) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
-                continue;
-            }
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
-                continue;
-            }
-        };
-        if !real.starts_with(root) {
-            out.insert(
-                key.clone(),
-                reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
-            );
-            continue;
-        }
-        let meta = match fs::metadata(&real) {
-            Ok(m) => m,
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+        let reject = |reason: String| ScanEntry::Rejected { key: key.clone(), reason };
+        let (real, meta) = match resolve(&shown, root) {
+            Ok(found) => found,
+            Err(reason) => {
+                out.insert(key.clone(), reject(reason));
                 continue;
             }
         };
@@ -241,12 +211,30 @@ fn walk(
             None => read_profile(&real, &shown, opts.max_file_size).inspect(|sha| memo.put(&real, &meta, sha)),
         };
         let entry = match hashed {
-            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, identity: sha256.clone(), sha256 }),
+            Ok(sha256) => ScanEntry::File(SourceFile { key: key.clone(), shown, real, identity: sha256.clone(), sha256 }),
             Err(reason) => reject(reason),
         };
         out.insert(key, entry);
     }
     Ok(())
+}
+
+/// The real path behind `shown` and its metadata, or why it is refused. Symlinks are resolved here
+/// so an escape is caught before anything is read.
+fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String> {
+    let real = match fs::canonicalize(shown) {
+        Ok(p) => p,
+        // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: symlink target does not exist", shown.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", shown.display())),
+    };
+    if !real.starts_with(root) {
+        return Err(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display()));
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", shown.display()))?;
+    Ok((real, meta))
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow
@@ -289,8 +277,15 @@ mod tests {
         ScanOptions { recursive: false, max_file_size: 64 }
     }
 
-    fn keys(entries: &[Entry]) -> Vec<(String, bool)> {
-        entries.iter().map(|e| (e.key().to_string(), matches!(e, Entry::File(_)))).collect()
+    fn key(e: &ScanEntry) -> &str {
+        match e {
+            ScanEntry::File(f) => &f.key,
+            ScanEntry::Rejected { key, .. } => key,
+        }
+    }
+
+    fn keys(entries: &[ScanEntry]) -> Vec<(String, bool)> {
+        entries.iter().map(|e| (key(e).to_string(), matches!(e, ScanEntry::File(_)))).collect()
     }
 
     #[test]
@@ -324,7 +319,7 @@ mod tests {
         symlink("..data/a", d.path().join("a")).unwrap();
         let got = scan(d.path(), &opts()).unwrap();
         assert_eq!(keys(&got), vec![("a".to_string(), true)]);
-        let Entry::File(f) = &got[0] else { unreachable!() };
+        let ScanEntry::File(f) = &got[0] else { unreachable!() };
         assert_eq!(f.shown, d.path().join("a"));
         assert!(f.real.ends_with("..2026_11_28_10_00_00.1/a"), "{}", f.real.display());
         assert_eq!(f.sha256, hex(&Sha256::digest(b"profile a {}\n")));
@@ -357,9 +352,9 @@ mod tests {
                 ("nul".into(), false),
             ]
         );
-        let reason = |k: &str| match got.iter().find(|e| e.key() == k).unwrap() {
-            Entry::Rejected { reason, .. } => reason.clone(),
-            Entry::File(_) => panic!("{k} accepted"),
+        let reason = |k: &str| match got.iter().find(|e| key(e) == k).unwrap() {
+            ScanEntry::Rejected { reason, .. } => reason.clone(),
+            ScanEntry::File(_) => panic!("{k} accepted"),
         };
         assert!(reason("big").contains("64-byte limit"), "{}", reason("big"));
         assert!(reason("binary").contains("not UTF-8"));
@@ -384,8 +379,8 @@ mod tests {
         write("a", "profile a {}\n", Some(old));
         write("b", "profile b {}\n", None);
         let mut memo = HashMemo::default();
-        let sha = |entries: &[Entry], k: &str| match entries.iter().find(|e| e.key() == k) {
-            Some(Entry::File(f)) => f.sha256.clone(),
+        let sha = |entries: &[ScanEntry], k: &str| match entries.iter().find(|e| key(e) == k) {
+            Some(ScanEntry::File(f)) => f.sha256.clone(),
             _ => panic!("{k}"),
         };
         let first = scan_with(d.path(), &opts(), &mut memo).unwrap();

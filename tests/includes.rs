@@ -188,3 +188,26 @@ fn the_parser_deadline_grows_with_the_batch() {
     assert_eq!(env.count(CallKind::Compile), 1, "{:?}", env.calls());
     assert!(env.kernel.has("p0") && env.kernel.has("p2"));
 }
+
+/// `check` searches the include dirs `run` searches: the same `--include-dir` (or
+/// `APPARMOR_LOADER_INCLUDE_DIR`, or `include_dir:` in the config file) is passed as `-I`.
+#[test]
+fn check_searches_the_include_dirs_run_does() {
+    let env = TestEnv::new();
+    let abstractions = env.tmp.path().join("abstractions-cm");
+    fs::create_dir_all(abstractions.join("corp")).unwrap();
+    fs::write(abstractions.join("corp/base"), "  /etc/corp/** r,\n").unwrap();
+    let empty = env.tmp.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    env.write("a", &with_include("a", "<corp/base>"));
+    let a = env.path("a");
+    let check = |dir: &std::path::Path| env.run(&["check", a.to_str().unwrap(), "--include-dir", dir.to_str().unwrap()]);
+    let o = check(&abstractions);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let o = check(&empty);
+    assert_eq!(o.status.code(), Some(1), "the include is looked for in the given dir only: {}", show(&o));
+    let config = env.tmp.path().join("config.yaml");
+    fs::write(&config, format!("include_dir: [{}]\n", abstractions.display())).unwrap();
+    let o = env.run(&["check", a.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+}

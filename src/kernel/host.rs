@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
 use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
-use crate::listing::{self, KernelProfile};
-use crate::parser_output::{self, Diagnostic};
+use crate::kernel::listing::{self, KernelProfile};
+use crate::kernel::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;
@@ -112,9 +112,13 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`.
-    pub fn check(&self, path: &Path) -> Result<(), KernelError> {
-        let args = vec!["-Q".into(), "-K".into(), path.into()];
+    /// Compiles one file without loading it (`-Q -K`), for `check`, with `include_dirs` as `-I`.
+    pub fn check(&self, path: &Path, include_dirs: &[PathBuf]) -> Result<(), KernelError> {
+        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into()];
+        for dir in include_dirs {
+            args.extend(["-I".into(), dir.clone().into()]);
+        }
+        args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
         if out.status.success() { Ok(()) } else { Err(rejected(&out)) }
     }

@@ -16,7 +16,7 @@ use super::plan::{self, FileInput, Observed};
 use super::report::{FileReport, ItemState, Report};
 use super::{Reconciler, SyncError};
 use crate::kernel::{CompileInput, CompileJob, Compiled, Kernel, KernelError};
-use crate::scan::{self, Entry, SourceFile};
+use crate::scan::{self, ScanEntry, SourceFile};
 
 /// The files of this pass, named.
 pub(super) struct Desired {
@@ -31,12 +31,16 @@ pub(super) struct Desired {
 impl<K: Kernel> Reconciler<K> {
     /// Names every file, compiling the ones whose names are unknown and the ones a load is
     /// planned for. Returns the inputs of the plan and the compiled policy by file key.
-    pub(super) fn desired(&mut self, entries: Vec<Entry>, observed: &BTreeMap<String, Observed>) -> Result<Desired, SyncError> {
+    pub(super) fn desired(
+        &mut self,
+        entries: Vec<ScanEntry>,
+        observed: &BTreeMap<String, Observed>,
+    ) -> Result<Desired, SyncError> {
         let known: Vec<FileInput> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::File(f) => self.state.names.get(&f.identity).map(|names| ready(f, names.clone())),
-                Entry::Rejected { .. } => None,
+                ScanEntry::File(f) => self.state.names.get(&f.identity).map(|names| ready(f, names.clone())),
+                ScanEntry::Rejected { .. } => None,
             })
             .collect();
         // Which known files would be loaded: they need their policy compiled now.
@@ -46,8 +50,8 @@ impl<K: Kernel> Reconciler<K> {
         let wanted: Vec<&SourceFile> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::File(f) if self.state.failures.contains_key(&f.identity) => None,
-                Entry::File(f) if to_load.contains(f.key.as_str()) || !self.state.names.contains_key(&f.identity) => Some(f),
+                ScanEntry::File(f) if self.state.failures.contains_key(&f.identity) => None,
+                ScanEntry::File(f) if to_load.contains(f.key.as_str()) || !self.state.names.contains_key(&f.identity) => Some(f),
                 _ => None,
             })
             .collect();
@@ -57,12 +61,12 @@ impl<K: Kernel> Reconciler<K> {
         let inputs = entries
             .into_iter()
             .map(|e| match e {
-                Entry::Rejected { key, reason } => FileInput::Broken { key, error: reason },
-                Entry::File(file) if !results.contains_key(&file.key) && self.state.failures.contains_key(&file.identity) => {
+                ScanEntry::Rejected { key, reason } => FileInput::Broken { key, error: reason },
+                ScanEntry::File(file) if !results.contains_key(&file.key) && self.state.failures.contains_key(&file.identity) => {
                     let error = self.state.failures[&file.identity].clone();
                     FileInput::Broken { key: file.key, error }
                 }
-                Entry::File(file) => match results.remove(&file.key) {
+                ScanEntry::File(file) => match results.remove(&file.key) {
                     Some(Ok(c)) => {
                         let names = c.top_level();
                         compiled.insert(file.key.clone(), c);
@@ -160,12 +164,12 @@ impl<K: Kernel> Reconciler<K> {
 
     /// Sets each file's identity from its includes, and takes out the files other files of
     /// the directory include: they are include sources, not profiles of their own.
-    pub(super) fn identify(&mut self, entries: Vec<Entry>) -> (Vec<Entry>, BTreeSet<String>) {
+    pub(super) fn identify(&mut self, entries: Vec<ScanEntry>) -> (Vec<ScanEntry>, BTreeSet<String>) {
         let mut entries = entries;
         self.includes.clear();
         self.resolver.begin_pass();
         for e in &mut entries {
-            if let Entry::File(f) = e {
+            if let ScanEntry::File(f) = e {
                 let id = self.resolver.identify_file(f);
                 f.identity = id.key;
                 self.includes.insert(f.key.clone(), id.includes);
@@ -173,11 +177,14 @@ impl<K: Kernel> Reconciler<K> {
         }
         self.resolver.end_pass();
         let files: Vec<&SourceFile> =
-            entries.iter().filter_map(|e| if let Entry::File(f) = e { Some(f) } else { None }).collect();
+            entries.iter().filter_map(|e| if let ScanEntry::File(f) = e { Some(f) } else { None }).collect();
         let sources = super::identity::include_sources(&files, &self.includes);
         let live: BTreeSet<&String> = files.iter().map(|f| &f.identity).collect();
         self.state.failures.retain(|id, _| live.contains(id));
-        entries.retain(|e| !sources.contains(e.key()));
+        entries.retain(|e| match e {
+            ScanEntry::File(f) => !sources.contains(&f.key),
+            ScanEntry::Rejected { key, .. } => !sources.contains(key),
+        });
         (entries, sources)
     }
 

@@ -129,7 +129,7 @@ cmd_build() {
   cp "$W/aatime" "$R/usr/local/bin/aatime"
   mkdir -p "$R/aavm/repo-profiles"
   if [ -d "$REPO/profiles" ]; then cp -a "$REPO/profiles/." "$R/aavm/repo-profiles/"; fi
-  # Real distribution profiles for scenario 11 (`make corpus`; about 300 KiB).
+  # Real distribution profiles for scenarios 11 and 21 (`make corpus`; about 300 KiB).
   if [ -d "$REPO/target/corpus/root" ]; then cp -a "$REPO/target/corpus/root" "$R/aavm/corpus"; fi
   cp -a "$HERE/guest/." "$R/aavm/"
   cp "$W/versions.txt" "$R/aavm/versions.txt" 2>/dev/null || true

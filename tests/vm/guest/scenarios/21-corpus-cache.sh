@@ -1,5 +1,5 @@
 #!/bin/sh
-# Scenario 20 (issue 17): a real profile set with broken files, shared includes and a reboot. Debian's
+# Scenario 21 (issue 17): a real profile set with broken files, shared includes and a reboot. Debian's
 # distribution profiles (a sample: each costs 1-3 s to compile under TCG) plus two files of our own that
 # include a shared abstraction, plus two broken files (a syntax error, a missing required include).
 # - cold start: one parser compile for everything; the broken files are `failed`, naming file and line;
