@@ -26,7 +26,7 @@ test-rust: prereqs-test-rust corpus
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
 
-## Real-world profiles for tests/differential.rs and VM scenario 11 (Debian's apparmor-profiles{,-extra}),
+## Real-world profiles for tests/differential.rs and VM scenarios 11 and 21 (Debian's apparmor-profiles{,-extra}),
 ## cached in target/corpus.
 corpus: prereqs-corpus
 	tests/differential/fetch-corpus.sh

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths } => commands::check(&host, paths),
+        Command::Check { paths, include_dir } => commands::check(&host, paths, &resolver.include_dirs(include_dir)),
         Command::Status { json } => commands::status(&host, *json),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force } => commands::unload(&host, names, *force),

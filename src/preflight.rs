@@ -105,7 +105,7 @@ pub fn host_kernel(host: &HostSettings, needs: Needs) -> Result<HostKernel, Envi
                 .with_jobs(host.parser_jobs);
             let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
             tracing::debug!(%version, "parser works");
-            Ok(kernel)
+            Ok(kernel.with_parser_version(version, std::path::Path::new(crate::defaults::PARSER_CONF)))
         }
         Needs::Compile => Ok(HostKernel::new(host.apparmor_dir(), parser(host)?, host.parser_timeout, std::env::temp_dir())),
         Needs::List => {

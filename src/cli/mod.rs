@@ -34,7 +34,7 @@ pub enum Verdict {
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
     let kernel = preflight::host_kernel(host, Needs::Load)?;
-    let settings = r.reconciler(host)?;
+    let settings = r.reconciler(host, kernel.toolchain())?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
@@ -96,8 +96,9 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
     Ok(Verdict::Ok)
 }
 
-/// `check`: compile files (or every profile file of directories) without loading them.
-pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
+/// `check`: compile files (or every profile file of directories) without loading them, with
+/// `include_dirs` searched as `run` searches them.
+pub fn check(host: &HostSettings, paths: &[PathBuf], include_dirs: &[PathBuf]) -> anyhow::Result<Verdict> {
     let kernel = preflight::host_kernel(host, Needs::Compile)?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
@@ -117,7 +118,7 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
         };
         for (file, pre) in files {
             checked += 1;
-            let result = pre.and_then(|()| kernel.check(&file).map_err(|e| format!("{e:#}")));
+            let result = pre.and_then(|()| kernel.check(&file, include_dirs).map_err(|e| format!("{e:#}")));
             match result {
                 Ok(()) => writeln!(out, "ok      {}", file.display())?,
                 Err(e) => {

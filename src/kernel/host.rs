@@ -22,6 +22,9 @@ use crate::kernel::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;
+/// A compile batch gets one `--parser-timeout` per file, up to this many: the agent's
+/// liveness counts a sync stuck after 20 timeouts.
+const MAX_BATCH_TIMEOUTS: usize = 20;
 /// Deepest child nesting read from the kernel's policy tree (hats of hats are rare; the
 /// kernel itself bounds the depth).
 const MAX_CHILD_DEPTH: usize = 8;
@@ -37,6 +40,8 @@ pub struct HostKernel {
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
+    /// Parser version, parser configuration and kernel features, as one text.
+    toolchain: String,
 }
 
 impl HostKernel {
@@ -55,7 +60,25 @@ impl HostKernel {
             observer: None,
             in_flight: InFlight::default(),
             direct,
+            toolchain: String::new(),
         }
+    }
+
+    /// Records what shapes compiled policy besides the files: the parser's version (`-V`),
+    /// its configuration file (e.g. `policy-features=`) and the kernel's feature set.
+    pub fn with_parser_version(mut self, version: String, parser_conf: &Path) -> HostKernel {
+        let conf = fs::read(parser_conf).unwrap_or_default();
+        let features = super::features::digest(&self.apparmor_dir.join("features"));
+        self.toolchain = format!(
+            "{version}\nparser.conf {}\nfeatures {features}",
+            crate::scan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&conf))
+        );
+        self
+    }
+
+    /// What [`HostKernel::with_parser_version`] recorded: part of every file's identity.
+    pub fn toolchain(&self) -> String {
+        self.toolchain.clone()
     }
 
     /// Compile jobs per parser process.
@@ -89,16 +112,31 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`.
-    pub fn check(&self, path: &Path) -> Result<(), KernelError> {
-        let args = vec!["-Q".into(), "-K".into(), path.into()];
+    /// Compiles one file without loading it (`-Q -K`), for `check`, with `include_dirs` as `-I`.
+    pub fn check(&self, path: &Path, include_dirs: &[PathBuf]) -> Result<(), KernelError> {
+        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into()];
+        for dir in include_dirs {
+            args.extend(["-I".into(), dir.clone().into()]);
+        }
+        args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
         if out.status.success() { Ok(()) } else { Err(rejected(&out)) }
     }
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, cwd: Option<&Path>, what: &str) -> Result<Output, KernelError> {
+        self.run_for(op, args, cwd, what, self.timeout)
+    }
+
+    fn run_for(
+        &self,
+        op: ParserOp,
+        args: Vec<OsString>,
+        cwd: Option<&Path>,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Output, KernelError> {
         let start = Instant::now();
-        let inv = Invocation { parser: &self.parser, args, cwd, timeout: self.timeout, what: what.to_string() };
+        let inv = Invocation { parser: &self.parser, args, cwd, timeout, what: what.to_string() };
         let result = process::run(&inv, &self.in_flight);
         if let Some(observe) = &self.observer {
             observe(op, start.elapsed(), matches!(&result, Ok(o) if o.status.success()));
@@ -121,13 +159,19 @@ impl HostKernel {
         let cache = stage.dir.join(format!("cache-{round}"));
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
+        for dir in &job.include_dirs {
+            args.extend(["-I".into(), dir.clone().into()]);
+        }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
             [one] => inputs[*one].file.shown.display().to_string(),
             _ => format!("compiling {} files", chunk.len()),
         };
-        let (diagnostics, failure) = match self.run(ParserOp::Compile, args, Some(&job.cwd), &what) {
+        // --parser-timeout is per file: a batch of real profiles under a slow CPU takes many times
+        // one file's time. Capped where a sync would count as stuck (20 timeouts).
+        let timeout = self.timeout.saturating_mul(chunk.len().clamp(1, MAX_BATCH_TIMEOUTS) as u32);
+        let (diagnostics, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
             Ok(out) if out.status.success() => (Vec::new(), None),
             Ok(out) => (parser_output::diagnostics(&out.stderr_text()), Some(rejected(&out))),
             Err(e) => (Vec::new(), Some(e)),

@@ -62,7 +62,13 @@ fn parse_error_line(line: &str) -> Option<Diagnostic> {
             Some((before, n)) => (before, n.trim().parse().ok()),
             None => (head, None),
         };
-        let file = file_part.split_once(" in profile ").map_or(file_part, |(f, _)| f);
+        let (file, within) = file_part.split_once(" in profile ").unwrap_or((file_part, file_part));
+        // "in profile" names the file being read: an include when it differs. Its line is the
+        // include's, so it goes with the include's name, not with the file's.
+        if within != file {
+            let at = line_no.map(|n| format!(":{n}")).unwrap_or_default();
+            return Some(Diagnostic { file: Some(file.to_string()), line: None, message: format!("{within}{at}: {message}") });
+        }
         return Some(Diagnostic { file: Some(file.to_string()), line: line_no, message: message.to_string() });
     }
     if let Some(rest) = line.strip_prefix("AppArmor parser error at line ") {
@@ -122,8 +128,8 @@ mod tests {
             (
                 "AppArmor parser error for /p/my dir/x in profile /etc/apparmor.d/abstractions/base at line 3: Found unexpected character: '%'",
                 Some("/p/my dir/x"),
-                Some(3),
-                "Found unexpected character: '%'",
+                None,
+                "/etc/apparmor.d/abstractions/base:3: Found unexpected character: '%'",
             ),
             ("AppArmor parser error for /p/x in profile /p/x: Could not open 'foo'", Some("/p/x"), None, "Could not open 'foo'"),
             ("AppArmor parser error at line 12: Invalid mode", None, Some(12), "Invalid mode"),

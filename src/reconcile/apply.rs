@@ -59,6 +59,7 @@ impl<K: Kernel> Reconciler<K> {
                 let owned = Owned {
                     file: l.plan.file.clone(),
                     sha256: l.source.sha256.clone(),
+                    identity: Some(l.source.identity.clone()),
                     loaded_at: at.clone(),
                     mode: l.plan.mode.as_str().to_string(),
                     kernel_mode: Some(p.mode.to_string()),

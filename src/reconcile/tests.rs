@@ -45,6 +45,13 @@ impl World {
                 modes: BTreeMap::new(),
             },
             proc_dir: self.proc_dir.path().to_path_buf(),
+            search: crate::reconcile::identity::SearchPath {
+                dirs: vec![self.dir.path().join("base")],
+                cwd: self.dir.path().to_path_buf(),
+            },
+            include_dirs: Vec::new(),
+            toolchain: "fake".into(),
+            cache: crate::kernel::cache::PolicyCache::new(self.state_dir.path().join("cache"), 0),
         };
         Reconciler::new(kernel, StateStore::new(self.state_dir.path()), settings).unwrap()
     }
@@ -348,6 +355,7 @@ fn pending_for_file(file: &str, content: &str, sha1: &str) -> Pending {
         owned: Owned {
             file: file.into(),
             sha256: sha(content),
+            identity: None,
             loaded_at: "t".into(),
             mode: "enforce".into(),
             kernel_mode: Some("enforce".into()),
