@@ -219,7 +219,8 @@ impl Kernel for HostKernel {
             for entry in entries.flatten() {
                 let read = |f: &str| fs::read_to_string(entry.path().join(f));
                 // A profile replaced while we read can vanish: skip it.
-                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1")) else { continue };
+                // Linux 6.8 switched the policy hash to SHA-256 and named the file after it.
+                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1").or_else(|_| read("sha256"))) else { continue };
                 let name = name.trim_end_matches('\n');
                 let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}//{name}") };
                 if depth < MAX_CHILD_DEPTH {
