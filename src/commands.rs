@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -90,11 +90,19 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
     Ok(Verdict::Ok)
 }
 
-/// `check`: compile files (or every profile file of directories) without loading them.
-pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
+/// `check`: compile files (or every profile file of directories) without loading them; against
+/// the kernel feature set in `features` when given.
+pub fn check(host: &HostSettings, paths: &[PathBuf], features: Option<&Path>) -> anyhow::Result<Verdict> {
     let parser = preflight::parser(host)?;
+    if let Some(f) = features {
+        // The parser would say only "Failed to read features"; name the file ourselves.
+        std::fs::metadata(f).with_context(|| format!("kernel feature set {}", f.display()))?;
+    }
     let scratch = std::env::temp_dir();
     let kernel = HostKernel::new(host.apparmor_dir(), parser, host.parser_timeout, scratch);
+    // AppArmor 4 parsers can refuse what the kernel would not enforce (older ones drop it silently too,
+    // but cannot say so).
+    let rules_enforced = kernel.parser_version().is_ok_and(|v| parser_major(&v) >= Some(4));
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut checked = 0;
@@ -113,7 +121,7 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
         };
         for (file, pre) in files {
             checked += 1;
-            let result = pre.and_then(|()| kernel.check(&file).map_err(|e| format!("{e:#}")));
+            let result = pre.and_then(|()| kernel.check(&file, features, rules_enforced).map_err(|e| format!("{e:#}")));
             match result {
                 Ok(()) => writeln!(out, "ok      {}", file.display())?,
                 Err(e) => {
@@ -127,6 +135,11 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
     }
     writeln!(out, "{checked} checked, {failed} with errors")?;
     Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
+}
+
+/// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0").
+fn parser_major(version: &str) -> Option<u32> {
+    version.rsplit(' ').next()?.split('.').next()?.parse().ok()
 }
 
 #[derive(Serialize)]
@@ -250,4 +263,14 @@ fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_major_reads_the_version_line() {
+        assert_eq!(super::parser_major("AppArmor parser version 4.1.0"), Some(4));
+        assert_eq!(super::parser_major("AppArmor parser version 3.0.8"), Some(3));
+        assert_eq!(super::parser_major("fake parser"), None);
+    }
 }

@@ -143,6 +143,11 @@ pub enum Command {
         /// Files or directories to check.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Compile against this kernel feature set instead of the running kernel's (a file as
+        /// `aa-features-abi -x` writes it; the repo's features/ holds those of the kernels it
+        /// tests), so a pipeline can check profiles for the nodes it deploys to.
+        #[arg(long, value_name = "FILE")]
+        features: Option<PathBuf>,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {

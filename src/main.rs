@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths } => commands::check(&host, paths),
+        Command::Check { paths, features } => commands::check(&host, paths, features.as_deref()),
         Command::Status { json } => commands::status(&host, *json),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
         Command::Inspect { files, binary, complain, kernel, json } => {

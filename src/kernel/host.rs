@@ -89,9 +89,19 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`.
-    pub fn check(&self, path: &Path) -> Result<(), KernelError> {
-        let args = vec!["-Q".into(), "-K".into(), path.into()];
+    /// Compiles one file without loading it (`-Q -K`), for `check`; with `features`, against
+    /// that kernel feature set (`-M`: compile and kernel features) instead of the running one.
+    /// `rules_enforced`: a rule the kernel cannot enforce is an error, not a rule silently left
+    /// out (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g. `userns,` on Linux 6.1.
+    pub fn check(&self, path: &Path, features: Option<&Path>, rules_enforced: bool) -> Result<(), KernelError> {
+        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into()];
+        if let Some(f) = features {
+            args.extend(["-M".into(), f.into()]);
+        }
+        if rules_enforced {
+            args.extend(["--warn=rule-not-enforced".into(), "--Werror=rule-not-enforced".into()]);
+        }
+        args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
         if out.status.success() { Ok(()) } else { Err(rejected(&out)) }
     }

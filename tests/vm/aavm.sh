@@ -122,7 +122,7 @@ cmd_build() {
   cp "$X/usr/bin/busybox" "$R/bin/"
   local a
   for a in $("$X/usr/bin/busybox" --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
-  cp "$X/usr/bin/aa-exec" "$X/usr/bin/aa-enabled" "$R/usr/bin/"
+  cp "$X/usr/bin/aa-exec" "$X/usr/bin/aa-enabled" "$X/usr/bin/aa-features-abi" "$R/usr/bin/"
   cp "$X/usr/sbin/aa-status" "$R/usr/sbin/"
   echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
   echo 'root:x:0:' > "$R/etc/group"
@@ -134,6 +134,8 @@ cmd_build() {
   # Real distribution profiles for scenario 11 (`make corpus`; about 300 KiB).
   if [ -d "$REPO/target/corpus/root" ]; then cp -a "$REPO/target/corpus/root" "$R/aavm/corpus"; fi
   cp -a "$HERE/guest/." "$R/aavm/"
+  # The kernel feature sets the repo ships, for `check --features` (scenario 31).
+  cp -a "$REPO/features" "$R/aavm/features"
   cp "$W/versions.txt" "$R/aavm/versions.txt" 2>/dev/null || true
   install -m 755 "$HERE/guest/init" "$R/init"
   chmod -R a+rX "$R/aavm"; chmod 755 "$R"/aavm/*.sh "$R"/aavm/scenarios/*.sh 2>/dev/null || true
