@@ -343,7 +343,6 @@ arm64_build() {
       -o "$a/aatime" "$src" || die "building the arm64 aatime helper failed"
   fi
   R=$(mktemp -d "$W/root-arm64.XXXX")
-  trap 'rm -rf "$R"' RETURN
   chmod 755 "$R"
   "$REPO/tools/image/rootfs.sh" arm64 "$a/x" "$R" "$ARM64_AGENT"
   mkdir -p "$R"/{bin,usr/bin,proc,sys,dev,run,mnt,root}
@@ -359,6 +358,7 @@ arm64_build() {
   install -m 755 "$HERE/guest/init" "$R/init"
   chmod -R a+rX "$R/aavm"
   (cd "$R" && find . -print0 | cpio --null -o -H newc --owner=0:0 --quiet) > "$a/initrd.cpio"
+  rm -rf "$R"
 }
 
 # arm64_boot NAME LOG TIMEOUT -> rc of the guest script (no isa-debug-exit on arm: the AAVM-EXIT marker
