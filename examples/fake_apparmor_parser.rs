@@ -204,7 +204,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "skip-cache" | "skip-read-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
                 "jobs" => opts.jobs = Some(value(key)?),
                 "cache-loc" => opts.cache_loc = Some(PathBuf::from(value(key)?)),
-                "Include" | "base" | "Optimize" | "config-file" | "warn" | "max-jobs" | "kernel-features" => {
+                "Include" | "base" | "Optimize" | "config-file" | "warn" | "Werror" | "max-jobs" | "kernel-features" => {
                     value(key)?;
                 }
                 _ => return Err(format!("apparmor_parser: unrecognized option '--{key}'")),

@@ -104,7 +104,7 @@ pub fn check(host: &HostSettings, paths: &[PathBuf], features: Option<&Path>) ->
     // but cannot say so); only when there is a kernel to compare with: the given feature set, or the
     // running kernel's. Without either (a build machine without AppArmor) there is nothing to enforce.
     let known_kernel = features.is_some() || host.apparmor_dir().join("features").is_dir();
-    let rules_enforced = known_kernel && kernel.parser_version().is_ok_and(|v| parser_major(&v) >= Some(4));
+    let rules_enforced = known_kernel && kernel.parser_version().is_ok_and(|v| crate::kernel::parser_major(&v) >= Some(4));
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut checked = 0;
@@ -137,11 +137,6 @@ pub fn check(host: &HostSettings, paths: &[PathBuf], features: Option<&Path>) ->
     }
     writeln!(out, "{checked} checked, {failed} with errors")?;
     Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
-}
-
-/// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0").
-fn parser_major(version: &str) -> Option<u32> {
-    version.rsplit(' ').next()?.split('.').next()?.parse().ok()
 }
 
 #[derive(Serialize)]
@@ -265,14 +260,4 @@ fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parser_major_reads_the_version_line() {
-        assert_eq!(super::parser_major("AppArmor parser version 4.1.0"), Some(4));
-        assert_eq!(super::parser_major("AppArmor parser version 3.0.8"), Some(3));
-        assert_eq!(super::parser_major("fake parser"), None);
-    }
 }

@@ -91,5 +91,5 @@ pub fn host_kernel(host: &HostSettings) -> Result<HostKernel, EnvironmentError> 
         HostKernel::new(apparmor, parser.clone(), host.parser_timeout, host.state_dir.clone()).with_jobs(host.parser_jobs);
     let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
     tracing::debug!(%version, "parser works");
-    Ok(kernel)
+    Ok(kernel.with_rules_enforced(crate::kernel::parser_major(&version) >= Some(4)))
 }

@@ -33,10 +33,21 @@ pub struct HostKernel {
     timeout: Duration,
     scratch: PathBuf,
     jobs: u32,
+    /// Compile with [`RULES_ENFORCED`].
+    rules_enforced: bool,
     observer: Option<ParserObserver>,
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
+}
+
+/// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
+const RULES_ENFORCED: [&str; 2] = ["--warn=rule-not-enforced", "--Werror=rule-not-enforced"];
+
+/// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0");
+/// 4 and later understand [`RULES_ENFORCED`].
+pub fn parser_major(version: &str) -> Option<u32> {
+    version.rsplit(' ').next()?.split('.').next()?.parse().ok()
 }
 
 impl HostKernel {
@@ -52,6 +63,7 @@ impl HostKernel {
             timeout,
             scratch,
             jobs: crate::defaults::PARSER_JOBS,
+            rules_enforced: false,
             observer: None,
             in_flight: InFlight::default(),
             direct,
@@ -61,6 +73,14 @@ impl HostKernel {
     /// Compile jobs per parser process.
     pub fn with_jobs(mut self, jobs: u32) -> HostKernel {
         self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Makes a rule the kernel cannot enforce a compile error of its file (AppArmor 4 parsers:
+    /// `--Werror=rule-not-enforced`), instead of a profile loaded without it: `userns,` on Linux
+    /// 6.1 fails with "userns rules not enforced" rather than leaving user namespaces open.
+    pub fn with_rules_enforced(mut self, on: bool) -> HostKernel {
+        self.rules_enforced = on;
         self
     }
 
@@ -99,7 +119,7 @@ impl HostKernel {
             args.extend(["-M".into(), f.into()]);
         }
         if rules_enforced {
-            args.extend(["--warn=rule-not-enforced".into(), "--Werror=rule-not-enforced".into()]);
+            args.extend(RULES_ENFORCED.map(OsString::from));
         }
         args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
@@ -131,6 +151,9 @@ impl HostKernel {
         let cache = stage.dir.join(format!("cache-{round}"));
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
+        if self.rules_enforced {
+            args.extend(RULES_ENFORCED.map(OsString::from));
+        }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
@@ -411,4 +434,14 @@ fn rejected(out: &Output) -> KernelError {
         });
     }
     KernelError::Rejected { diagnostics }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_major_reads_the_version_line() {
+        assert_eq!(super::parser_major("AppArmor parser version 4.1.0"), Some(4));
+        assert_eq!(super::parser_major("AppArmor parser version 3.0.8"), Some(3));
+        assert_eq!(super::parser_major("fake parser"), None);
+    }
 }
