@@ -9,7 +9,8 @@ printf 'abi <abi/4.0>,\nprofile uns {\n  /usr/local/bin/aatime mr,\n  /public r,
 mkprof /tmp/p/plain plain '/public r'
 echo public > /public
 start_agent --profiles /tmp/p
-wait_until 600 sh -c 'get /profiles > /tmp/profiles.json && [ "$(pfield plain state)" = loaded ]' && pass "plain loaded" || abort "plain not loaded"
+plain_loaded() { fetch_profiles && [ "$(pfield plain state)" = loaded ]; }
+wait_until 600 plain_loaded && pass "plain loaded" || abort "plain not loaded"
 fetch_profiles
 if grep -q userns_create $AA/features/namespaces/mask 2>/dev/null; then
   check_eq "kernel $(uname -r) mediates userns: uns loaded" "$(ffield uns state)" loaded
