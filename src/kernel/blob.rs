@@ -30,7 +30,7 @@
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use crate::listing::Mode;
+use crate::kernel::listing::Mode;
 
 #[cfg(test)]
 mod tests;
