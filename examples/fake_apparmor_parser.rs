@@ -5,7 +5,8 @@
 //! Fake kernel layout under DIR:
 //! - `profiles`: lines `NAME (MODE)`, sorted, children as `parent//child (MODE)`;
 //! - `revision`: a decimal counter, +1 on every load/replace/remove;
-//! - `policy/profiles/<N>/{name,mode,sha1}`: one directory per loaded top-level profile;
+//! - `policy/profiles/<N>/{name,mode,sha1}`: one directory per loaded top-level profile; with a
+//!   file `.fake-sha256` in DIR, `sha256` instead of `sha1` (the kernel's hash from Linux 6.8 on);
 //! - `.fake-calls` (or `$FAKE_PARSER_LOG`): one JSON line `{"argv":[...],"pid":N}` per invocation.
 //!
 //! Every file of the fake kernel is replaced atomically (temp file + rename), so a reader never
@@ -222,7 +223,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "cache-loc" => opts.cache_loc = Some(PathBuf::from(value(key)?)),
                 "Include" => opts.include_dirs.push(PathBuf::from(value(key)?)),
                 "base" => opts.base = Some(PathBuf::from(value(key)?)),
-                "Optimize" | "config-file" | "warn" | "max-jobs" | "kernel-features" => {
+                "Optimize" | "config-file" | "warn" | "Werror" | "max-jobs" | "kernel-features" => {
                     value(key)?;
                 }
                 _ => return Err(format!("apparmor_parser: unrecognized option '--{key}'")),
@@ -857,7 +858,8 @@ impl Kernel {
         existed
     }
 
-    fn set_policy(&mut self, name: &str, mode: &str, sha1: &str) -> io::Result<()> {
+    /// `hashes` is (SHA-1, SHA-256) of the profile's policy; the kernel shows one of them.
+    fn set_policy(&mut self, name: &str, mode: &str, hashes: (&str, &str)) -> io::Result<()> {
         let root = self.dir.join("policy/profiles");
         fs::create_dir_all(&root)?;
         let id = match self.policy.get(name) {
@@ -872,7 +874,11 @@ impl Kernel {
         fs::create_dir_all(&d)?;
         write_atomic(&d.join("name"), &format!("{name}\n"))?;
         write_atomic(&d.join("mode"), &format!("{mode}\n"))?;
-        write_atomic(&d.join("sha1"), &format!("{sha1}\n"))?;
+        if self.dir.join(".fake-sha256").exists() {
+            write_atomic(&d.join("sha256"), &format!("{}\n", hashes.1))?;
+        } else {
+            write_atomic(&d.join("sha1"), &format!("{}\n", hashes.0))?;
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use apparmor_loader::agent;
 use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::cli::inspect::{self, InspectArgs};
 use apparmor_loader::cli::{self as commands, Verdict};
-use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
+use apparmor_loader::config::{Cli, Command, ConfigError, HostSettings, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
 use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
@@ -33,13 +33,24 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.into()),
     };
     init_tracing(host.log_format, &host.log_level);
-    let result = match &cli.command {
+    match dispatch(&cli.command, &resolver, host) {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::FAILURE,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Runs the subcommand with its resolved settings.
+fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyhow::Result<Verdict> {
+    match command {
         Command::Run(args) => {
             resolver.run(args, &host).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok)
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths, include_dir } => commands::check(&host, paths, &resolver.include_dirs(include_dir)),
+        Command::Check { paths, include_dir, features } => {
+            commands::check(&host, paths, &resolver.include_dirs(include_dir), features.as_deref())
+        }
         Command::Status { json } => commands::status(&host, *json),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
@@ -48,16 +59,17 @@ fn main() -> ExitCode {
             inspect::inspect(&host, &args)
         }
         Command::Denials { profile, follow, json, all, audit } => {
-            resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
-                commands::denials(&DenialsArgs {
-                    profile: profile.clone(),
-                    follow: *follow,
-                    json: *json,
-                    all: *all,
-                    source: a.source,
-                    paths: a.paths,
-                    resolve_containers: true,
-                })
+            let a = resolver.audit(audit, &host.proc_dir)?;
+            let (follow, json, all) = (*follow, *json, *all);
+            let (source, paths) = (a.source, a.paths);
+            commands::denials(&DenialsArgs {
+                profile: profile.clone(),
+                follow,
+                json,
+                all,
+                source,
+                paths,
+                resolve_containers: true,
             })
         }
         Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit } => {
@@ -71,11 +83,6 @@ fn main() -> ExitCode {
                 commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace })
             })
         }
-    };
-    match result {
-        Ok(Verdict::Ok) => ExitCode::SUCCESS,
-        Ok(Verdict::Failures) => ExitCode::FAILURE,
-        Err(e) => fail(&e),
     }
 }
 
@@ -118,7 +125,7 @@ fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
-fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+fn run_agent(host: HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
     // Before the runtime starts its threads, so they inherit the blocked signals.
     let shutdown = CancellationToken::new();
     commands::cancel_on_signals(&shutdown)?;

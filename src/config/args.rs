@@ -150,6 +150,11 @@ pub enum Command {
         /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
         #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
         include_dir: Vec<PathBuf>,
+        /// Compile against this kernel feature set instead of the running kernel's (a file as
+        /// `aa-features-abi -x` writes it; the repo's features/ holds those of the kernels it
+        /// tests), so a pipeline can check profiles for the nodes it deploys to.
+        #[arg(long, value_name = "FILE")]
+        features: Option<PathBuf>,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {

@@ -36,12 +36,23 @@ pub struct HostKernel {
     timeout: Duration,
     scratch: PathBuf,
     jobs: u32,
+    /// Compile with [`RULES_ENFORCED`].
+    rules_enforced: bool,
     observer: Option<ParserObserver>,
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
     /// Parser version, parser configuration and kernel features, as one text.
     toolchain: String,
+}
+
+/// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
+const RULES_ENFORCED: [&str; 2] = ["--warn=rule-not-enforced", "--Werror=rule-not-enforced"];
+
+/// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0");
+/// 4 and later understand [`RULES_ENFORCED`].
+pub fn parser_major(version: &str) -> Option<u32> {
+    version.rsplit(' ').next()?.split('.').next()?.parse().ok()
 }
 
 impl HostKernel {
@@ -57,6 +68,7 @@ impl HostKernel {
             timeout,
             scratch,
             jobs: crate::defaults::PARSER_JOBS,
+            rules_enforced: false,
             observer: None,
             in_flight: InFlight::default(),
             direct,
@@ -87,6 +99,14 @@ impl HostKernel {
         self
     }
 
+    /// Makes a rule the kernel cannot enforce a compile error of its file (AppArmor 4 parsers:
+    /// `--Werror=rule-not-enforced`), instead of a profile loaded without it: `userns,` on Linux
+    /// 6.1 fails with "userns rules not enforced" rather than leaving user namespaces open.
+    pub fn with_rules_enforced(mut self, on: bool) -> HostKernel {
+        self.rules_enforced = on;
+        self
+    }
+
     /// Reports every parser run to `observer` (metrics).
     pub fn with_observer(mut self, observer: ParserObserver) -> HostKernel {
         self.observer = Some(observer);
@@ -112,11 +132,27 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`, with `include_dirs` as `-I`.
-    pub fn check(&self, path: &Path, include_dirs: &[PathBuf]) -> Result<(), KernelError> {
+    /// Compiles one file without loading it (`-Q -K`), for `check`, with `include_dirs` as `-I`;
+    /// with `features`, against that kernel feature set (`-M`: compile and kernel features)
+    /// instead of the running one. `rules_enforced`: a rule the kernel cannot enforce is an error,
+    /// not a rule silently left out (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g.
+    /// `userns,` on Linux 6.1.
+    pub fn check(
+        &self,
+        path: &Path,
+        include_dirs: &[PathBuf],
+        features: Option<&Path>,
+        rules_enforced: bool,
+    ) -> Result<(), KernelError> {
         let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into()];
         for dir in include_dirs {
             args.extend(["-I".into(), dir.clone().into()]);
+        }
+        if let Some(f) = features {
+            args.extend(["-M".into(), f.into()]);
+        }
+        if rules_enforced {
+            args.extend(RULES_ENFORCED.map(OsString::from));
         }
         args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
@@ -161,6 +197,9 @@ impl HostKernel {
         args.push(format!("-j{}", self.jobs).into());
         for dir in &job.include_dirs {
             args.extend(["-I".into(), dir.clone().into()]);
+        }
+        if self.rules_enforced {
+            args.extend(RULES_ENFORCED.map(OsString::from));
         }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
@@ -263,7 +302,8 @@ impl Kernel for HostKernel {
             for entry in entries.flatten() {
                 let read = |f: &str| fs::read_to_string(entry.path().join(f));
                 // A profile replaced while we read can vanish: skip it.
-                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1")) else { continue };
+                // Linux 6.8 switched the policy hash to SHA-256 and named the file after it.
+                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1").or_else(|_| read("sha256"))) else { continue };
                 let name = name.trim_end_matches('\n');
                 let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}//{name}") };
                 if depth < MAX_CHILD_DEPTH {
@@ -444,4 +484,14 @@ fn rejected(out: &Output) -> KernelError {
         });
     }
     KernelError::Rejected { diagnostics }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_major_reads_the_version_line() {
+        assert_eq!(super::parser_major("AppArmor parser version 4.1.0"), Some(4));
+        assert_eq!(super::parser_major("AppArmor parser version 3.0.8"), Some(3));
+        assert_eq!(super::parser_major("fake parser"), None);
+    }
 }

@@ -37,7 +37,8 @@ pub enum FileInput {
 pub struct Observed {
     /// Mode from the listing.
     pub mode: String,
-    /// The kernel's hash of the loaded policy, where securityfs exposes it.
+    /// The kernel's hash of the loaded policy, where securityfs exposes it (SHA-1, or SHA-256
+    /// on Linux 6.8 and later).
     pub sha1: Option<String>,
 }
 

@@ -40,8 +40,8 @@ pub struct Owned {
     /// itself says `flags=(complain)`; drift is a change from this, not from `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_mode: Option<String>,
-    /// The kernel's own hash of the loaded policy (`policy/profiles/*/sha1`), when the kernel
-    /// exposes it; a different value later means someone replaced the profile behind our back.
+    /// The kernel's own hash of the loaded policy (`policy/profiles/*/sha1`, or `sha256` on
+    /// Linux 6.8 and later), when the kernel exposes it; a different value later means someone replaced the profile behind our back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_sha1: Option<String>,
 }
@@ -55,6 +55,18 @@ pub struct Pending {
     /// The kernel hash the load produces (computed from the compiled policy); `None` on a
     /// kernel that does not expose hashes.
     pub expected_sha1: Option<String>,
+    /// The same in SHA-256, what kernels from 6.8 on show instead (absent in state files
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sha256: Option<String>,
+}
+
+impl Pending {
+    /// Whether the kernel's hash `kernel` (SHA-1 or SHA-256, whichever the kernel uses) is the
+    /// one this load produces.
+    pub fn expects(&self, kernel: &str) -> bool {
+        self.expected_sha1.as_deref() == Some(kernel) || self.expected_sha256.as_deref() == Some(kernel)
+    }
 }
 
 /// The whole state file.
@@ -217,7 +229,7 @@ mod tests {
         assert!(store.load().unwrap().profiles.is_empty());
         let mut s = State::empty();
         s.profiles.insert("payment-api".into(), owned());
-        s.pending.insert("x".into(), Pending { owned: owned(), expected_sha1: Some("k".into()) });
+        s.pending.insert("x".into(), Pending { owned: owned(), expected_sha1: Some("k".into()), expected_sha256: None });
         s.names.insert("ab".into(), vec!["payment-api".into()]);
         s.failures.insert("cd".into(), "/p/x:3: syntax error".into());
         store.save(&s).unwrap();
