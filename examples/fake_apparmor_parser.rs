@@ -95,6 +95,8 @@ struct Opts {
     include_dirs: Vec<PathBuf>,
     /// `-b DIR` / `--base DIR`: searched last.
     base: Option<PathBuf>,
+    /// `-o FILE` / `--ofile FILE`: write the compiled policy there.
+    ofile: Option<PathBuf>,
 }
 
 /// One parsed top-level profile.
@@ -170,6 +172,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         binary: false,
         include_dirs: Vec::new(),
         base: None,
+        ofile: None,
     };
     let set_action = |opts: &mut Opts, a: Action| -> Result<(), String> {
         match opts.action {
@@ -221,6 +224,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "skip-cache" | "skip-read-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
                 "jobs" => opts.jobs = Some(value(key)?),
                 "cache-loc" => opts.cache_loc = Some(PathBuf::from(value(key)?)),
+                "ofile" => opts.ofile = Some(PathBuf::from(value(key)?)),
                 "Include" => opts.include_dirs.push(PathBuf::from(value(key)?)),
                 "base" => opts.base = Some(PathBuf::from(value(key)?)),
                 "Optimize" | "config-file" | "warn" | "Werror" | "max-jobs" | "kernel-features" => {
@@ -230,7 +234,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             }
             continue;
         }
-        // Short options, possibly combined (`-rK`); `-j`, `-I`, `-b`, `-O`, `-L` take a value.
+        // Short options, possibly combined (`-rK`); `-j`, `-I`, `-b`, `-O`, `-L`, `-f`, `-o`, `-M` take a value.
         let chars: Vec<char> = arg[1..].chars().collect();
         let mut k = 0;
         while k < chars.len() {
@@ -247,7 +251,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 'W' => opts.write_cache = true,
                 'B' => opts.binary = true,
                 'K' | 'T' | 'q' | 'v' => {}
-                'j' | 'I' | 'b' | 'O' | 'L' | 'f' => {
+                'j' | 'I' | 'b' | 'O' | 'L' | 'f' | 'o' | 'M' => {
                     let rest: String = chars[k..].iter().collect();
                     k = chars.len();
                     let v = if rest.is_empty() {
@@ -266,6 +270,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                         'L' => opts.cache_loc = Some(PathBuf::from(v)),
                         'I' => opts.include_dirs.push(PathBuf::from(v)),
                         'b' => opts.base = Some(PathBuf::from(v)),
+                        'o' => opts.ofile = Some(PathBuf::from(v)),
                         _ => {}
                     }
                 }
@@ -386,6 +391,13 @@ fn run(opts: Opts) -> ExitCode {
                 }
                 let cache = opts.cache_loc.as_deref().expect("checked above");
                 if let Err(msg) = binary::write_cache(cache, file, &text, &profiles, opts.complain) {
+                    eprintln!("{msg}");
+                    failed = true;
+                }
+            }
+            // -o FILE: the compiled policy into that file.
+            _ if kernel.is_none() && opts.ofile.is_some() => {
+                if let Err(msg) = binary::write_ofile(opts.ofile.as_deref().expect("checked above"), &text, &profiles) {
                     eprintln!("{msg}");
                     failed = true;
                 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use apparmor_loader::agent;
 use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::check::{self, CheckArgs};
 use apparmor_loader::cli::inspect::{self, InspectArgs};
 use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, HostSettings, LogFormat, Resolver};
@@ -48,8 +49,10 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyho
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths, include_dir, features } => {
-            commands::check(&host, paths, &resolver.include_dirs(include_dir), features.as_deref())
+        Command::Check { paths, include_dir, features, json, strict_names } => {
+            let (paths, features, json, strict_names) = (paths.clone(), features.clone(), *json, *strict_names);
+            let include_dirs = resolver.include_dirs(include_dir);
+            check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names })
         }
         Command::Status { json } => commands::status(&host, *json),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -16,10 +15,11 @@ use crate::preflight::{self, Needs};
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
-use crate::scan::{self, ScanEntry, ScanOptions};
 
 /// `denials` and `suggest`: reading audit records and turning them into rules.
 pub mod audit;
+/// `check`: compile profile files without loading them, a gate for GitOps pipelines.
+pub mod check;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
 
@@ -94,66 +94,6 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
         writeln!(out, "nothing to change in the kernel")?;
     }
     Ok(Verdict::Ok)
-}
-
-/// `check`: compile files (or every profile file of directories) without loading them, with
-/// `include_dirs` searched as `run` searches them; against the kernel feature set in `features`
-/// when given.
-pub fn check(
-    host: &HostSettings,
-    paths: &[PathBuf],
-    include_dirs: &[PathBuf],
-    features: Option<&Path>,
-) -> anyhow::Result<Verdict> {
-    let (kernel, rules_enforced) = check_kernel(host, features)?;
-    let mut out = std::io::stdout().lock();
-    let mut failed = 0;
-    let mut checked = 0;
-    for path in paths {
-        let files: Vec<(PathBuf, Result<(), String>)> = if path.is_dir() {
-            let opts = ScanOptions { recursive: true, max_file_size: crate::defaults::MAX_FILE_SIZE };
-            scan::scan(path, &opts)?
-                .into_iter()
-                .map(|e| match e {
-                    ScanEntry::File(f) => (f.shown, Ok(())),
-                    ScanEntry::Rejected { key, reason } => (path.join(key), Err(reason)),
-                })
-                .collect()
-        } else {
-            vec![(path.clone(), Ok(()))]
-        };
-        for (file, pre) in files {
-            checked += 1;
-            let result =
-                pre.and_then(|()| kernel.check(&file, include_dirs, features, rules_enforced).map_err(|e| format!("{e:#}")));
-            match result {
-                Ok(()) => writeln!(out, "ok      {}", file.display())?,
-                Err(e) => {
-                    failed += 1;
-                    // Parser diagnostics already read `file:line: message`.
-                    let e = if e.contains(&*file.to_string_lossy()) { e } else { format!("{}: {e}", file.display()) };
-                    writeln!(out, "error   {e}")?;
-                }
-            }
-        }
-    }
-    writeln!(out, "{checked} checked, {failed} with errors")?;
-    Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
-}
-
-/// The handle `check` compiles with, and whether a rule the kernel would not enforce is an error.
-fn check_kernel(host: &HostSettings, features: Option<&Path>) -> anyhow::Result<(HostKernel, bool)> {
-    let kernel = preflight::host_kernel(host, Needs::Compile)?;
-    if let Some(f) = features {
-        // The parser would say only "Failed to read features"; name the file ourselves.
-        std::fs::metadata(f).with_context(|| format!("kernel feature set {}", f.display()))?;
-    }
-    // AppArmor 4 parsers can refuse what the kernel would not enforce (older ones drop it silently too,
-    // but cannot say so); only when there is a kernel to compare with: the given feature set, or the
-    // running kernel's. Without either (a build machine without AppArmor) there is nothing to enforce.
-    let known_kernel = features.is_some() || host.apparmor_dir().join("features").is_dir();
-    let rules_enforced = known_kernel && kernel.parser_version().is_ok_and(|v| crate::kernel::parser_major(&v) >= Some(4));
-    Ok((kernel, rules_enforced))
 }
 
 #[derive(Serialize)]

@@ -142,7 +142,8 @@ pub enum Command {
     Sync(ReconcileArgs),
     /// Print what `run` or `sync` would do now, without doing it.
     Diff(ReconcileArgs),
-    /// Compile profile files without loading them (no root, no kernel); exit 1 on errors.
+    /// Compile profile files without loading them (no root, no kernel); exit 1 when a file does not
+    /// compile, two files define one profile, or (--strict-names) a file is misnamed.
     Check {
         /// Files or directories to check.
         #[arg(required = true, value_name = "PATH")]
@@ -155,6 +156,13 @@ pub enum Command {
         /// tests), so a pipeline can check profiles for the nodes it deploys to.
         #[arg(long, value_name = "FILE")]
         features: Option<PathBuf>,
+        /// Print one JSON array: per file `file`, `ok`, `line`, `message` and its `profiles`.
+        #[arg(long)]
+        json: bool,
+        /// Also fail a file whose name is none of its profiles' names (`/usr/bin/foo` may be in
+        /// `usr.bin.foo`).
+        #[arg(long)]
+        strict_names: bool,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {

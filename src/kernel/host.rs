@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
 use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
+use crate::kernel::blob;
 use crate::kernel::listing::{self, KernelProfile};
 use crate::kernel::parser_output::{self, Diagnostic};
 
@@ -44,6 +45,20 @@ pub struct HostKernel {
     direct: bool,
     /// Parser version, parser configuration and kernel features, as one text.
     toolchain: String,
+}
+
+/// How `check` compiles a file.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckJob<'a> {
+    /// Searched for `include <…>` (`-I`), as the agent searches them.
+    pub include_dirs: &'a [PathBuf],
+    /// A kernel feature set to compile for (`-M`) instead of the running kernel's.
+    pub features: Option<&'a Path>,
+    /// A rule the kernel cannot enforce is an error, not a rule silently left out
+    /// (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g. `userns,` on Linux 6.1.
+    pub rules_enforced: bool,
+    /// Where the parser writes the compiled policy (`-o`).
+    pub output: &'a Path,
 }
 
 /// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
@@ -132,31 +147,29 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`, with `include_dirs` as `-I`;
-    /// with `features`, against that kernel feature set (`-M`: compile and kernel features)
-    /// instead of the running one. `rules_enforced`: a rule the kernel cannot enforce is an error,
-    /// not a rule silently left out (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g.
-    /// `userns,` on Linux 6.1.
-    pub fn check(
-        &self,
-        path: &Path,
-        include_dirs: &[PathBuf],
-        features: Option<&Path>,
-        rules_enforced: bool,
-    ) -> Result<(), KernelError> {
-        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into()];
-        for dir in include_dirs {
+    /// Compiles one file without loading it (`-Q -K -o`), for `check`, and reads the policy the
+    /// parser wrote to `job.output`: the names are the compiled policy's, as for a load.
+    pub fn check(&self, path: &Path, job: &CheckJob<'_>) -> Result<Compiled, KernelError> {
+        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into(), "-o".into(), job.output.into()];
+        for dir in job.include_dirs {
             args.extend(["-I".into(), dir.clone().into()]);
         }
-        if let Some(f) = features {
+        if let Some(f) = job.features {
             args.extend(["-M".into(), f.into()]);
         }
-        if rules_enforced {
+        if job.rules_enforced {
             args.extend(RULES_ENFORCED.map(OsString::from));
         }
         args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
-        if out.status.success() { Ok(()) } else { Err(rejected(&out)) }
+        if !out.status.success() {
+            return Err(rejected(&out));
+        }
+        let blob = fs::read(job.output).map_err(|source| KernelError::Read { path: job.output.to_path_buf(), source })?;
+        let bad = |source| KernelError::BadPolicy { file: path.to_path_buf(), source };
+        let compiled = Compiled::from_blob(blob).map_err(bad)?;
+        blob::check_self_contained(&compiled.profiles).map_err(bad)?;
+        Ok(compiled)
     }
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, cwd: Option<&Path>, what: &str) -> Result<Output, KernelError> {

@@ -34,7 +34,7 @@ pub mod parser_output;
 pub mod process;
 
 pub use blob::BlobProfile;
-pub use host::{HostKernel, parser_major};
+pub use host::{CheckJob, HostKernel, parser_major};
 pub use process::{InFlight, resolve_parser};
 
 /// The mode the agent loads a file in.
