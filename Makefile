@@ -12,11 +12,11 @@ AAVM := tests/vm/aavm.sh
 
 # Prerequisites are made left to right, so the tools are installed before anything uses them.
 .NOTPARALLEL:
-.PHONY: test test-rust test-setup test-manifests test-vm test-image image musl musl-arm64 demo bench fmt corpus features man
+.PHONY: test test-rust test-setup test-manifests test-vm test-image image musl musl-arm64 demo bench fmt corpus features man dist test-dist
 
 ## Everything: format, lints, unit + integration tests, the fresh-machine set-up, manifests, then the
 ## real-kernel VM suite.
-test: prereqs-test test-rust test-setup test-manifests test-image test-vm
+test: prereqs-test test-rust test-setup test-manifests test-image test-vm test-dist
 
 ## What the Makefile's targets need, installed when missing (see tools/prereqs.sh for the table).
 prereqs-%:
@@ -51,6 +51,15 @@ musl-arm64: prereqs-musl-arm64
 ## Man pages from the clap definitions: target/man/apparmor-loader.1 and apparmor-loader-SUBCOMMAND.1.
 man: prereqs-test-rust
 	$(CARGO) run --locked --quiet --example man -- target/man
+
+## Release archives: target/dist/apparmor-loader-VERSION-{x86_64,aarch64}.tar.gz (binary, man pages,
+## completions) and SHA256SUMS, reproducible from the commit.
+dist: prereqs-dist musl musl-arm64 man
+	tools/dist.sh
+
+## The archives hold what they should, for the right architecture, and rebuild to the same bytes.
+test-dist: prereqs-test-dist dist
+	bash tests/dist/run.sh
 
 fmt: prereqs-test-rust
 	$(CARGO) fmt

@@ -21,10 +21,10 @@ TOOLCHAIN_FILE=$REPO/rust-toolchain.toml
 #   source   apt:PACKAGE | pip:PACKAGE | cargo:CRATE@VERSION | rustup
 #   targets  the make targets that need it (`test` runs all the test-* targets, so it is on every line)
 TABLE='
-rust-toolchain.toml      rustup                   musl musl-arm64 demo bench test-vm features image test-image test-rust test-setup test
+rust-toolchain.toml      rustup                   musl musl-arm64 demo bench test-vm features image test-image test-rust test-setup dist test-dist test
 qemu-system-x86_64       apt:qemu-system-x86      demo bench test-vm features test
 qemu-system-aarch64      apt:qemu-system-arm      test-vm test
-readelf                  apt:binutils             demo bench test-vm features image test-image test
+readelf                  apt:binutils             demo bench test-vm features image test-image test-dist test
 file:/usr/share/keyrings/debian-archive-keyring.gpg  apt:debian-archive-keyring  demo bench test-vm features image test-image test
 cpio                     apt:cpio                 demo bench test-vm features image test
 python3                  apt:python3              demo bench test-vm features test-manifests test
