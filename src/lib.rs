@@ -12,6 +12,8 @@ pub mod config;
 pub mod confined;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
+/// Fleet visibility: per-profile version series, the kubectl plugin.
+pub mod fleet;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
 /// The seam to the kernel: securityfs, `apparmor_parser` and compiled policy.

@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::fleet::{self, info::ProfileInfo};
 use crate::kernel::ParserOp;
 use crate::reconcile::{Counts, ItemState, Report};
 
@@ -46,6 +47,7 @@ pub struct Metrics {
     syncs: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    profile_info: ProfileInfo,
 }
 
 fn result(ok: bool) -> &'static str {
@@ -93,12 +95,17 @@ impl Metrics {
         registry.register(
             "build",
             "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("name", env!("CARGO_PKG_NAME"))]),
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", fleet::REVISION),
+                ("name", env!("CARGO_PKG_NAME")),
+            ]),
         );
+        let profile_info = ProfileInfo::register(&mut registry);
         for state in ItemState::ALL {
             profiles.get_or_create(&StateLabel { state: state.as_str() }).set(0);
         }
-        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs }
+        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs, profile_info }
     }
 
     /// Lets other parts (the denial monitor) register their metrics before serving starts.
@@ -124,6 +131,7 @@ impl Metrics {
             let n = report.files.iter().filter(|f| f.state == state).count();
             self.files.get_or_create(&StateLabel { state: state.as_str() }).set(n as i64);
         }
+        self.profile_info.update(report);
         self.syncs.get_or_create(&ResultLabel { result: "success" }).inc();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         self.last_success.set(now);
