@@ -8,6 +8,7 @@ use apparmor_loader::agent;
 use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::commands::{self, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
+use apparmor_loader::fleet::plugin;
 use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
 use clap::Parser;
@@ -19,6 +20,14 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_ENVIRONMENT: u8 = 3;
 
 fn main() -> ExitCode {
+    // Installed as a symlink named kubectl-apparmor_loader, the binary is the kubectl plugin.
+    if std::env::args_os().next().is_some_and(|a| plugin::invoked_as_plugin(&a.to_string_lossy())) {
+        return match plugin::run(&plugin::PluginCli::parse()) {
+            Ok(Verdict::Ok) => ExitCode::SUCCESS,
+            Ok(Verdict::Failures) => ExitCode::FAILURE,
+            Err(e) => fail(&e),
+        };
+    }
     let cli = Cli::parse();
     let resolver = match Resolver::new(cli.global.config.as_deref()) {
         Ok(r) => r,

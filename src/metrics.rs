@@ -9,7 +9,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 use crate::fleet::{self, info::ProfileInfo};
@@ -92,15 +91,17 @@ impl Metrics {
             "Profiles restored after being removed or replaced behind the agent's back",
             drift_repairs.clone(),
         );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![
+        // A gauge at 1 rather than an OpenMetrics info metric: the classic text format (promtool check
+        // metrics, scrapers that do not ask for OpenMetrics) has no `info` type.
+        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build
+            .get_or_create(&vec![
                 ("version", env!("CARGO_PKG_VERSION")),
                 ("revision", fleet::REVISION),
                 ("name", env!("CARGO_PKG_NAME")),
-            ]),
-        );
+            ])
+            .set(1);
+        registry.register("build_info", "Build information: version, source revision (value 1)", build);
         let profile_info = ProfileInfo::register(&mut registry);
         for state in ItemState::ALL {
             profiles.get_or_create(&StateLabel { state: state.as_str() }).set(0);

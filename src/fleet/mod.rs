@@ -2,7 +2,10 @@
 //! fleet queries, alerts and dashboard (`info`), and the kubectl plugin that asks every agent pod
 //! through the API server (`plugin`).
 
+pub mod exposition;
 pub mod info;
+pub mod matrix;
+pub mod plugin;
 
 /// The source revision this binary was built from (see `build.rs`): a git commit, or `unknown`.
 pub const REVISION: &str = env!("APPARMOR_LOADER_REVISION");
