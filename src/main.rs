@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use apparmor_loader::agent;
-use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
-use apparmor_loader::commands::{self, Verdict};
+use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::inspect::{self, InspectArgs};
+#[cfg(feature = "kubectl-plugin")]
+use apparmor_loader::cli::kubectl;
+use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
-use apparmor_loader::fleet::plugin;
-use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -21,12 +22,8 @@ const EXIT_ENVIRONMENT: u8 = 3;
 
 fn main() -> ExitCode {
     // Installed as a symlink named kubectl-apparmor_loader, the binary is the kubectl plugin.
-    if std::env::args_os().next().is_some_and(|a| plugin::invoked_as_plugin(&a.to_string_lossy())) {
-        return match plugin::run(&plugin::PluginCli::parse()) {
-            Ok(Verdict::Ok) => ExitCode::SUCCESS,
-            Ok(Verdict::Failures) => ExitCode::FAILURE,
-            Err(e) => fail(&e),
-        };
+    if std::env::args_os().next().is_some_and(|a| commands::invoked_as_plugin(&a.to_string_lossy())) {
+        return kubectl_plugin();
     }
     let cli = Cli::parse();
     let resolver = match Resolver::new(cli.global.config.as_deref()) {
@@ -83,6 +80,21 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "kubectl-plugin")]
+fn kubectl_plugin() -> ExitCode {
+    match kubectl::run(&kubectl::PluginCli::parse()) {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::FAILURE,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(not(feature = "kubectl-plugin"))]
+fn kubectl_plugin() -> ExitCode {
+    eprintln!("error: this apparmor-loader was built without the kubectl plugin (cargo feature `kubectl-plugin`)");
+    ExitCode::from(EXIT_USAGE)
+}
+
 fn fail(e: &anyhow::Error) -> ExitCode {
     eprintln!("error: {e:#}");
     if e.downcast_ref::<ConfigError>().is_some() {
@@ -97,7 +109,8 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(apparmor_loader::defaults::LOG_LEVEL));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -109,28 +122,13 @@ fn init_tracing(format: LogFormat, filter: &str) {
 }
 
 fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+    // Before the runtime starts its threads, so they inherit the blocked signals.
+    let shutdown = CancellationToken::new();
+    commands::cancel_on_signals(&shutdown)?;
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(handle_signals(shutdown.clone()));
-        agent::run(host, run, shutdown).await
-    });
+    let result = runtime.block_on(async { agent::run(host, run, shutdown).await });
     // Do not wait for a blocking sync that outlived the shutdown grace period.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
-}
-
-/// The first SIGTERM or SIGINT drains; a second one aborts at once.
-async fn handle_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    eprintln!("second signal: aborting");
-    std::process::exit(130);
 }

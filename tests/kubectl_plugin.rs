@@ -8,6 +8,8 @@
 //! agent's own. node-d's pod is Pending (never asked) and node-e's agent refuses the connection (the API
 //! server's 503 Status, `tests/data/fleet/proxy-refused.json`).
 
+#![cfg(feature = "kubectl-plugin")]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::info::{NONE, short_digest};
+use crate::reconcile::report::{NONE, short_digest};
 
 /// One agent pod's answer, or why there is none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

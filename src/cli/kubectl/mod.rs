@@ -6,7 +6,6 @@
 //! pod `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/profiles` (or `/proxy/denials?…`), at most
 //! [`PARALLEL`] at a time. Access needs `get`/`list` on `pods` and `get` on `pods/proxy` in the namespace.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -17,24 +16,20 @@ use kube::config::KubeConfigOptions;
 use kube::{Client, Config};
 use serde_json::Value;
 
-use super::matrix::{self, NodeRow, ProfilesAnswer};
+use self::matrix::{NodeRow, ProfilesAnswer};
 use crate::audit::DenialsResponse;
 use crate::audit::display::format_record;
-use crate::commands::Verdict;
+use crate::cli::Verdict;
 
-/// The executable name kubectl looks up for `kubectl apparmor_loader` (and `kubectl apparmor-loader`).
-pub const PLUGIN_NAME: &str = "kubectl-apparmor_loader";
+/// The node × profile matrix built from each agent's `/profiles` answer (pure).
+pub mod matrix;
+
 /// Agent pods asked at once.
 pub const PARALLEL: usize = 16;
 /// How long one request (the pod list, one agent's answer) may take.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 /// The agent's port when its pod names no `http` port.
 pub const DEFAULT_PORT: u16 = 9741;
-
-/// True when the binary was started under the plugin's name (argv[0], any directory).
-pub fn invoked_as_plugin(argv0: &str) -> bool {
-    Path::new(argv0).file_name().is_some_and(|n| n == PLUGIN_NAME)
-}
 
 /// `kubectl apparmor_loader`: what every node's agent says, through the API server.
 #[derive(Debug, Parser)]
@@ -273,6 +268,7 @@ fn encode_query_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::invoked_as_plugin;
 
     #[test]
     fn only_the_plugin_name_dispatches() {

@@ -13,14 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::reconcile::report::{NONE, short_digest};
 use crate::reconcile::{ItemState, Report};
-
-/// Hex digits of the file's sha256 kept in the `digest` label: enough to tell versions apart at a
-/// glance and to match `/profiles` (whose `sha256` starts with them).
-pub const DIGEST_LEN: usize = 12;
-
-/// The label value of a missing mode or digest (a failed or refused profile has neither).
-pub const NONE: &str = "none";
 
 /// Labels of one profile's series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,7 +25,7 @@ pub struct InfoLabels {
     pub state: String,
     /// Kernel mode (`enforce`, `complain`, …) or `none` when not in the kernel.
     pub mode: String,
-    /// First [`DIGEST_LEN`] hex digits of the sha256 of the file version loaded, or `none`.
+    /// Short sha256 ([`short_digest`]) of the file version loaded, or `none`.
     pub digest: String,
 }
 
@@ -48,11 +42,6 @@ pub fn series(report: &Report) -> HashSet<InfoLabels> {
             digest: p.sha256.as_deref().map(short_digest).unwrap_or(NONE).to_string(),
         })
         .collect()
-}
-
-/// The first [`DIGEST_LEN`] characters of a hex digest (all of it when shorter).
-pub fn short_digest(sha256: &str) -> &str {
-    sha256.get(..DIGEST_LEN).unwrap_or(sha256)
 }
 
 /// The registered family and the label sets it holds now.

@@ -11,9 +11,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::fleet::{self, info::ProfileInfo};
+use super::profile_info::ProfileInfo;
 use crate::kernel::ParserOp;
 use crate::reconcile::{Counts, ItemState, Report};
+
+/// The source revision this binary was built from (see `build.rs`): a git commit, or `unknown`.
+pub const REVISION: &str = env!("APPARMOR_LOADER_REVISION");
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -97,7 +100,7 @@ impl Metrics {
         build
             .get_or_create(&vec![
                 ("version", env!("CARGO_PKG_VERSION")),
-                ("revision", fleet::REVISION),
+                ("revision", REVISION),
                 ("name", env!("CARGO_PKG_NAME")),
             ])
             .set(1);
