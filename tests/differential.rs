@@ -95,10 +95,7 @@ fn hostile(dir: &Path) -> Vec<Case> {
     vec![
         same("hostile-hex", "profile \"\\x64ocker-default\" {\n}\n"),
         same("hostile-octal", "profile \"\\144ocker-x\" {\n}\n"),
-        same(
-            "hostile-quoted",
-            "profile \"a b\" {\n}\nprofile \"q\\\"uote\" {\n}\nprofile \"uni-ñ-名\" {\n}\n",
-        ),
+        same("hostile-quoted", "profile \"a b\" {\n}\nprofile \"q\\\"uote\" {\n}\nprofile \"uni-ñ-名\" {\n}\n"),
         // The kernel would take a name padded with spaces; blob refuses it (a look-alike of a
         // real profile's name that no operator could tell apart in a listing).
         Case { path: w("hostile-padded", "profile \" lead\" {\n}\n"), expect: Expect::Refused },

@@ -146,7 +146,7 @@ fn apply(dir: &Path, bytes: &[u8], add_only: bool) -> Result<(), String> {
     for p in &profiles {
         k.listing.insert(p.name.clone(), p.mode.to_string());
         if !p.name.contains("//") {
-            k.set_policy(&p.name, p.mode.as_str(), &p.sha1).map_err(|e| format!("fake kernel: {e}"))?;
+            k.set_policy(&p.name, p.mode.as_str(), (&p.sha1, &p.sha256)).map_err(|e| format!("fake kernel: {e}"))?;
         }
     }
     k.commit().map_err(|e| format!("fake kernel: {e}"))

@@ -173,6 +173,7 @@ mod tests {
                 state: ItemState::Stale,
                 error: Some("x:1: boom".into()),
                 names: vec![],
+                includes: vec![],
             }],
         };
         m.record_sync(&counts, &report);

@@ -2,6 +2,7 @@
 //! "rescan, hash, diff"; a short window coalesces bursts; a periodic resync is the
 //! safety net. One shutdown token is cloned into every task.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -49,7 +50,7 @@ pub enum Trigger {
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
-    let settings = run.reconcile.reconciler(&host)?;
+    let settings = run.reconcile.reconciler(&host, kernel.toolchain())?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();
@@ -80,11 +81,12 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
 
     let (tx, rx) = mpsc::channel(64);
-    let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
+    let watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
+    let includes = IncludeWatch { watcher, watched: BTreeSet::new() };
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, includes, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
@@ -201,6 +203,28 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
     }
 }
 
+/// The watcher, also watching the directories of the files the profiles include (outside
+/// the profiles directory), which change as the profiles do.
+struct IncludeWatch {
+    watcher: notify::RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl IncludeWatch {
+    /// Watches exactly `want` (besides the profiles directory).
+    fn update(&mut self, want: BTreeSet<PathBuf>) {
+        for gone in self.watched.difference(&want) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        for dir in want.difference(&self.watched) {
+            if let Err(e) = self.watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch an include directory; its edits are seen at the next resync");
+            }
+        }
+        self.watched = want;
+    }
+}
+
 /// How often the loop resyncs and how long it coalesces events.
 struct Timing {
     resync_interval: Duration,
@@ -213,6 +237,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
     managed: audit::ProfileSet,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
+    mut includes: IncludeWatch,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Timing { resync_interval, debounce } = timing;
@@ -242,6 +267,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let r = reconciler.clone();
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
+        includes.update(reconciler.lock().expect("reconciler lock").include_dirs());
         if publish(&shared, &managed, trigger, started, result) {
             retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -46,7 +46,7 @@ pub enum Verdict {
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
     let kernel = preflight::host_kernel(host, Needs::Load)?;
-    let settings = r.reconciler(host)?;
+    let settings = r.reconciler(host, kernel.toolchain())?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
@@ -108,9 +108,16 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
     Ok(Verdict::Ok)
 }
 
-/// `check`: compile files (or every profile file of directories) without loading them.
-pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
-    let kernel = preflight::host_kernel(host, Needs::Compile)?;
+/// `check`: compile files (or every profile file of directories) without loading them, with
+/// `include_dirs` searched as `run` searches them; against the kernel feature set in `features`
+/// when given.
+pub fn check(
+    host: &HostSettings,
+    paths: &[PathBuf],
+    include_dirs: &[PathBuf],
+    features: Option<&Path>,
+) -> anyhow::Result<Verdict> {
+    let (kernel, rules_enforced) = check_kernel(host, features)?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut checked = 0;
@@ -129,7 +136,8 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
         };
         for (file, pre) in files {
             checked += 1;
-            let result = pre.and_then(|()| kernel.check(&file).map_err(|e| format!("{e:#}")));
+            let result =
+                pre.and_then(|()| kernel.check(&file, include_dirs, features, rules_enforced).map_err(|e| format!("{e:#}")));
             match result {
                 Ok(()) => writeln!(out, "ok      {}", file.display())?,
                 Err(e) => {
@@ -143,6 +151,21 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
     }
     writeln!(out, "{checked} checked, {failed} with errors")?;
     Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
+}
+
+/// The handle `check` compiles with, and whether a rule the kernel would not enforce is an error.
+fn check_kernel(host: &HostSettings, features: Option<&Path>) -> anyhow::Result<(HostKernel, bool)> {
+    let kernel = preflight::host_kernel(host, Needs::Compile)?;
+    if let Some(f) = features {
+        // The parser would say only "Failed to read features"; name the file ourselves.
+        std::fs::metadata(f).with_context(|| format!("kernel feature set {}", f.display()))?;
+    }
+    // AppArmor 4 parsers can refuse what the kernel would not enforce (older ones drop it silently too,
+    // but cannot say so); only when there is a kernel to compare with: the given feature set, or the
+    // running kernel's. Without either (a build machine without AppArmor) there is nothing to enforce.
+    let known_kernel = features.is_some() || host.apparmor_dir().join("features").is_dir();
+    let rules_enforced = known_kernel && kernel.parser_version().is_ok_and(|v| crate::kernel::parser_major(&v) >= Some(4));
+    Ok((kernel, rules_enforced))
 }
 
 #[derive(Serialize)]

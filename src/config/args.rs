@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::audit::SourceSpec;
+use crate::defaults;
 use crate::kernel::DesiredMode;
 
 /// Log line format.
@@ -50,7 +51,7 @@ pub struct GlobalArgs {
     /// procfs, scanned for processes still confined by a profile before removing it [default: /proc].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
     pub proc: Option<PathBuf>,
-    /// Kill a parser process that runs longer than this [default: 30s].
+    /// Kill a parser process that runs longer than this per file it compiles (at most 20 times this) [default: 30s].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
     pub parser_timeout: Option<humantime::Duration>,
     /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].
@@ -85,6 +86,13 @@ pub struct ReconcileArgs {
     /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
     #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_parser = desired_mode())]
     pub default_mode: Option<DesiredMode>,
+    /// Also look for `include <…>` files here, before parser.conf's and the base dir (e.g. a second
+    /// ConfigMap of abstractions); repeatable, comma-separated in the environment. Passed to the parser as -I.
+    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+    pub include_dir: Vec<PathBuf>,
+    /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
+    #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=defaults::MAX_CACHE_SIZE))]
+    pub cache_size: Option<u64>,
 }
 
 /// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
@@ -139,6 +147,14 @@ pub enum Command {
         /// Files or directories to check.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
+        #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+        include_dir: Vec<PathBuf>,
+        /// Compile against this kernel feature set instead of the running kernel's (a file as
+        /// `aa-features-abi -x` writes it; the repo's features/ holds those of the kernels it
+        /// tests), so a pipeline can check profiles for the nodes it deploys to.
+        #[arg(long, value_name = "FILE")]
+        features: Option<PathBuf>,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {
@@ -212,6 +228,12 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Print a shell completion script: `apparmor-loader completions bash > /etc/bash_completion.d/apparmor-loader`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Remove managed profiles from the kernel by name.
     Unload {

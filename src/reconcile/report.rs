@@ -26,11 +26,14 @@ pub enum ItemState {
     InUse,
     /// In the kernel and not loaded by apparmor-loader.
     Foreign,
+    /// A file of the directory that other files include (an abstraction shipped beside the
+    /// profiles): not loaded on its own; an edit reloads the files that include it.
+    Include,
 }
 
 impl ItemState {
     /// Every state, for metrics.
-    pub const ALL: [ItemState; 7] = [
+    pub const ALL: [ItemState; 8] = [
         ItemState::Loaded,
         ItemState::Stale,
         ItemState::Failed,
@@ -38,6 +41,7 @@ impl ItemState {
         ItemState::Orphaned,
         ItemState::InUse,
         ItemState::Foreign,
+        ItemState::Include,
     ];
 
     /// The reported spelling.
@@ -50,6 +54,7 @@ impl ItemState {
             ItemState::Orphaned => "orphaned",
             ItemState::InUse => "in-use",
             ItemState::Foreign => "foreign",
+            ItemState::Include => "include",
         }
     }
 
@@ -107,6 +112,9 @@ pub struct FileReport {
     pub error: Option<String>,
     /// Profiles it defines (for a broken file: those of its last good version).
     pub names: Vec<String>,
+    /// The files it includes, recursively, where the parser finds them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<String>,
 }
 
 /// What `/profiles` shows.
@@ -166,7 +174,7 @@ pub fn build(
             }
             profiles.insert(name.clone(), p);
         }
-        files.push(FileReport { file: fp.file.clone(), state: item, error, names: fp.names.clone() });
+        files.push(FileReport { file: fp.file.clone(), state: item, error, names: fp.names.clone(), includes: Vec::new() });
     }
     for r in &plan.removals {
         let item = match r.action {
