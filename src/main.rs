@@ -8,6 +8,8 @@ use apparmor_loader::agent;
 use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::cli::check::{self, CheckArgs};
 use apparmor_loader::cli::inspect::{self, InspectArgs};
+#[cfg(feature = "kubectl-plugin")]
+use apparmor_loader::cli::kubectl;
 use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, HostSettings, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
@@ -20,6 +22,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_ENVIRONMENT: u8 = 3;
 
 fn main() -> ExitCode {
+    // Installed as a symlink named kubectl-apparmor_loader, the binary is the kubectl plugin.
+    if std::env::args_os().next().is_some_and(|a| commands::invoked_as_plugin(&a.to_string_lossy())) {
+        return kubectl_plugin();
+    }
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
         // Before the config file is read: completions need nothing from the host.
@@ -100,6 +106,21 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(&anyhow::Error::new(e).context("cannot write the completion script")),
     }
+}
+
+#[cfg(feature = "kubectl-plugin")]
+fn kubectl_plugin() -> ExitCode {
+    match kubectl::run(&kubectl::PluginCli::parse()) {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::FAILURE,
+        Err(e) => fail(&e),
+    }
+}
+
+#[cfg(not(feature = "kubectl-plugin"))]
+fn kubectl_plugin() -> ExitCode {
+    eprintln!("error: this apparmor-loader was built without the kubectl plugin (cargo feature `kubectl-plugin`)");
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {

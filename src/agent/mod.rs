@@ -16,6 +16,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::http::AgentState;
 use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
 use crate::kernel::Kernel;
@@ -23,12 +24,15 @@ use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::{audit, defaults, preflight};
-use http::AgentState;
 
+/// `/metrics` in the classic text format for scrapers that do not ask for OpenMetrics.
+pub mod exposition;
 /// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
 pub mod http;
 /// Prometheus metrics of the sync loop.
 pub mod metrics;
+/// `apparmor_loader_profile_info`: which version of each managed profile this node enforces.
+pub mod profile_info;
 /// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
 pub mod serve;
 

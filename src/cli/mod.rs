@@ -22,6 +22,18 @@ pub mod audit;
 pub mod check;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
+/// `kubectl apparmor_loader`: the binary invoked as `kubectl-apparmor_loader` asks every agent pod
+/// through the API server (feature `kubectl-plugin`, the only code with a Kubernetes client).
+#[cfg(feature = "kubectl-plugin")]
+pub mod kubectl;
+
+/// The executable name kubectl looks up for `kubectl apparmor_loader` (and `kubectl apparmor-loader`).
+pub const PLUGIN_NAME: &str = "kubectl-apparmor_loader";
+
+/// True when the binary was started under the plugin's name (argv[0], any directory).
+pub fn invoked_as_plugin(argv0: &str) -> bool {
+    std::path::Path::new(argv0).file_name().is_some_and(|n| n == PLUGIN_NAME)
+}
 
 /// How a one-shot command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -88,6 +88,19 @@ pub struct ProfileReport {
     pub error: Option<String>,
 }
 
+/// Hex digits of a profile's sha256 kept where versions are compared at a glance (the `digest` label
+/// of `apparmor_loader_profile_info`, the kubectl plugin's matrix): enough to tell versions apart and
+/// to match `/profiles` (whose `sha256` starts with them).
+pub const DIGEST_LEN: usize = 12;
+
+/// The `digest`/`mode` value of a profile without one (a failed or refused profile has neither).
+pub const NONE: &str = "none";
+
+/// The first [`DIGEST_LEN`] characters of a hex digest (all of it when shorter).
+pub fn short_digest(sha256: &str) -> &str {
+    sha256.get(..DIGEST_LEN).unwrap_or(sha256)
+}
+
 /// One file in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {

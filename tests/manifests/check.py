@@ -14,6 +14,7 @@ makes sure the tools exist).
              12's kernel feature set, errors as file:line; every rule matters
              (profile_rules.py)
   properties the rendered YAML has the properties the issue asks for
+  monitoring the alert rules (promtool check + test rules) and the Grafana dashboard (monitoring.py)
   mutations  each property check is shown to fail on a broken copy
 
 Prints "ok"/"FAIL"/"SKIP" per check and ends with "N passed, M failed".
@@ -35,12 +36,14 @@ from kubernetes_validate import utils as kv_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import profile_rules  # noqa: E402
+import monitoring  # noqa: E402
 
 K8S_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
 # Custom resources: kubernetes-validate ships only the built-in API's schemas.
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD, no schema in kubernetes-validate",
     ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD, no schema in kubernetes-validate",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD, no schema in kubernetes-validate (promtool checks its rules)",
 }
 CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
 AGENT = "apparmor-loader"
@@ -946,6 +949,8 @@ def main():
         print("== properties")
         properties(rendered, root, ck)
         check_config_with_agent(rendered, root, ck, tmp)
+        print("== monitoring (alert rules with promtool, the Grafana dashboard)")
+        monitoring.check_monitoring(rendered, root, ck, tmp)
         print("== mutations (each check can fail)")
         check_mutations(rendered, root, args.features, ck, tmp)
     if ck.failed:

