@@ -5,9 +5,10 @@
 //! `..data -> ..2026_11_28_…`. Only regular files and symlinks that stay inside the
 //! directory count; everything else is skipped or rejected with a reason naming it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -92,26 +93,48 @@ pub fn is_ignored_name(name: &str) -> bool {
 /// How deep `--recursive` descends.
 const MAX_DEPTH: usize = 16;
 
-/// Reads the directory. Entries come back sorted by key.
-pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
-    let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
-    let mut out = BTreeMap::new();
-    walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
-    Ok(out.into_values().collect())
+/// Most directory entries one scan looks at (profiles, rejects and subdirectories together).
+/// A real profiles directory holds hundreds; past this the scan stops and says so, so a
+/// directory tree gone wrong costs bounded time and memory.
+pub const MAX_ENTRIES: usize = 20_000;
+
+/// The walk's bounds: directories already read (by device and inode, so a symlink to an
+/// ancestor or a sibling is read once) and entries seen so far.
+struct Walk<'a> {
+    root: &'a Path,
+    opts: &'a ScanOptions,
+    visited: BTreeSet<(u64, u64)>,
+    seen: usize,
+    out: BTreeMap<String, Entry>,
 }
 
-fn walk(
-    shown_dir: &Path,
-    root: &Path,
-    prefix: &str,
-    opts: &ScanOptions,
-    out: &mut BTreeMap<String, Entry>,
-) -> std::io::Result<()> {
-    for entry in fs::read_dir(shown_dir)? {
-        let entry = entry?;
+/// Reads the directory. Entries come back sorted by key.
+pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
+    let err = |source| ScanError { path: dir.to_path_buf(), source };
+    let root = fs::canonicalize(dir).map_err(err)?;
+    let meta = fs::metadata(&root).map_err(err)?;
+    let mut w = Walk { root: &root, opts, visited: BTreeSet::from([(meta.dev(), meta.ino())]), seen: 0, out: BTreeMap::new() };
+    walk(dir, "", &mut w).map_err(err)?;
+    Ok(w.out.into_values().collect())
+}
+
+fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()> {
+    let (root, opts) = (w.root, w.opts);
+    // Read in a fixed order, real directories before symlinks to directories, so a directory
+    // reachable both ways always gets the same key, its real one. Bounded by what is left.
+    let mut entries = fs::read_dir(shown_dir)?.take(MAX_ENTRIES + 1 - w.seen.min(MAX_ENTRIES)).collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_cached_key(|e| (e.file_type().is_ok_and(|t| t.is_symlink()), e.file_name()));
+    for entry in entries {
+        w.seen += 1;
+        if w.seen > MAX_ENTRIES {
+            let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let reason = format!("{}: the scan stopped here: more than {MAX_ENTRIES} entries", shown_dir.display());
+            w.out.insert(key.clone(), Entry::Rejected { key, reason });
+            return Ok(());
+        }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
+            w.out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -125,16 +148,16 @@ fn walk(
             Ok(p) => p,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
+                w.out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
                 continue;
             }
             Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+                w.out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
                 continue;
             }
         };
         if !real.starts_with(root) {
-            out.insert(
+            w.out.insert(
                 key.clone(),
                 reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
             );
@@ -143,31 +166,35 @@ fn walk(
         let meta = match fs::metadata(&real) {
             Ok(m) => m,
             Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+                w.out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
                 continue;
             }
         };
         if meta.is_dir() {
-            // The depth bound stops a symlink to an ancestor from looping forever.
-            if opts.recursive && prefix.matches('/').count() < MAX_DEPTH {
-                walk(&shown, root, &format!("{key}/"), opts, out)?;
+            // Each directory is read once whatever the links to it: `self -> .` or two links
+            // to one another would otherwise multiply every profile (and the scan's time) per level.
+            if opts.recursive && prefix.matches('/').count() < MAX_DEPTH && w.visited.insert((meta.dev(), meta.ino())) {
+                walk(&shown, &format!("{key}/"), w)?;
+                if w.seen > MAX_ENTRIES {
+                    return Ok(());
+                }
             }
             continue;
         }
         if !meta.is_file() {
-            out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
+            w.out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
             continue;
         }
         // Reject an oversized file without reading it: every rescan would read it again.
         if meta.len() > opts.max_file_size {
-            out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
+            w.out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
             continue;
         }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
             Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
             Err(reason) => reject(reason),
         };
-        out.insert(key, entry);
+        w.out.insert(key, entry);
     }
     Ok(())
 }
@@ -290,6 +317,35 @@ mod tests {
         assert!(reason("escape").contains("escape"));
         let recursive = scan(d.path(), &ScanOptions { recursive: true, max_file_size: 64 }).unwrap();
         assert!(keys(&recursive).contains(&("sub/inner".to_string(), true)));
+    }
+
+    /// `self -> .` and two links to each other: every profile is read once, at its shortest key.
+    #[test]
+    fn symlink_cycles_are_read_once() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), "profile a {}\n").unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/b"), "profile b {}\n").unwrap();
+        symlink(".", d.path().join("self")).unwrap();
+        symlink("..", d.path().join("sub/up")).unwrap();
+        symlink("sub", d.path().join("again")).unwrap();
+        let got = scan(d.path(), &ScanOptions { recursive: true, max_file_size: 64 }).unwrap();
+        let files: Vec<_> = keys(&got).into_iter().filter(|(_, ok)| *ok).map(|(k, _)| k).collect();
+        assert_eq!(files, ["a", "sub/b"], "{got:?}");
+        assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..MAX_ENTRIES + 5 {
+            fs::File::create(d.path().join(format!("p{i}"))).unwrap();
+        }
+        let got = scan(d.path(), &opts()).unwrap();
+        assert_eq!(got.len(), MAX_ENTRIES + 1);
+        let stopped =
+            got.iter().filter(|e| matches!(e, Entry::Rejected { reason, .. } if reason.contains("scan stopped"))).count();
+        assert_eq!(stopped, 1);
     }
 
     #[test]
