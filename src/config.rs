@@ -304,6 +304,28 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A duration or size is outside what the agent can work with (zero, usually).
+    #[error("{origin}: {key} = {value} is out of range: {why}")]
+    Range {
+        /// `--flag` or the config file's path.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is allowed.
+        why: &'static str,
+    },
+    /// The log filter does not parse.
+    #[error("{origin}: log_level {value:?} is not a log filter like info, debug or apparmor_loader=debug: {message}")]
+    LogLevel {
+        /// `--log-level` or the config file's path.
+        origin: String,
+        /// The value.
+        value: String,
+        /// The parser's complaint.
+        message: String,
+    },
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
     NoProfiles,
@@ -433,6 +455,15 @@ pub struct RunSettings {
     pub debounce: Duration,
 }
 
+/// `--parser-timeout`: the parser needs time to start at all; a day is a hang, not a compile.
+const PARSER_TIMEOUT_RANGE: (Duration, Duration, &str) =
+    (Duration::from_millis(100), Duration::from_secs(86_400), "between 100ms and 1 day");
+/// `--resync-interval`: zero would resync in a busy loop (and cannot drive a timer).
+const RESYNC_RANGE: (Duration, Duration, &str) =
+    (Duration::from_secs(1), Duration::from_secs(7 * 86_400), "between 1s and 7 days");
+/// `--debounce`: zero is allowed (no coalescing); longer than a minute delays every change.
+const DEBOUNCE_RANGE: (Duration, Duration, &str) = (Duration::ZERO, Duration::from_secs(60), "at most 1m");
+
 /// Merges flags (which already include the environment) over the config file over defaults.
 pub struct Resolver {
     file: FileConfig,
@@ -446,24 +477,76 @@ impl Resolver {
         Ok(Resolver { file, path: config.map(Path::to_path_buf) })
     }
 
+    /// Where a setting came from, for messages: the flag, else the config file.
+    fn origin(&self, from_flag: bool, key: &str) -> String {
+        match (&self.path, from_flag) {
+            (Some(p), false) => format!("config file {}", p.display()),
+            _ => format!("--{}", key.replace('_', "-")),
+        }
+    }
+
+    /// A duration from the flag, else the file, else the default; it must lie in `range`.
     fn duration(
         &self,
         flag: Option<humantime::Duration>,
         key: &'static str,
         value: &Option<String>,
         default: Duration,
+        range: (Duration, Duration, &'static str),
     ) -> Result<Duration, ConfigError> {
-        if let Some(d) = flag {
-            return Ok(d.into());
-        }
-        match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v).map_err(|_| ConfigError::Duration {
+        let d = match (flag, value) {
+            (Some(d), _) => d.into(),
+            (None, None) => return Ok(default),
+            (None, Some(v)) => humantime::parse_duration(v).map_err(|_| ConfigError::Duration {
                 path: self.path.clone().unwrap_or_default(),
                 key,
                 value: v.clone(),
-            }),
+            })?,
+        };
+        let (min, max, why) = range;
+        if d < min || d > max {
+            let value = humantime::format_duration(d).to_string();
+            return Err(ConfigError::Range { origin: self.origin(flag.is_some(), key), key, value, why });
         }
+        Ok(d)
+    }
+
+    /// A count or size from the flag, else the file, else the default; it must be at least `min`.
+    fn at_least<T: Copy + PartialOrd + std::fmt::Display>(
+        &self,
+        flag: Option<T>,
+        key: &'static str,
+        file: Option<T>,
+        default: T,
+        (min, why): (T, &'static str),
+    ) -> Result<T, ConfigError> {
+        let v = flag.or(file).unwrap_or(default);
+        if v < min {
+            return Err(ConfigError::Range { origin: self.origin(flag.is_some(), key), key, value: v.to_string(), why });
+        }
+        Ok(v)
+    }
+
+    /// The log filter, checked now rather than silently replaced by `info` later.
+    fn log_level(&self, flag: Option<&String>) -> Result<String, ConfigError> {
+        let Some(v) = flag.or(self.file.log_level.as_ref()) else { return Ok("info".into()) };
+        let err = |message: String| ConfigError::LogLevel {
+            origin: self.origin(flag.is_some(), "log_level"),
+            value: v.clone(),
+            message,
+        };
+        tracing_subscriber::EnvFilter::builder().parse(v).map_err(|e| err(e.to_string()))?;
+        // The filter syntax reads a bare word as a target name (`garbage`: log only target
+        // `garbage`, so nothing at all); a bare word must be a level, targets take `=LEVEL`.
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        if let Some(word) =
+            v.split(',').map(str::trim).find(|d| !d.contains(['=', '[']) && !LEVELS.contains(&d.to_ascii_lowercase().as_str()))
+        {
+            return Err(err(format!(
+                "{word:?} is not a level (trace, debug, info, warn, error, off); a target takes TARGET=LEVEL"
+            )));
+        }
+        Ok(v.clone())
     }
 
     /// Host settings.
@@ -476,10 +559,16 @@ impl Resolver {
             parser: g.parser.clone().or_else(|| f.parser.clone()),
             state_dir: g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
             proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
-            parser_timeout: self.duration(g.parser_timeout, "parser_timeout", &f.parser_timeout, defaults::PARSER_TIMEOUT)?,
+            parser_timeout: self.duration(
+                g.parser_timeout,
+                "parser_timeout",
+                &f.parser_timeout,
+                defaults::PARSER_TIMEOUT,
+                PARSER_TIMEOUT_RANGE,
+            )?,
             parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
-            log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into()),
+            log_level: self.log_level(g.log_level.as_ref())?,
         })
     }
 
@@ -511,7 +600,13 @@ impl Resolver {
         Ok(ReconcileSettings {
             profiles: a.profiles.clone().or_else(|| f.profiles.clone()).ok_or(ConfigError::NoProfiles)?,
             recursive: a.recursive || f.recursive.unwrap_or(false),
-            max_file_size: a.max_file_size.or(f.max_file_size).unwrap_or(defaults::MAX_FILE_SIZE),
+            max_file_size: self.at_least(
+                a.max_file_size,
+                "max_file_size",
+                f.max_file_size,
+                defaults::MAX_FILE_SIZE,
+                (1, "a profile file holds at least one byte"),
+            )?,
             adopt: if a.adopt.is_empty() { f.adopt.clone().unwrap_or_default() } else { a.adopt.clone() },
             unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
             default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
@@ -541,15 +636,22 @@ impl Resolver {
         Ok(RunSettings {
             reconcile: self.reconcile(&a.reconcile)?,
             audit: self.audit(&a.audit, &host.proc_dir)?,
-            denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(crate::audit::ring::DEFAULT_RING_CAPACITY),
+            denials_buffer: self.at_least(
+                a.denials_buffer,
+                "denials_buffer",
+                f.denials_buffer,
+                crate::audit::ring::DEFAULT_RING_CAPACITY,
+                (1, "GET /denials needs room for at least one record"),
+            )?,
             listen: self.listen(&a.listen)?,
             resync_interval: self.duration(
                 a.resync_interval,
                 "resync_interval",
                 &f.resync_interval,
                 defaults::RESYNC_INTERVAL,
+                RESYNC_RANGE,
             )?,
-            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE)?,
+            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE, DEBOUNCE_RANGE)?,
         })
     }
 }
@@ -632,6 +734,38 @@ mod tests {
         let err = run_with("listen: 10.1.2.3\n", &[]).unwrap_err().to_string();
         assert!(err.contains("config.yaml") && err.contains("\"10.1.2.3\""), "{err}");
         assert!(Cli::try_parse_from(["apparmor-loader", "run", "--listen", "fd00::1:9741"]).is_err(), "IPv6 needs brackets");
+    }
+
+    /// Every duration and size is checked when the settings are read, from a flag or the file.
+    #[test]
+    fn out_of_range_values_are_refused_naming_their_origin() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.yaml");
+        let resolve = |yaml: &str, args: &[&str]| -> Result<RunSettings, ConfigError> {
+            std::fs::write(&path, format!("profiles: /p\n{yaml}")).unwrap();
+            let mut argv = vec!["run", "--config", path.to_str().unwrap()];
+            argv.extend_from_slice(args);
+            let c = cli(&argv);
+            let r = Resolver::new(c.global.config.as_deref())?;
+            let Command::Run(a) = &c.command else { panic!() };
+            r.run(a, &r.host(&c.global)?)
+        };
+        let cases: [(&str, &[&str], &str); 9] = [
+            ("", &["--resync-interval", "0s"], "--resync-interval: resync_interval = 0s"),
+            ("resync_interval: 0s\n", &[], "config.yaml: resync_interval = 0s"),
+            ("", &["--parser-timeout", "0s"], "--parser-timeout: parser_timeout = 0s"),
+            ("parser_timeout: 0ms\n", &[], "config.yaml: parser_timeout = 0s"),
+            ("debounce: 2h\n", &[], "config.yaml: debounce = 2h"),
+            ("", &["--max-file-size", "0"], "--max-file-size: max_file_size = 0"),
+            ("denials_buffer: 0\n", &[], "config.yaml: denials_buffer = 0"),
+            ("", &["--log-level", "garbage"], "--log-level: log_level \"garbage\""),
+            ("log_level: \"a=b=c\"\n", &[], "config.yaml: log_level"),
+        ];
+        for (yaml, args, want) in cases {
+            let err = resolve(yaml, args).unwrap_err().to_string();
+            assert!(err.contains(want), "{yaml} {args:?}: {err}");
+        }
+        assert!(resolve("debounce: 0s\nlog_level: apparmor_loader=debug\n", &["--resync-interval", "1s"]).is_ok());
     }
 
     #[test]
