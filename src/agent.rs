@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HostSettings, RunSettings};
+use crate::dirwatch::DirWatch;
 use crate::kernel::Kernel;
 use crate::metrics::Metrics;
 use crate::reconcile::plan::Operation;
@@ -23,6 +23,7 @@ use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler, Settings};
 use crate::serve;
 use crate::server::{self, Shared};
+use crate::signals::Signals;
 use crate::{audit, defaults, preflight};
 
 /// Why a sync runs.
@@ -34,6 +35,8 @@ pub enum Trigger {
     Kernel,
     /// The periodic resync.
     Resync,
+    /// SIGHUP: resync now.
+    Hangup,
 }
 
 /// Builds the reconciler settings from the resolved configuration.
@@ -53,6 +56,7 @@ pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSetti
 
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let signals = Signals::install().context("cannot install signal handlers")?;
     let kernel = preflight::host_kernel(&host)?;
     let settings = reconcile_settings(&host, &run.reconcile)?;
 
@@ -76,21 +80,30 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
     let shared = Arc::new(Shared::new(metrics, stall_limit));
     let observer_shared = shared.clone();
-    let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
+    let fallback_shared = shared.clone();
+    let kernel = kernel
+        .with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)))
+        .with_fallback_observer(Arc::new(move |files| fallback_shared.metrics.record_batch_fallback(files)));
     let revision = kernel.apparmor_dir().join("revision");
     let in_flight = kernel.in_flight();
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
+    // The directory is checked (and watched) before anything is served: a wrong path is a
+    // clear error at once, not a pod that serves /healthz and then exits.
+    let (tx, rx) = mpsc::channel(64);
+    let dir_watch = DirWatch::start(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
     let app = server::router(shared.clone(), extra_routes);
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
-
-    let (tx, rx) = mpsc::channel(64);
-    let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
+    tokio::spawn(dir_watch.follow());
+    tokio::spawn(signals.handle(shutdown.clone(), in_flight.clone(), tx.clone()));
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
+    // The parser call in flight finishes; none starts after it (the single-file fallback of
+    // a batch included).
+    in_flight.refuse_new();
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
         Ok(joined) => joined.context("reconcile loop panicked")??,
@@ -123,31 +136,6 @@ fn start_server(
     let bound: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
     tracing::info!(addrs = ?bound, max_connections = limits.max_connections, "serving /healthz /readyz /profiles /metrics /denials");
     Ok(tokio::spawn(serve::serve(listeners, app, limits, metrics, shutdown)))
-}
-
-/// Watches the profiles directory. The callback only forwards: the event's kind and path
-/// are never trusted, so any event (including an overflow or an error) means "rescan".
-fn watch_files(dir: &Path, recursive: bool, tx: mpsc::Sender<Trigger>) -> anyhow::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match &event {
-            // Opening and reading files (our own scan, the parser) changes nothing; forwarding
-            // those would make every sync trigger the next one.
-            Ok(e) if is_read_only_access(&e.kind) => return,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watcher error; rescanning"),
-        }
-        // A full channel already holds a pending rescan.
-        let _ = tx.try_send(Trigger::Files);
-    })
-    .context("cannot create the inotify watcher")?;
-    let mode = if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
-    watcher.watch(dir, mode).with_context(|| format!("cannot watch {}", dir.display()))?;
-    Ok(watcher)
-}
-
-fn is_read_only_access(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    matches!(kind, notify::EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
 }
 
 /// Wakes a sync whenever the kernel's policy revision changes (someone loaded or removed a
@@ -234,7 +222,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
             Some(t) = rx.recv() => t,
         };
         retry = None;
-        if trigger != Trigger::Resync {
+        if matches!(trigger, Trigger::Files | Trigger::Kernel) {
             // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -252,7 +240,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
                 shared.metrics.record_sync(&outcome.counts, &outcome.report);
                 let changed = !outcome.counts.ops.is_empty();
                 let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
-                if changed || !blocking.is_empty() || trigger == Trigger::Files {
+                if changed || !blocking.is_empty() || matches!(trigger, Trigger::Files | Trigger::Hangup) {
                     tracing::info!(
                         trigger = ?trigger,
                         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -12,6 +12,8 @@ pub mod config;
 pub mod confined;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
+/// The inotify watch on the profiles directory, re-created when the directory is.
+pub mod dirwatch;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
 /// The seam to the kernel: securityfs, `apparmor_parser` and compiled policy.
@@ -32,3 +34,5 @@ pub mod scan;
 pub mod serve;
 /// The read-only HTTP endpoints.
 pub mod server;
+/// The signal policy of `run`: drain, abort, resync.
+pub mod signals;

@@ -103,25 +103,10 @@ fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(handle_signals(shutdown.clone()));
-        agent::run(host, run, shutdown).await
+        // Signals are handled inside (src/signals.rs): they need the parser handle.
+        agent::run(host, run, CancellationToken::new()).await
     });
     // Do not wait for a blocking sync that outlived the shutdown grace period.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
-}
-
-/// The first SIGTERM or SIGINT drains; a second one aborts at once.
-async fn handle_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    eprintln!("second signal: aborting");
-    std::process::exit(130);
 }

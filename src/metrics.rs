@@ -46,6 +46,7 @@ pub struct Metrics {
     syncs: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    batch_fallback_files: Counter,
 }
 
 fn result(ok: bool) -> &'static str {
@@ -90,6 +91,12 @@ impl Metrics {
             "Profiles restored after being removed or replaced behind the agent's back",
             drift_repairs.clone(),
         );
+        let batch_fallback_files = Counter::default();
+        registry.register(
+            "parser_batch_fallback_files",
+            "Files compiled one parser process each because a batched parser call said nothing about them (timeout, crash)",
+            batch_fallback_files.clone(),
+        );
         registry.register(
             "build",
             "Build information",
@@ -98,7 +105,17 @@ impl Metrics {
         for state in ItemState::ALL {
             profiles.get_or_create(&StateLabel { state: state.as_str() }).set(0);
         }
-        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs }
+        Metrics {
+            registry,
+            profiles,
+            files,
+            operations,
+            parser_duration,
+            syncs,
+            last_success,
+            drift_repairs,
+            batch_fallback_files,
+        }
     }
 
     /// Lets other parts (the denial monitor) register their metrics before serving starts.
@@ -109,6 +126,11 @@ impl Metrics {
     /// Records one parser process.
     pub fn observe_parser(&self, op: ParserOp, elapsed: Duration) {
         self.parser_duration.get_or_create(&ParserLabels { operation: op.as_str() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records files that fell back from one batched parser call to one parser process each.
+    pub fn record_batch_fallback(&self, files: usize) {
+        self.batch_fallback_files.inc_by(files as u64);
     }
 
     /// Records a completed sync.

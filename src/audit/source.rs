@@ -210,16 +210,17 @@ impl SourceStats {
 /// Why a source could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// Opening or seeking a file or device failed.
-    #[error("{what} {path}: {source}")]
+    /// Opening or seeking a file or device failed. The I/O error is part of the message (not a
+    /// chained source), so that each reason of [`SourceError::NoneAvailable`] carries it and a
+    /// chain printed whole says it once.
+    #[error("{what} {}: {error}", path.display())]
     Open {
         /// `kmsg` or `audit log`.
         what: &'static str,
         /// The path.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The netlink socket could not be created or bound.
     #[error("netlink audit socket: {0}")]
@@ -463,7 +464,7 @@ pub struct KmsgReader {
 impl KmsgReader {
     /// Opens `path` non-blocking, at its end unless `opts.from_start`.
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self, SourceError> {
-        let err = |source| SourceError::Open { what: "kmsg", path: path.to_owned(), source };
+        let err = |error| SourceError::Open { what: "kmsg", path: path.to_owned(), error };
         let mut file = File::options().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path).map_err(err)?;
         if !opts.from_start {
             // On /dev/kmsg SEEK_END means "after the last record": only new records will be read.
@@ -570,7 +571,7 @@ fn follow_line(parser: &mut LineParser, path: &Path, sink: &Sink, line: &str) ->
 impl FileFollower {
     /// Opens `path`, at its end unless `opts.from_start`.
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self, SourceError> {
-        let err = |source| SourceError::Open { what: "audit log", path: path.to_owned(), source };
+        let err = |error| SourceError::Open { what: "audit log", path: path.to_owned(), error };
         let mut file = File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
         let pos = if opts.from_start { 0 } else { file.seek(SeekFrom::End(0)).map_err(err)? };

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
-use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
+use super::{CompileInput, CompileJob, Compiled, FallbackObserver, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
 use crate::listing::{self, KernelProfile};
 use crate::parser_output::{self, Diagnostic};
 
@@ -34,6 +34,7 @@ pub struct HostKernel {
     scratch: PathBuf,
     jobs: u32,
     observer: Option<ParserObserver>,
+    fallback: Option<FallbackObserver>,
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
@@ -53,6 +54,7 @@ impl HostKernel {
             scratch,
             jobs: crate::defaults::PARSER_JOBS,
             observer: None,
+            fallback: None,
             in_flight: InFlight::default(),
             direct,
         }
@@ -61,6 +63,12 @@ impl HostKernel {
     /// Compile jobs per parser process.
     pub fn with_jobs(mut self, jobs: u32) -> HostKernel {
         self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Reports every batch-to-single-file fallback to `observer` (metrics).
+    pub fn with_fallback_observer(mut self, observer: FallbackObserver) -> HostKernel {
+        self.fallback = Some(observer);
         self
     }
 
@@ -240,6 +248,11 @@ impl Kernel for HostKernel {
         while !pending.is_empty() {
             let mut ambiguous = Vec::new();
             for chunk in pending.chunks(if singles { 1 } else { BATCH }) {
+                // Stopping: start no further parser (the rest is marked stopped below).
+                if self.in_flight.stopping() {
+                    ambiguous.extend(chunk.iter().filter(|&&i| results[i].is_none()));
+                    continue;
+                }
                 round += 1;
                 let (outcomes, failure) = self.compile_round(&stage, round, chunk, inputs, job);
                 let mut failure = failure;
@@ -253,11 +266,14 @@ impl Kernel for HostKernel {
                     }
                 }
             }
-            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() {
+            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() && !self.in_flight.stopping() {
                 tracing::warn!(
                     files = ambiguous.len(),
                     "the parser stopped before it said anything about these files; compiling them one at a time"
                 );
+                if let Some(observe) = &self.fallback {
+                    observe(ambiguous.len());
+                }
                 singles = true;
             }
             pending = ambiguous;
