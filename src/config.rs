@@ -556,8 +556,14 @@ impl Resolver {
         Ok(HostSettings {
             securityfs_is_default: securityfs == Path::new(defaults::SECURITYFS),
             securityfs,
-            parser: g.parser.clone().or_else(|| f.parser.clone()),
-            state_dir: g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
+            parser: g
+                .parser
+                .clone()
+                .or_else(|| f.parser.clone())
+                .map(|p| if p.components().count() > 1 { anchored(p) } else { p }),
+            state_dir: anchored(
+                g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
+            ),
             proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
             parser_timeout: self.duration(
                 g.parser_timeout,
@@ -654,6 +660,13 @@ impl Resolver {
             debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE, DEBOUNCE_RANGE)?,
         })
     }
+}
+
+/// `path` made absolute against the current directory. The parser runs inside the profiles
+/// directory (quoted includes resolve there), so a relative state dir (private copies of the
+/// files) or parser path given on the command line would name the wrong place for it.
+fn anchored(path: PathBuf) -> PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 #[cfg(test)]

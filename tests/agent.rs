@@ -169,11 +169,13 @@ fn in_use_profile_is_not_unloaded_until_its_tasks_exit() {
     let env = TestEnv::new();
     three(&env);
     env.proc_.confine(4242, "w2 (enforce)");
-    env.proc_.confine(4243, "w2//handling (enforce)");
+    // Only a worker thread of 4243 is in the hat: a profile can confine a single thread.
+    env.proc_.confine(4243, "unconfined");
+    env.proc_.confine_thread(4243, 4250, "w2//handling (enforce)");
     let mut agent = env.spawn_agent(&["--unload-removed", "--resync-interval", "1s"]);
     agent.wait_ready();
     env.remove("workers");
-    // w1 is free to go; w2 is confining two tasks (one in its hat).
+    // w1 is free to go; w2 is confining two tasks (one thread in its hat).
     wait_until(DEADLINE, "w1 removed", || !env.kernel.has("w1"));
     agent.wait_profile_state("w2", "in-use");
     assert!(env.kernel.has("w2") && env.kernel.has("w2//handling"));

@@ -83,6 +83,40 @@ fn sync_refuses_foreign_and_exits_1() {
     assert_ne!(env.kernel.sha1("docker-default"), sha);
 }
 
+/// A name padded with spaces would be a second name for the foreign profile wherever a line is
+/// trimmed (the listing, the in-use scan): refused with the file named, nothing loaded.
+#[test]
+fn a_padded_profile_name_is_refused_before_any_load() {
+    let env = TestEnv::new();
+    env.kernel.seed_foreign("docker-default", "enforce");
+    let sha = env.kernel.sha1("docker-default");
+    two(&env);
+    env.write("docker", "profile \" docker-default\" {\n  /tmp/** r,\n}\n");
+    let o = sync(&env, &["--unload-removed"]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains("docker") && text.contains("starts or ends with a space"), "{text}");
+    assert_eq!(env.kernel.sha1("docker-default"), sha);
+    assert!(env.kernel.has("alpha") && !env.kernel.names().iter().any(|n| n.trim() != n), "{:?}", env.kernel.names());
+}
+
+/// The parser runs inside the profiles directory; a state dir given relative to where the
+/// command was started must still be where the private copies are found.
+#[test]
+fn a_relative_state_dir_still_compiles() {
+    let env = TestEnv::new();
+    two(&env);
+    let parent = env.state.parent().unwrap();
+    let rel = env.state.file_name().unwrap().to_str().unwrap();
+    let p = env.profiles.to_str().unwrap();
+    let mut cmd = env.command_except(&["sync", "--profiles", p, "--state-dir", rel], &["--state-dir"]);
+    cmd.current_dir(parent);
+    let o = common::run_with_deadline(cmd);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(env.kernel.has("alpha") && env.kernel.has("beta"));
+    assert!(env.state.join("state.json").is_file(), "the state lands in the relative dir");
+}
+
 #[test]
 fn sync_unload_removed_and_orphans() {
     let env = TestEnv::new();
@@ -457,7 +491,7 @@ fn in_use_check_reads_both_attr_files() {
     two(&env);
     assert_eq!(sync(&env, &[]).status.code(), Some(0));
     // Newer kernels: /proc/<pid>/attr/apparmor/current.
-    let d = env.proc_.root.join("777/attr/apparmor");
+    let d = env.proc_.root.join("777/task/777/attr/apparmor");
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("current"), "beta//hat (complain)\n").unwrap();
     // Older kernels: /proc/<pid>/attr/current, with a stacked label.

@@ -192,6 +192,9 @@ pub struct SourceStats {
     pub dropped: AtomicU64,
     /// Records the kernel overwrote before we read them (kmsg sequence gaps, netlink ENOBUFS).
     pub lost: AtomicU64,
+    /// Netlink datagrams a userspace process sent straight to our socket (source port id not 0): the
+    /// kernel never sends those, so they are forgeries and are dropped unread.
+    pub spoofed: AtomicU64,
     up: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -772,14 +775,26 @@ impl NetlinkReader {
     }
 
     fn run(self, sink: &Sink, opts: &ReadOptions, stop: &StopFlag) -> io::Result<()> {
-        use nix::sys::socket::{MsgFlags, recv};
+        use nix::sys::socket::{NetlinkAddr, recvfrom};
         use std::os::fd::AsRawFd;
         let mut buf = vec![0u8; 64 * 1024];
         let mut drained = 0u32;
         while !stop.is_stopped() {
-            match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(n) => {
+            // The socket is non-blocking (SOCK_NONBLOCK), so this never waits.
+            match recvfrom::<NetlinkAddr>(self.fd.as_raw_fd(), &mut buf) {
+                Ok((n, from)) => {
                     drained += 1;
+                    // Port id 0 is the kernel. Any other sender is a process unicasting to our port
+                    // (possible with CAP_NET_ADMIN in the host network namespace): never a record.
+                    if from.is_none_or(|a| a.pid() != 0) {
+                        if sink.stats.spoofed.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(
+                                sender = from.map_or(0, |a| a.pid()),
+                                "dropped a netlink audit message not sent by the kernel"
+                            );
+                        }
+                        continue;
+                    }
                     for (ty, payload) in split_netlink(&buf[..n]) {
                         sink.stats.lines.fetch_add(1, Ordering::Relaxed);
                         if sink.deliver(record::parse_netlink_payload(ty, &String::from_utf8_lossy(payload))).is_err() {
@@ -1093,6 +1108,39 @@ pub(crate) mod tests {
         format!(
             r#"apparmor="DENIED" operation="open" profile="aal-selftest" name="/{tag}" pid=1 comm="selftest" requested_mask="r" denied_mask="r""#
         )
+    }
+
+    /// A process that unicasts an AppArmor record straight to the agent's port (the kernel allows it
+    /// with CAP_NET_ADMIN) is not the kernel: its message is dropped and counted, never delivered.
+    #[test]
+    fn netlink_unicast_from_userspace_is_dropped() {
+        use nix::sys::socket::{
+            AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, getsockname, sendto, socket,
+        };
+        use std::os::fd::AsRawFd;
+        let Ok(reader) = NetlinkReader::open(Path::new("/nonexistent")) else {
+            eprintln!("skipped: no audit netlink here");
+            return;
+        };
+        let port = getsockname::<NetlinkAddr>(reader.fd.as_raw_fd()).unwrap().pid();
+        let body = format!("audit(1.000:1): {}", user_avc_body("unicast"));
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&1400u16.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend_from_slice(body.as_bytes());
+        let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkAudit).unwrap();
+        if sendto(fd.as_raw_fd(), &msg, &NetlinkAddr::new(port, 0), MsgFlags::empty()).is_err() {
+            eprintln!("skipped: this sandbox refuses user-to-user netlink");
+            return;
+        }
+        let (tx, rx) = sync_channel(8);
+        let sink = Sink { tx, stats: Arc::new(SourceStats::default()), lossless: false };
+        let o = ReadOptions { follow: false, ..opts() };
+        reader.run(&sink, &o, &StopFlag::new()).unwrap();
+        assert!(rx.try_recv().is_err(), "a forged unicast must not become a record");
+        assert_eq!(sink.stats.spoofed.load(Ordering::Relaxed), 1);
+        assert_eq!(sink.stats.records.load(Ordering::Relaxed), 0);
     }
 
     #[test]

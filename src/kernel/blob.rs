@@ -141,6 +141,18 @@ pub enum BlobError {
         /// "profile name" or "namespace".
         what: &'static str,
     },
+    /// A name with a space at the start or end of one of its parts: wherever a line is trimmed (the
+    /// kernel's listing read back, the in-use scan) `" docker-default"` would pass for
+    /// `docker-default`, which may not be ours.
+    #[error("binary policy: {what} {name:?} at byte {offset} starts or ends with a space")]
+    Whitespace {
+        /// Where the string entry starts.
+        offset: usize,
+        /// "profile name" or "namespace".
+        what: &'static str,
+        /// The name as the blob spells it.
+        name: String,
+    },
     /// A profile that asks the kernel to rename (replace) another one.
     #[error("binary policy: profile {name:?} at byte {offset} renames {target:?}; renaming is not supported")]
     Rename {
@@ -308,6 +320,13 @@ fn read_profile(r: &mut Reader<'_>, version: u32) -> Result<(BlobProfile, Option
         (Some(_), None) => return Err(BlobError::Empty { offset: name_at, what: "profile name" }),
         (None, _) => (None, full),
     };
+    let padded = |part: &str| part.starts_with(' ') || part.ends_with(' ');
+    if full.starts_with(' ') || name.split("//").any(padded) {
+        return Err(BlobError::Whitespace { offset: name_at, what: "profile name", name: full.to_string() });
+    }
+    if let Some(ns) = own_ns.as_deref().filter(|ns| padded(ns)) {
+        return Err(BlobError::Whitespace { offset: name_at, what: "namespace", name: ns.to_string() });
+    }
     if let Some(target) = r.str_named(Some(b"rename")) {
         let target = String::from_utf8_lossy(target).into_owned();
         return Err(BlobError::Rename { offset: start, name: name.to_string(), target });

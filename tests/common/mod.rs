@@ -334,9 +334,15 @@ impl FakeProc {
         p
     }
 
-    /// Makes task `pid` confined by `label` (the exact content of attr/current, e.g. `x (enforce)`).
+    /// Makes task `pid` (its main thread) confined by `label` (the exact content of attr/current,
+    /// e.g. `x (enforce)`).
     pub fn confine(&self, pid: u32, label: &str) {
-        let d = self.root.join(pid.to_string()).join("attr");
+        self.confine_thread(pid, pid, label);
+    }
+
+    /// Makes thread `tid` of process `pid` confined by `label`.
+    pub fn confine_thread(&self, pid: u32, tid: u32, label: &str) {
+        let d = self.root.join(pid.to_string()).join("task").join(tid.to_string()).join("attr");
         fs::create_dir_all(&d).unwrap();
         fs::write(d.join("current"), format!("{label}\n")).unwrap();
     }

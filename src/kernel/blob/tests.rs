@@ -200,6 +200,15 @@ fn bad_names_are_refused_with_their_offset() {
     assert_eq!(err(b"caf\xe9"), BlobError::NotText { offset: 28, what: "profile name" });
     assert_eq!(err(b"nl\nname"), BlobError::NotText { offset: 28, what: "profile name" });
     assert_eq!(err(b"del\x7f"), BlobError::NotText { offset: 28, what: "profile name" });
+    // Leading or trailing spaces: names the listing, the in-use scan and `.remove` could not tell
+    // from the unpadded one.
+    let padded = |name: &str, what| BlobError::Whitespace { offset: 28, what, name: name.into() };
+    assert_eq!(err(b" docker-default"), padded(" docker-default", "profile name"));
+    assert_eq!(err(b"docker-default "), padded("docker-default ", "profile name"));
+    assert_eq!(err(b"web// admin"), padded("web// admin", "profile name"));
+    assert_eq!(err(b"  :ns:a"), padded("  :ns:a", "profile name"));
+    assert_eq!(err(b":ns :a"), padded("ns ", "namespace"));
+    assert_eq!(parse(&one_profile(&spec(b"my app//a hat"))).unwrap()[0].name, "my app//a hat");
     // The kernel reads the name as a C string: what follows a NUL is not part of it.
     assert_eq!(parse(&one_profile(&spec(b"one\0docker-default"))).unwrap()[0].name, "one");
 }
@@ -339,6 +348,7 @@ fn error_offset(e: &BlobError) -> usize {
         | BlobError::Mode { offset, .. }
         | BlobError::Empty { offset, .. }
         | BlobError::NotText { offset, .. }
+        | BlobError::Whitespace { offset, .. }
         | BlobError::Rename { offset, .. }
         | BlobError::MixedNamespaces { offset, .. }
         | BlobError::Orphan { offset, .. }
@@ -388,7 +398,10 @@ proptest! {
 
     #[test]
     fn written_profiles_read_back(
-        names in proptest::collection::vec("[a-z/ :.\\-]{1,12}", 1..5),
+        // Spaces only inside a name part: padded parts are refused (see bad_names_are_refused...).
+        names in proptest::collection::vec("[a-z/ :.\\-]{1,12}".prop_filter("a padded name part", |n| {
+            !format!("p0{n}").split("//").any(|part| part.starts_with(' ') || part.ends_with(' '))
+        }), 1..5),
         packed in proptest::collection::vec(0u32..5, 5),
         force in any::<bool>(),
     ) {
