@@ -101,9 +101,9 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
-    // The parser call in flight finishes; none starts after it (the single-file fallback of
-    // a batch included).
-    in_flight.refuse_new();
+    // The compile in flight finishes; no further one starts (the one-file-at-a-time fallback of
+    // a batch included), while policy already compiled is still loaded.
+    in_flight.drain();
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
         Ok(joined) => joined.context("reconcile loop panicked")??,

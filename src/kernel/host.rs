@@ -249,7 +249,7 @@ impl Kernel for HostKernel {
             let mut ambiguous = Vec::new();
             for chunk in pending.chunks(if singles { 1 } else { BATCH }) {
                 // Stopping: start no further parser (the rest is marked stopped below).
-                if self.in_flight.stopping() {
+                if self.in_flight.compiles_refused() {
                     ambiguous.extend(chunk.iter().filter(|&&i| results[i].is_none()));
                     continue;
                 }
@@ -266,7 +266,7 @@ impl Kernel for HostKernel {
                     }
                 }
             }
-            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() && !self.in_flight.stopping() {
+            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() && !self.in_flight.compiles_refused() {
                 tracing::warn!(
                     files = ambiguous.len(),
                     "the parser stopped before it said anything about these files; compiling them one at a time"
@@ -277,7 +277,7 @@ impl Kernel for HostKernel {
                 singles = true;
             }
             pending = ambiguous;
-            if self.in_flight.stopping() {
+            if self.in_flight.compiles_refused() {
                 for i in pending.drain(..) {
                     results[i] = Some(Err(KernelError::Stopped));
                 }

@@ -59,6 +59,7 @@ impl Output {
 pub struct InFlight {
     pgid: Arc<AtomicI32>,
     stopping: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl InFlight {
@@ -72,12 +73,18 @@ impl InFlight {
         }
     }
 
-    /// Refuses new parser processes and lets the running one finish (the drain of a shutdown).
-    pub fn refuse_new(&self) {
-        self.stopping.store(true, Ordering::Release);
+    /// The drain of a shutdown: the running parser finishes and no further compile starts;
+    /// loads of policy already compiled still run (they are quick, and finish the sync's work).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
-    /// Whether [`InFlight::kill`] or [`InFlight::refuse_new`] was called: no parser process may start any more.
+    /// Whether no further compile may start: draining or killed.
+    pub fn compiles_refused(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.stopping()
+    }
+
+    /// Whether [`InFlight::kill`] was called: no parser process may start any more.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
     }
