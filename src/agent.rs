@@ -101,24 +101,33 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
-    // The compile in flight finishes; no further one starts (the one-file-at-a-time fallback of
-    // a batch included), while policy already compiled is still loaded.
-    in_flight.drain();
-    tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
-    match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
-        Ok(joined) => joined.context("reconcile loop panicked")??,
-        Err(_) => {
-            // A parser that hangs would hold the exit until --parser-timeout; the kubelet's
-            // grace period is usually shorter.
-            tracing::warn!("the sync in flight did not finish in time; exiting anyway");
-            in_flight.kill();
-        }
-    }
+    drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
     // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
     // waiting for them.
     monitor.stop();
     Ok(())
+}
+
+/// The drain after the first signal: the compile in flight finishes and no further one starts
+/// (the one-file-at-a-time fallback of a batch included), while policy already compiled is
+/// still loaded; after the grace period the parser is killed.
+async fn drain(
+    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+    in_flight: &crate::kernel::process::InFlight,
+) -> anyhow::Result<()> {
+    in_flight.drain();
+    tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
+    match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
+        Ok(joined) => joined.context("reconcile loop panicked")?,
+        Err(_) => {
+            // A parser that hangs would hold the exit until --parser-timeout; the kubelet's
+            // grace period is usually shorter.
+            tracing::warn!("the sync in flight did not finish in time; exiting anyway");
+            in_flight.kill();
+            Ok(())
+        }
+    }
 }
 
 /// Binds every listen address and starts the HTTP server with limits fitted to the descriptor budget.

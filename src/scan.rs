@@ -119,7 +119,6 @@ pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
 }
 
 fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()> {
-    let (root, opts) = (w.root, w.opts);
     // Read in a fixed order, real directories before symlinks to directories, so a directory
     // reachable both ways always gets the same key, its real one. Bounded by what is left.
     let mut entries = fs::read_dir(shown_dir)?.take(MAX_ENTRIES + 1 - w.seen.min(MAX_ENTRIES)).collect::<Result<Vec<_>, _>>()?;
@@ -142,61 +141,59 @@ fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()>
         }
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
-        let reject = |reason: String| Entry::Rejected { key: key.clone(), reason };
-        // Resolve symlinks ourselves so an escape is caught before anything is read.
-        let real = match fs::canonicalize(&shown) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                w.out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
-                continue;
+        match resolve(&shown, w.root) {
+            Err(reason) => {
+                w.out.insert(key.clone(), Entry::Rejected { key, reason });
             }
-            Err(e) => {
-                w.out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
-                continue;
-            }
-        };
-        if !real.starts_with(root) {
-            w.out.insert(
-                key.clone(),
-                reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
-            );
-            continue;
-        }
-        let meta = match fs::metadata(&real) {
-            Ok(m) => m,
-            Err(e) => {
-                w.out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
-                continue;
-            }
-        };
-        if meta.is_dir() {
-            // Each directory is read once whatever the links to it: `self -> .` or two links
-            // to one another would otherwise multiply every profile (and the scan's time) per level.
-            if opts.recursive && prefix.matches('/').count() < MAX_DEPTH && w.visited.insert((meta.dev(), meta.ino())) {
-                walk(&shown, &format!("{key}/"), w)?;
-                if w.seen > MAX_ENTRIES {
-                    return Ok(());
+            Ok((_, meta)) if meta.is_dir() => {
+                // Each directory is read once whatever the links to it: `self -> .` or two links
+                // to one another would otherwise multiply every profile (and the scan's time) per level.
+                let fresh = w.visited.insert((meta.dev(), meta.ino()));
+                if w.opts.recursive && prefix.matches('/').count() < MAX_DEPTH && fresh {
+                    walk(&shown, &format!("{key}/"), w)?;
+                    if w.seen > MAX_ENTRIES {
+                        return Ok(());
+                    }
                 }
             }
-            continue;
+            Ok((real, meta)) => {
+                let entry = file_entry(key.clone(), shown, real, &meta, w.opts.max_file_size);
+                w.out.insert(key, entry);
+            }
         }
-        if !meta.is_file() {
-            w.out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
-            continue;
-        }
-        // Reject an oversized file without reading it: every rescan would read it again.
-        if meta.len() > opts.max_file_size {
-            w.out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
-            continue;
-        }
-        let entry = match read_profile(&real, &shown, opts.max_file_size) {
-            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
-            Err(reason) => reject(reason),
-        };
-        w.out.insert(key, entry);
     }
     Ok(())
+}
+
+/// Resolves one name (symlinks ourselves, so an escape is caught before anything is read) to
+/// its real path and metadata, or the reason it cannot be used.
+fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String> {
+    let real = fs::canonicalize(shown).map_err(|e| match e.kind() {
+        // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
+        std::io::ErrorKind::NotFound => format!("{}: symlink target does not exist", shown.display()),
+        _ => format!("{}: {e}", shown.display()),
+    })?;
+    if !real.starts_with(root) {
+        return Err(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display()));
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", shown.display()))?;
+    Ok((real, meta))
+}
+
+/// The entry of a resolved non-directory: a profile file, or rejected with the reason.
+fn file_entry(key: String, shown: PathBuf, real: PathBuf, meta: &fs::Metadata, max: u64) -> Entry {
+    let reason = if !meta.is_file() {
+        format!("{}: not a regular file", shown.display())
+    } else if meta.len() > max {
+        // Rejected without reading it: every rescan would read it again.
+        too_large(&shown, max)
+    } else {
+        match read_profile(&real, &shown, max) {
+            Ok(sha256) => return Entry::File(SourceFile { key, shown, real, sha256 }),
+            Err(reason) => reason,
+        }
+    };
+    Entry::Rejected { key, reason }
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow
