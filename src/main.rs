@@ -5,11 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use apparmor_loader::agent;
-use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
-use apparmor_loader::commands::{self, Verdict};
+use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::inspect::{self, InspectArgs};
+use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
-use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
+use apparmor_loader::signals::AgentSignals;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -88,7 +89,8 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(apparmor_loader::defaults::LOG_LEVEL));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -100,12 +102,13 @@ fn init_tracing(format: LogFormat, filter: &str) {
 }
 
 fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+    // Before the runtime starts its threads, so they inherit the blocked signals.
+    let shutdown = CancellationToken::new();
+    let signals = AgentSignals::default();
+    apparmor_loader::signals::cancel_on_signals(&shutdown, Some(&signals))?;
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        // Signals are handled inside (src/signals.rs): they need the parser handle.
-        agent::run(host, run, CancellationToken::new()).await
-    });
+    let result = runtime.block_on(async { agent::run(host, run, shutdown, signals).await });
     // Do not wait for a blocking sync that outlived the shutdown grace period.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result

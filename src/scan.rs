@@ -38,7 +38,7 @@ pub struct SourceFile {
 
 /// One entry of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub enum ScanEntry {
     /// A readable profile file.
     File(SourceFile),
     /// A file that cannot be used, with a reason naming it.
@@ -48,16 +48,6 @@ pub enum Entry {
         /// Why it was rejected.
         reason: String,
     },
-}
-
-impl Entry {
-    /// The entry's key.
-    pub fn key(&self) -> &str {
-        match self {
-            Entry::File(f) => &f.key,
-            Entry::Rejected { key, .. } => key,
-        }
-    }
 }
 
 /// The directory itself cannot be read.
@@ -105,11 +95,11 @@ struct Walk<'a> {
     opts: &'a ScanOptions,
     visited: BTreeSet<(u64, u64)>,
     seen: usize,
-    out: BTreeMap<String, Entry>,
+    out: BTreeMap<String, ScanEntry>,
 }
 
 /// Reads the directory. Entries come back sorted by key.
-pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
+pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError> {
     let err = |source| ScanError { path: dir.to_path_buf(), source };
     let root = fs::canonicalize(dir).map_err(err)?;
     let meta = fs::metadata(&root).map_err(err)?;
@@ -128,12 +118,12 @@ fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()>
         if w.seen > MAX_ENTRIES {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
             let reason = format!("{}: the scan stopped here: more than {MAX_ENTRIES} entries", shown_dir.display());
-            w.out.insert(key.clone(), Entry::Rejected { key, reason });
+            w.out.insert(key.clone(), ScanEntry::Rejected { key, reason });
             return Ok(());
         }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            w.out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
+            w.out.insert(key.clone(), ScanEntry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -143,7 +133,7 @@ fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()>
         let shown = shown_dir.join(&name);
         match resolve(&shown, w.root) {
             Err(reason) => {
-                w.out.insert(key.clone(), Entry::Rejected { key, reason });
+                w.out.insert(key.clone(), ScanEntry::Rejected { key, reason });
             }
             Ok((_, meta)) if meta.is_dir() => {
                 // Each directory is read once whatever the links to it: `self -> .` or two links
@@ -165,14 +155,17 @@ fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()>
     Ok(())
 }
 
-/// Resolves one name (symlinks ourselves, so an escape is caught before anything is read) to
-/// its real path and metadata, or the reason it cannot be used.
+/// The real path behind `shown` and its metadata, or why it is refused. Symlinks are resolved here
+/// so an escape is caught before anything is read.
 fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String> {
-    let real = fs::canonicalize(shown).map_err(|e| match e.kind() {
+    let real = match fs::canonicalize(shown) {
+        Ok(p) => p,
         // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-        std::io::ErrorKind::NotFound => format!("{}: symlink target does not exist", shown.display()),
-        _ => format!("{}: {e}", shown.display()),
-    })?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: symlink target does not exist", shown.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", shown.display())),
+    };
     if !real.starts_with(root) {
         return Err(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display()));
     }
@@ -181,7 +174,7 @@ fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String>
 }
 
 /// The entry of a resolved non-directory: a profile file, or rejected with the reason.
-fn file_entry(key: String, shown: PathBuf, real: PathBuf, meta: &fs::Metadata, max: u64) -> Entry {
+fn file_entry(key: String, shown: PathBuf, real: PathBuf, meta: &fs::Metadata, max: u64) -> ScanEntry {
     let reason = if !meta.is_file() {
         format!("{}: not a regular file", shown.display())
     } else if meta.len() > max {
@@ -189,11 +182,11 @@ fn file_entry(key: String, shown: PathBuf, real: PathBuf, meta: &fs::Metadata, m
         too_large(&shown, max)
     } else {
         match read_profile(&real, &shown, max) {
-            Ok(sha256) => return Entry::File(SourceFile { key, shown, real, sha256 }),
+            Ok(sha256) => return ScanEntry::File(SourceFile { key, shown, real, sha256 }),
             Err(reason) => reason,
         }
     };
-    Entry::Rejected { key, reason }
+    ScanEntry::Rejected { key, reason }
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow
@@ -236,8 +229,15 @@ mod tests {
         ScanOptions { recursive: false, max_file_size: 64 }
     }
 
-    fn keys(entries: &[Entry]) -> Vec<(String, bool)> {
-        entries.iter().map(|e| (e.key().to_string(), matches!(e, Entry::File(_)))).collect()
+    fn key(e: &ScanEntry) -> &str {
+        match e {
+            ScanEntry::File(f) => &f.key,
+            ScanEntry::Rejected { key, .. } => key,
+        }
+    }
+
+    fn keys(entries: &[ScanEntry]) -> Vec<(String, bool)> {
+        entries.iter().map(|e| (key(e).to_string(), matches!(e, ScanEntry::File(_)))).collect()
     }
 
     #[test]
@@ -271,7 +271,7 @@ mod tests {
         symlink("..data/a", d.path().join("a")).unwrap();
         let got = scan(d.path(), &opts()).unwrap();
         assert_eq!(keys(&got), vec![("a".to_string(), true)]);
-        let Entry::File(f) = &got[0] else { unreachable!() };
+        let ScanEntry::File(f) = &got[0] else { unreachable!() };
         assert_eq!(f.shown, d.path().join("a"));
         assert!(f.real.ends_with("..2026_11_28_10_00_00.1/a"), "{}", f.real.display());
         assert_eq!(f.sha256, hex(&Sha256::digest(b"profile a {}\n")));
@@ -304,9 +304,9 @@ mod tests {
                 ("nul".into(), false),
             ]
         );
-        let reason = |k: &str| match got.iter().find(|e| e.key() == k).unwrap() {
-            Entry::Rejected { reason, .. } => reason.clone(),
-            Entry::File(_) => panic!("{k} accepted"),
+        let reason = |k: &str| match got.iter().find(|e| key(e) == k).unwrap() {
+            ScanEntry::Rejected { reason, .. } => reason.clone(),
+            ScanEntry::File(_) => panic!("{k} accepted"),
         };
         assert!(reason("big").contains("64-byte limit"), "{}", reason("big"));
         assert!(reason("binary").contains("not UTF-8"));
@@ -341,7 +341,7 @@ mod tests {
         let got = scan(d.path(), &opts()).unwrap();
         assert_eq!(got.len(), MAX_ENTRIES + 1);
         let stopped =
-            got.iter().filter(|e| matches!(e, Entry::Rejected { reason, .. } if reason.contains("scan stopped"))).count();
+            got.iter().filter(|e| matches!(e, ScanEntry::Rejected { reason, .. } if reason.contains("scan stopped"))).count();
         assert_eq!(stopped, 1);
     }
 

@@ -45,7 +45,7 @@ impl Output {
     /// Standard error as printable text (control characters escaped, so a parser's bytes can
     /// neither move a terminal's cursor nor forge log lines), with a marker when it was cut.
     pub fn stderr_text(&self) -> String {
-        let mut text = crate::parser_output::printable(&String::from_utf8_lossy(&self.stderr));
+        let mut text = super::parser_output::printable(&String::from_utf8_lossy(&self.stderr));
         if self.stderr_cut > 0 {
             text.push_str(&format!("\n… {} bytes of parser output cut", self.stderr_cut));
         }

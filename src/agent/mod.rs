@@ -14,17 +14,26 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
-use crate::dirwatch::DirWatch;
 use crate::kernel::Kernel;
-use crate::metrics::Metrics;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
-use crate::reconcile::{ItemState, Reconciler, Settings};
-use crate::serve;
-use crate::server::{self, Shared};
-use crate::signals::Signals;
+use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
+use crate::signals::AgentSignals;
 use crate::{audit, defaults, preflight};
+use dirwatch::DirWatch;
+use http::AgentState;
+
+/// The inotify watch on the profiles directory, re-created when the directory is.
+pub mod dirwatch;
+
+/// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
+pub mod http;
+/// Prometheus metrics of the sync loop.
+pub mod metrics;
+/// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
+pub mod serve;
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,26 +48,11 @@ pub enum Trigger {
     Hangup,
 }
 
-/// Builds the reconciler settings from the resolved configuration.
-pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSettings) -> anyhow::Result<Settings> {
-    Ok(Settings {
-        profiles_dir: r.profiles.clone(),
-        scan: crate::scan::ScanOptions { recursive: r.recursive, max_file_size: r.max_file_size },
-        policy: crate::reconcile::plan::Policy {
-            adopt: r.adopt_set()?,
-            unload_removed: r.unload_removed,
-            default_mode: r.default_mode,
-            modes: r.modes.clone(),
-        },
-        proc_dir: host.proc_dir.clone(),
-    })
-}
-
-/// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
-pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let signals = Signals::install().context("cannot install signal handlers")?;
-    let kernel = preflight::host_kernel(&host)?;
-    let settings = reconcile_settings(&host, &run.reconcile)?;
+/// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns. `signals` is the
+/// agent's side of the one signal path ([`crate::signals`]): SIGHUP resyncs, an abort kills the parser.
+pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken, signals: AgentSignals) -> anyhow::Result<()> {
+    let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
+    let settings = run.reconcile.reconciler(&host)?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();
@@ -73,12 +67,12 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         ..Default::default()
     };
     // The monitor never stops the agent: a missing source is reported as down and retried.
-    let monitor = audit::Monitor::start(monitor_config, audit_metrics, audit::StopFlag::new())
+    let monitor = audit::Monitor::start(monitor_config, audit_metrics, shutdown.child_token())
         .context("cannot start the denial monitor")?;
     let extra_routes = audit::http::router(monitor.view());
     // A sync that takes longer than this many parser timeouts is stuck, not slow.
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
-    let shared = Arc::new(Shared::new(metrics, stall_limit));
+    let shared = Arc::new(AgentState::new(metrics, stall_limit));
     let observer_shared = shared.clone();
     let fallback_shared = shared.clone();
     let kernel = kernel
@@ -86,16 +80,18 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         .with_fallback_observer(Arc::new(move |files| fallback_shared.metrics.record_batch_fallback(files)));
     let revision = kernel.apparmor_dir().join("revision");
     let in_flight = kernel.in_flight();
+    let abort = in_flight.clone();
+    signals.on_abort(move || abort.kill());
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
     // The directory is checked (and watched) before anything is served: a wrong path is a
     // clear error at once, not a pod that serves /healthz and then exits.
     let (tx, rx) = mpsc::channel(64);
     let dir_watch = DirWatch::start(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
-    let app = server::router(shared.clone(), extra_routes);
+    let app = http::router(shared.clone(), extra_routes);
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
     tokio::spawn(dir_watch.follow());
-    tokio::spawn(signals.handle(shutdown.clone(), in_flight.clone(), tx.clone()));
+    tokio::spawn(forward_hangups(signals, tx.clone(), shutdown.clone()));
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
@@ -103,9 +99,9 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     shutdown.cancelled().await;
     drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
-    // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
-    // waiting for them.
-    monitor.stop();
+    // The monitor holds a child of `shutdown`, so it is stopping already; its threads wake at most
+    // every AUDIT_IDLE_CHECK and the process exits without waiting for them.
+    drop(monitor);
     Ok(())
 }
 
@@ -126,6 +122,19 @@ async fn drain(
             tracing::warn!("the sync in flight did not finish in time; exiting anyway");
             in_flight.kill();
             Ok(())
+        }
+    }
+}
+
+/// Turns each SIGHUP into a sync (logged by the signal thread) until shutdown.
+async fn forward_hangups(signals: AgentSignals, tx: mpsc::Sender<Trigger>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = signals.hangup() => {
+                // A full channel already holds a pending sync.
+                let _ = tx.try_send(Trigger::Hangup);
+            }
         }
     }
 }
@@ -211,7 +220,7 @@ struct Timing {
 
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     managed: audit::ProfileSet,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
@@ -244,40 +253,52 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let r = reconciler.clone();
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
-        match result {
-            Ok(outcome) => {
-                shared.metrics.record_sync(&outcome.counts, &outcome.report);
-                let changed = !outcome.counts.ops.is_empty();
-                let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
-                if changed || !blocking.is_empty() || matches!(trigger, Trigger::Files | Trigger::Hangup) {
-                    tracing::info!(
-                        trigger = ?trigger,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        loaded = outcome.counts.get(Operation::Load, true),
-                        replaced = outcome.counts.get(Operation::Replace, true),
-                        removed = outcome.counts.get(Operation::Remove, true),
-                        failed = outcome.counts.failures(),
-                        not_ready = ?blocking,
-                        "sync done"
-                    );
-                } else {
-                    tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
-                }
-                managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
-                shared.publish(outcome.report);
-                if let Some(e) = outcome.state_error {
-                    shared.publish_error(e);
-                    retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
-                }
-            }
-            Err(e) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
-                tracing::error!(error = %message, "sync failed");
-                shared.metrics.record_sync_error();
-                shared.publish_error(message);
-            }
+        if publish(&shared, &managed, trigger, started, result) {
+            retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }
     }
     shared.loops_stopped();
     Ok(())
+}
+
+/// Logs a sync's result and publishes it to the HTTP state, the metrics and the denial monitor's
+/// profile set. True when the ownership record could not be written, so the sync is retried soon.
+fn publish(
+    shared: &AgentState,
+    managed: &audit::ProfileSet,
+    trigger: Trigger,
+    started: Instant,
+    result: Result<Outcome, SyncError>,
+) -> bool {
+    match result {
+        Ok(outcome) => {
+            shared.metrics.record_sync(&outcome.counts, &outcome.report);
+            let changed = !outcome.counts.ops.is_empty();
+            let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
+            if changed || !blocking.is_empty() || matches!(trigger, Trigger::Files | Trigger::Hangup) {
+                tracing::info!(
+                    trigger = ?trigger,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    loaded = outcome.counts.get(Operation::Load, true),
+                    replaced = outcome.counts.get(Operation::Replace, true),
+                    removed = outcome.counts.get(Operation::Remove, true),
+                    failed = outcome.counts.failures(),
+                    not_ready = ?blocking,
+                    "sync done"
+                );
+            } else {
+                tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
+            }
+            managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
+            shared.publish(outcome.report);
+            outcome.state_error.map(|e| shared.publish_error(e)).is_some()
+        }
+        Err(e) => {
+            let message = format!("{:#}", anyhow::Error::from(e));
+            tracing::error!(error = %message, "sync failed");
+            shared.metrics.record_sync_error();
+            shared.publish_error(message);
+            false
+        }
+    }
 }

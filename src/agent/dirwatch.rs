@@ -12,7 +12,7 @@ use anyhow::Context;
 use notify::Watcher;
 use tokio::sync::mpsc;
 
-use crate::agent::Trigger;
+use super::Trigger;
 
 /// A directory watch that follows the path.
 pub struct DirWatch {
