@@ -45,6 +45,9 @@ pub const LISTEN: &str = "127.0.0.1:9741";
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 /// How long `run` waits for more file events before it rescans.
 pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often `run` checks that its inotify watch is still on the directory the profiles path
+/// names (a deleted and re-created directory needs a new watch). One `stat`.
+pub const WATCH_CHECK: Duration = Duration::from_secs(1);
 /// How soon a sync is retried when the state file could not be written.
 pub const STATE_RETRY: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for the parser call in flight before the process exits anyway.

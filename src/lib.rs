@@ -20,3 +20,5 @@ pub mod preflight;
 pub mod reconcile;
 /// Reading the profiles directory into source files.
 pub mod scan;
+/// The one signal path of the binary: SIGINT/SIGTERM drain then abort, SIGHUP resyncs `run`.
+pub mod signals;

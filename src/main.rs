@@ -13,6 +13,7 @@ use apparmor_loader::cli::kubectl;
 use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, HostSettings, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
+use apparmor_loader::signals::AgentSignals;
 use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
@@ -152,10 +153,11 @@ fn init_tracing(format: LogFormat, filter: &str) {
 fn run_agent(host: HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
     // Before the runtime starts its threads, so they inherit the blocked signals.
     let shutdown = CancellationToken::new();
-    commands::cancel_on_signals(&shutdown)?;
+    let signals = AgentSignals::default();
+    apparmor_loader::signals::cancel_on_signals(&shutdown, Some(&signals))?;
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    let result = runtime.block_on(async { agent::run(host, run, shutdown).await });
+    let result = runtime.block_on(async { agent::run(host, run, shutdown, signals).await });
     // Do not wait for a blocking sync that outlived the shutdown grace period.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result

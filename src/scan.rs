@@ -5,9 +5,10 @@
 //! `..data -> ..2026_11_28_…`. Only regular files and symlinks that stay inside the
 //! directory count; everything else is skipped or rejected with a reason naming it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -85,6 +86,22 @@ pub fn is_ignored_name(name: &str) -> bool {
 /// How deep `--recursive` descends.
 const MAX_DEPTH: usize = 16;
 
+/// Most directory entries one scan looks at (profiles, rejects and subdirectories together).
+/// A real profiles directory holds hundreds; past this the scan stops and says so, so a
+/// directory tree gone wrong costs bounded time and memory.
+pub const MAX_ENTRIES: usize = 20_000;
+
+/// The walk's bounds: directories already read (by device and inode, so a symlink to an
+/// ancestor or a sibling is read once) and entries seen so far.
+struct Walk<'a> {
+    root: &'a Path,
+    opts: &'a ScanOptions,
+    visited: BTreeSet<(u64, u64)>,
+    seen: usize,
+    out: BTreeMap<String, ScanEntry>,
+    memo: &'a mut HashMemo,
+}
+
 /// Reads the directory. Entries come back sorted by key.
 pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError> {
     scan_with(dir, opts, &mut HashMemo::default())
@@ -93,12 +110,15 @@ pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError>
 /// Like [`scan`], reading only the files whose metadata changed since the last scan with the
 /// same `memo`.
 pub fn scan_with(dir: &Path, opts: &ScanOptions, memo: &mut HashMemo) -> Result<Vec<ScanEntry>, ScanError> {
-    let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
-    let mut out = BTreeMap::new();
-    let walked = walk(dir, &root, "", opts, &mut out, memo).map_err(|source| ScanError { path: dir.to_path_buf(), source });
-    memo.end_scan();
+    let err = |source| ScanError { path: dir.to_path_buf(), source };
+    let root = fs::canonicalize(dir).map_err(err)?;
+    let meta = fs::metadata(&root).map_err(err)?;
+    let visited = BTreeSet::from([(meta.dev(), meta.ino())]);
+    let mut w = Walk { root: &root, opts, visited, seen: 0, out: BTreeMap::new(), memo };
+    let walked = walk(dir, "", &mut w).map_err(err);
+    w.memo.end_scan();
     walked?;
-    Ok(out.into_values().collect())
+    Ok(w.out.into_values().collect())
 }
 
 /// What identifies a file's content without reading it: inode, size, mtime and ctime (a
@@ -115,7 +135,6 @@ pub struct FileStamp {
 impl FileStamp {
     /// The stamp of a file's metadata.
     pub fn of(m: &fs::Metadata) -> FileStamp {
-        use std::os::unix::fs::MetadataExt;
         let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
         FileStamp {
             dev: m.dev(),
@@ -162,19 +181,22 @@ impl HashMemo {
     }
 }
 
-fn walk(
-    shown_dir: &Path,
-    root: &Path,
-    prefix: &str,
-    opts: &ScanOptions,
-    out: &mut BTreeMap<String, ScanEntry>,
-    memo: &mut HashMemo,
-) -> std::io::Result<()> {
-    for entry in fs::read_dir(shown_dir)? {
-        let entry = entry?;
+fn walk(shown_dir: &Path, prefix: &str, w: &mut Walk<'_>) -> std::io::Result<()> {
+    // Read in a fixed order, real directories before symlinks to directories, so a directory
+    // reachable both ways always gets the same key, its real one. Bounded by what is left.
+    let mut entries = fs::read_dir(shown_dir)?.take(MAX_ENTRIES + 1 - w.seen.min(MAX_ENTRIES)).collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_cached_key(|e| (e.file_type().is_ok_and(|t| t.is_symlink()), e.file_name()));
+    for entry in entries {
+        w.seen += 1;
+        if w.seen > MAX_ENTRIES {
+            let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            let reason = format!("{}: the scan stopped here: more than {MAX_ENTRIES} entries", shown_dir.display());
+            w.out.insert(key.clone(), ScanEntry::Rejected { key, reason });
+            return Ok(());
+        }
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            out.insert(key.clone(), ScanEntry::Rejected { key, reason: "file name is not UTF-8".into() });
+            w.out.insert(key.clone(), ScanEntry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -182,39 +204,26 @@ fn walk(
         }
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
-        let reject = |reason: String| ScanEntry::Rejected { key: key.clone(), reason };
-        let (real, meta) = match resolve(&shown, root) {
-            Ok(found) => found,
+        match resolve(&shown, w.root) {
             Err(reason) => {
-                out.insert(key.clone(), reject(reason));
-                continue;
+                w.out.insert(key.clone(), ScanEntry::Rejected { key, reason });
             }
-        };
-        if meta.is_dir() {
-            // The depth bound stops a symlink to an ancestor from looping forever.
-            if opts.recursive && prefix.matches('/').count() < MAX_DEPTH {
-                walk(&shown, root, &format!("{key}/"), opts, out, memo)?;
+            Ok((_, meta)) if meta.is_dir() => {
+                // Each directory is read once whatever the links to it: `self -> .` or two links
+                // to one another would otherwise multiply every profile (and the scan's time) per level.
+                let fresh = w.visited.insert((meta.dev(), meta.ino()));
+                if w.opts.recursive && prefix.matches('/').count() < MAX_DEPTH && fresh {
+                    walk(&shown, &format!("{key}/"), w)?;
+                    if w.seen > MAX_ENTRIES {
+                        return Ok(());
+                    }
+                }
             }
-            continue;
+            Ok((real, meta)) => {
+                let entry = file_entry(key.clone(), shown, real, &meta, w.opts.max_file_size, w.memo);
+                w.out.insert(key, entry);
+            }
         }
-        if !meta.is_file() {
-            out.insert(key.clone(), reject(format!("{}: not a regular file", shown.display())));
-            continue;
-        }
-        // Reject an oversized file without reading it: every rescan would read it again.
-        if meta.len() > opts.max_file_size {
-            out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
-            continue;
-        }
-        let hashed = match memo.get(&real, &meta) {
-            Some(sha256) => Ok(sha256),
-            None => read_profile(&real, &shown, opts.max_file_size).inspect(|sha| memo.put(&real, &meta, sha)),
-        };
-        let entry = match hashed {
-            Ok(sha256) => ScanEntry::File(SourceFile { key: key.clone(), shown, real, identity: sha256.clone(), sha256 }),
-            Err(reason) => reject(reason),
-        };
-        out.insert(key, entry);
     }
     Ok(())
 }
@@ -235,6 +244,26 @@ fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String>
     }
     let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", shown.display()))?;
     Ok((real, meta))
+}
+
+/// The entry of a resolved non-directory: a profile file, or rejected with the reason.
+fn file_entry(key: String, shown: PathBuf, real: PathBuf, meta: &fs::Metadata, max: u64, memo: &mut HashMemo) -> ScanEntry {
+    let reason = if !meta.is_file() {
+        format!("{}: not a regular file", shown.display())
+    } else if meta.len() > max {
+        // Rejected without reading it: every rescan would read it again.
+        too_large(&shown, max)
+    } else {
+        let hashed = match memo.get(&real, meta) {
+            Some(sha256) => Ok(sha256),
+            None => read_profile(&real, &shown, max).inspect(|sha| memo.put(&real, meta, sha)),
+        };
+        match hashed {
+            Ok(sha256) => return ScanEntry::File(SourceFile { key, shown, real, identity: sha256.clone(), sha256 }),
+            Err(reason) => reason,
+        }
+    };
+    ScanEntry::Rejected { key, reason }
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow
@@ -403,5 +432,34 @@ mod tests {
     fn missing_dir_is_an_error_naming_it() {
         let err = scan(Path::new("/nonexistent/profiles"), &opts()).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/profiles"));
+    }
+
+    /// `self -> .` and two links to each other: every profile is read once, at its shortest key.
+    #[test]
+    fn symlink_cycles_are_read_once() {
+        let d = tempfile::tempdir().unwrap();
+        fs::write(d.path().join("a"), "profile a {}\n").unwrap();
+        fs::create_dir(d.path().join("sub")).unwrap();
+        fs::write(d.path().join("sub/b"), "profile b {}\n").unwrap();
+        symlink(".", d.path().join("self")).unwrap();
+        symlink("..", d.path().join("sub/up")).unwrap();
+        symlink("sub", d.path().join("again")).unwrap();
+        let got = scan(d.path(), &ScanOptions { recursive: true, max_file_size: 64 }).unwrap();
+        let files: Vec<_> = keys(&got).into_iter().filter(|(_, ok)| *ok).map(|(k, _)| k).collect();
+        assert_eq!(files, ["a", "sub/b"], "{got:?}");
+        assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..MAX_ENTRIES + 5 {
+            fs::File::create(d.path().join(format!("p{i}"))).unwrap();
+        }
+        let got = scan(d.path(), &opts()).unwrap();
+        assert_eq!(got.len(), MAX_ENTRIES + 1);
+        let stopped =
+            got.iter().filter(|e| matches!(e, ScanEntry::Rejected { reason, .. } if reason.contains("scan stopped"))).count();
+        assert_eq!(stopped, 1);
     }
 }

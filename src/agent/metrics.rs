@@ -50,6 +50,18 @@ pub struct Metrics {
     last_success: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
     profile_info: ProfileInfo,
+    batch_fallback_files: Counter,
+}
+
+/// `build_info{version,revision,name} 1`. A gauge at 1 rather than an OpenMetrics info metric:
+/// the classic text format (promtool check metrics, scrapers that do not ask for OpenMetrics)
+/// has no `info` type.
+fn register_build_info(registry: &mut Registry) {
+    let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+    build
+        .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION")), ("revision", REVISION), ("name", env!("CARGO_PKG_NAME"))])
+        .set(1);
+    registry.register("build_info", "Build information: version, source revision (value 1)", build);
 }
 
 fn result(ok: bool) -> &'static str {
@@ -94,22 +106,29 @@ impl Metrics {
             "Profiles restored after being removed or replaced behind the agent's back",
             drift_repairs.clone(),
         );
-        // A gauge at 1 rather than an OpenMetrics info metric: the classic text format (promtool check
-        // metrics, scrapers that do not ask for OpenMetrics) has no `info` type.
-        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
-        build
-            .get_or_create(&vec![
-                ("version", env!("CARGO_PKG_VERSION")),
-                ("revision", REVISION),
-                ("name", env!("CARGO_PKG_NAME")),
-            ])
-            .set(1);
-        registry.register("build_info", "Build information: version, source revision (value 1)", build);
+        let batch_fallback_files = Counter::default();
+        registry.register(
+            "parser_batch_fallback_files",
+            "Files compiled one parser process each because a batched parser call said nothing about them (timeout, crash)",
+            batch_fallback_files.clone(),
+        );
+        register_build_info(&mut registry);
         let profile_info = ProfileInfo::register(&mut registry);
         for state in ItemState::ALL {
             profiles.get_or_create(&StateLabel { state: state.as_str() }).set(0);
         }
-        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs, profile_info }
+        Metrics {
+            registry,
+            profiles,
+            files,
+            operations,
+            parser_duration,
+            syncs,
+            last_success,
+            drift_repairs,
+            profile_info,
+            batch_fallback_files,
+        }
     }
 
     /// Lets other parts (the denial monitor) register their metrics before serving starts.
@@ -120,6 +139,11 @@ impl Metrics {
     /// Records one parser process.
     pub fn observe_parser(&self, op: ParserOp, elapsed: Duration) {
         self.parser_duration.get_or_create(&ParserLabels { operation: op.as_str() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records files that fell back from one batched parser call to one parser process each.
+    pub fn record_batch_fallback(&self, files: usize) {
+        self.batch_fallback_files.inc_by(files as u64);
     }
 
     /// Records a completed sync.

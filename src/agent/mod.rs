@@ -2,7 +2,6 @@
 //! "rescan, hash, diff"; a short window coalesces bursts; a periodic resync is the
 //! safety net. One shutdown token is cloned into every task.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -12,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -23,8 +21,13 @@ use crate::kernel::Kernel;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
+use crate::signals::AgentSignals;
 use crate::{audit, defaults, preflight};
+use dirwatch::{DirWatch, IncludeWatch};
 
+/// The inotify watches: the profiles directory, re-created when the directory is, and the
+/// directories of the files the profiles include.
+pub mod dirwatch;
 /// `/metrics` in the classic text format for scrapers that do not ask for OpenMetrics.
 pub mod exposition;
 /// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
@@ -45,10 +48,13 @@ pub enum Trigger {
     Kernel,
     /// The periodic resync.
     Resync,
+    /// SIGHUP: resync now.
+    Hangup,
 }
 
-/// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
-pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns. `signals` is the
+/// agent's side of the one signal path ([`crate::signals`]): SIGHUP resyncs, an abort kills the parser.
+pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken, signals: AgentSignals) -> anyhow::Result<()> {
     let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
     let settings = run.reconcile.reconciler(&host, kernel.toolchain())?;
 
@@ -72,37 +78,70 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
     let shared = Arc::new(AgentState::new(metrics, stall_limit));
     let observer_shared = shared.clone();
-    let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
+    let fallback_shared = shared.clone();
+    let kernel = kernel
+        .with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)))
+        .with_fallback_observer(Arc::new(move |files| fallback_shared.metrics.record_batch_fallback(files)));
     let revision = kernel.apparmor_dir().join("revision");
     let in_flight = kernel.in_flight();
+    let abort = in_flight.clone();
+    signals.on_abort(move || abort.kill());
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
+    // The directory is checked (and watched) before anything is served: a wrong path is a
+    // clear error at once, not a pod that serves /healthz and then exits.
+    let (tx, rx) = mpsc::channel(64);
+    let dir_watch = DirWatch::start(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
     let app = http::router(shared.clone(), extra_routes);
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
-
-    let (tx, rx) = mpsc::channel(64);
-    let watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
+    tokio::spawn(dir_watch.follow());
+    tokio::spawn(forward_hangups(signals, tx.clone(), shutdown.clone()));
+    let includes = IncludeWatch::new(tx.clone())?;
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
-    let includes = IncludeWatch { watcher, watched: BTreeSet::new() };
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, includes, shutdown.clone()));
     shutdown.cancelled().await;
-    tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
-    match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
-        Ok(joined) => joined.context("reconcile loop panicked")??,
-        Err(_) => {
-            // A parser that hangs would hold the exit until --parser-timeout; the kubelet's
-            // grace period is usually shorter.
-            tracing::warn!("the sync in flight did not finish in time; exiting anyway");
-            in_flight.kill();
-        }
-    }
+    drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
     // The monitor holds a child of `shutdown`, so it is stopping already; its threads wake at most
     // every AUDIT_IDLE_CHECK and the process exits without waiting for them.
     drop(monitor);
     Ok(())
+}
+
+/// The drain after the first signal: the compile in flight finishes and no further one starts
+/// (the one-file-at-a-time fallback of a batch included), while policy already compiled is
+/// still loaded; after the grace period the parser is killed.
+async fn drain(
+    worker: tokio::task::JoinHandle<anyhow::Result<()>>,
+    in_flight: &crate::kernel::process::InFlight,
+) -> anyhow::Result<()> {
+    in_flight.drain();
+    tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
+    match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
+        Ok(joined) => joined.context("reconcile loop panicked")?,
+        Err(_) => {
+            // A parser that hangs would hold the exit until --parser-timeout; the kubelet's
+            // grace period is usually shorter.
+            tracing::warn!("the sync in flight did not finish in time; exiting anyway");
+            in_flight.kill();
+            Ok(())
+        }
+    }
+}
+
+/// Turns each SIGHUP into a sync (logged by the signal thread) until shutdown.
+async fn forward_hangups(signals: AgentSignals, tx: mpsc::Sender<Trigger>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = signals.hangup() => {
+                // A full channel already holds a pending sync.
+                let _ = tx.try_send(Trigger::Hangup);
+            }
+        }
+    }
 }
 
 /// Binds every listen address and starts the HTTP server with limits fitted to the descriptor budget.
@@ -120,31 +159,6 @@ fn start_server(
     let bound: Vec<String> = listeners.iter().filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect();
     tracing::info!(addrs = ?bound, max_connections = limits.max_connections, "serving /healthz /readyz /profiles /metrics /denials");
     Ok(tokio::spawn(serve::serve(listeners, app, limits, metrics, shutdown)))
-}
-
-/// Watches the profiles directory. The callback only forwards: the event's kind and path
-/// are never trusted, so any event (including an overflow or an error) means "rescan".
-fn watch_files(dir: &Path, recursive: bool, tx: mpsc::Sender<Trigger>) -> anyhow::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        match &event {
-            // Opening and reading files (our own scan, the parser) changes nothing; forwarding
-            // those would make every sync trigger the next one.
-            Ok(e) if is_read_only_access(&e.kind) => return,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watcher error; rescanning"),
-        }
-        // A full channel already holds a pending rescan.
-        let _ = tx.try_send(Trigger::Files);
-    })
-    .context("cannot create the inotify watcher")?;
-    let mode = if recursive { notify::RecursiveMode::Recursive } else { notify::RecursiveMode::NonRecursive };
-    watcher.watch(dir, mode).with_context(|| format!("cannot watch {}", dir.display()))?;
-    Ok(watcher)
-}
-
-fn is_read_only_access(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode};
-    matches!(kind, notify::EventKind::Access(a) if !matches!(a, AccessKind::Close(AccessMode::Write)))
 }
 
 /// Wakes a sync whenever the kernel's policy revision changes (someone loaded or removed a
@@ -203,28 +217,6 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
     }
 }
 
-/// The watcher, also watching the directories of the files the profiles include (outside
-/// the profiles directory), which change as the profiles do.
-struct IncludeWatch {
-    watcher: notify::RecommendedWatcher,
-    watched: BTreeSet<PathBuf>,
-}
-
-impl IncludeWatch {
-    /// Watches exactly `want` (besides the profiles directory).
-    fn update(&mut self, want: BTreeSet<PathBuf>) {
-        for gone in self.watched.difference(&want) {
-            let _ = self.watcher.unwatch(gone);
-        }
-        for dir in want.difference(&self.watched) {
-            if let Err(e) = self.watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch an include directory; its edits are seen at the next resync");
-            }
-        }
-        self.watched = want;
-    }
-}
-
 /// How often the loop resyncs and how long it coalesces events.
 struct Timing {
     resync_interval: Duration,
@@ -254,7 +246,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
             Some(t) = rx.recv() => t,
         };
         retry = None;
-        if trigger != Trigger::Resync {
+        if matches!(trigger, Trigger::Files | Trigger::Kernel) {
             // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -290,7 +282,7 @@ fn publish(
             shared.metrics.record_sync(&outcome.counts, &outcome.report);
             let changed = !outcome.counts.ops.is_empty();
             let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
-            if changed || !blocking.is_empty() || trigger == Trigger::Files {
+            if changed || !blocking.is_empty() || matches!(trigger, Trigger::Files | Trigger::Hangup) {
                 tracing::info!(
                     trigger = ?trigger,
                     elapsed_ms = started.elapsed().as_millis() as u64,

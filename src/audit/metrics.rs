@@ -172,7 +172,7 @@ impl AuditMetrics {
         registry.register("audit_parse_errors", "AppArmor audit lines that could not be parsed", m.parse_errors.clone());
         registry.register(
             "audit_records_lost",
-            "Audit records known lost: kmsg sequence gaps and monitor drops count each record; a netlink buffer overflow counts once, however many records it lost",
+            "Audit records known lost: kmsg sequence gaps and monitor drops count each record; a netlink buffer overflow or an audit log truncated under the reader counts once, however many records it lost",
             m.lost.clone(),
         );
         registry.register("audit_log_suppressed", "Denial log lines suppressed by the log rate limit", m.log_suppressed.clone());

@@ -371,6 +371,41 @@ impl ReadResult {
     }
 }
 
+/// Largest saved log `suggest --from` reads: auditd rotates at 8 MiB by default and a day of
+/// `journalctl -o export` is tens of MiB; `/dev/zero` or a wrong path must end, not fill memory.
+pub const MAX_SAVED_LOG: u64 = 1024 * 1024 * 1024;
+
+/// A reader that fails once `cap` bytes were read or once `stopped()` says so (Ctrl-C), so reading
+/// an endless or huge input ends with a clear error instead of running on.
+pub struct Guarded<R, F> {
+    inner: R,
+    read: u64,
+    cap: u64,
+    stopped: F,
+}
+
+impl<R: Read, F: Fn() -> bool> Guarded<R, F> {
+    /// Wraps `inner`.
+    pub fn new(inner: R, cap: u64, stopped: F) -> Self {
+        Guarded { inner, read: 0, cap, stopped }
+    }
+}
+
+impl<R: Read, F: Fn() -> bool> Read for Guarded<R, F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if (self.stopped)() {
+            return Err(io::Error::other("interrupted"));
+        }
+        if self.read >= self.cap {
+            return Err(io::Error::other(format!("larger than {} bytes; not a saved log", self.cap)));
+        }
+        let room = usize::try_from(self.cap - self.read).unwrap_or(usize::MAX).min(buf.len());
+        let n = self.inner.read(&mut buf[..room])?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads a saved log (kmsg dump, auditd log, journalctl JSON or export, dmesg -x, any text). Lines over
 /// [`MAX_LINE`] bytes, and journal binary fields as large, are skipped whole.
 pub fn read_records(reader: impl BufRead) -> io::Result<ReadResult> {

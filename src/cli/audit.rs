@@ -22,8 +22,17 @@ pub enum CliError {
     /// `--audit-source off` was given to a command that needs records.
     #[error("the audit source is off; use --audit-source auto|kmsg|netlink|FILE")]
     SourceOff,
-    /// Reading the input or writing the output failed.
-    #[error("{0}")]
+    /// A saved log cannot be read (or is too large, or reading it was interrupted).
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The file given to `--from`.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the output failed.
+    #[error("cannot write the output")]
     Io(#[from] io::Error),
 }
 
@@ -53,7 +62,7 @@ pub fn print_denials(args: &DenialsArgs, out: &mut dyn Write, stop: &Cancellatio
     let mut resolver = args.resolve_containers.then(|| ContainerResolver::new(args.paths.proc_root.clone()));
     let mut printed = 0;
     if let (false, SourceSpec::File(path)) = (args.follow, &args.source) {
-        for rec in read_saved(path)?.records {
+        for rec in read_saved(path, stop)?.records {
             match print_record(args, &mut resolver, &rec, out) {
                 Ok(p) => printed += u64::from(p),
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
@@ -114,11 +123,15 @@ fn print_record(
     Ok(true)
 }
 
-/// Reads a saved log whole; errors name the file.
-fn read_saved(path: &Path) -> Result<saved::ReadResult, CliError> {
-    let named = |e: io::Error| CliError::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())));
+/// Reads a saved log whole, at most [`saved::MAX_SAVED_LOG`] bytes and until `stop`; errors name the file.
+fn read_saved(path: &Path, stop: &CancellationToken) -> Result<saved::ReadResult, CliError> {
+    let named = |source: io::Error| CliError::Read { path: path.to_owned(), source };
     let f = std::fs::File::open(path).map_err(named)?;
-    saved::read_records(BufReader::new(f)).map_err(named)
+    if f.metadata().map_err(named)?.is_dir() {
+        return Err(named(io::Error::new(io::ErrorKind::IsADirectory, "a directory, not a saved log")));
+    }
+    let guarded = saved::Guarded::new(f, saved::MAX_SAVED_LOG, move || stop.is_cancelled());
+    saved::read_records(BufReader::new(guarded)).map_err(named)
 }
 
 /// Where `suggest` gets its records.
@@ -162,7 +175,7 @@ pub fn run_suggest(args: &SuggestArgs, out: &mut dyn Write, stop: &CancellationT
         SuggestInput::Files(paths) => {
             let mut all = Vec::new();
             for path in paths {
-                let read = read_saved(path)?;
+                let read = read_saved(path, stop)?;
                 malformed += read.parse_errors;
                 inputs.push(InputSummary {
                     input: path.display().to_string(),

@@ -194,7 +194,7 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
 /// `denials`: print records from the audit source; a token cancelled by SIGINT/SIGTERM ends `--follow`.
 pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
-    cancel_on_signals(&stop)?;
+    crate::signals::cancel_on_signals(&stop, None)?;
     let mut out = std::io::stdout().lock();
     audit::print_denials(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
@@ -203,33 +203,8 @@ pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
 /// `suggest`: print the rules that would allow the recorded denials of one profile.
 pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
-    cancel_on_signals(&stop)?;
+    crate::signals::cancel_on_signals(&stop, None)?;
     let mut out = std::io::stdout().lock();
     audit::run_suggest(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
-}
-
-/// The one signal path of the binary (`run`, `denials`, `suggest`): SIGINT and SIGTERM are blocked
-/// here (inherited by every thread spawned after, so call it first) and taken by one thread. The
-/// first cancels `stop`, which drains the agent or ends a follow loop; a second aborts at once (130).
-pub fn cancel_on_signals(stop: &CancellationToken) -> anyhow::Result<()> {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    set.thread_block().context("cannot block signals")?;
-    let stop = stop.clone();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if set.wait().is_ok() {
-                stop.cancel();
-            }
-            if set.wait().is_ok() {
-                eprintln!("second signal: aborting");
-                std::process::exit(130);
-            }
-        })
-        .context("cannot start the signal thread")?;
-    Ok(())
 }

@@ -11,6 +11,7 @@ use crate::defaults;
 use crate::kernel::DesiredMode;
 
 mod args;
+mod check;
 mod file;
 
 pub use args::{AuditArgs, Cli, Command, GlobalArgs, LogFormat, ReconcileArgs, RunArgs};
@@ -45,6 +46,28 @@ pub enum ConfigError {
         key: &'static str,
         /// The value.
         value: String,
+    },
+    /// A duration or size is outside what the agent can work with (zero, usually).
+    #[error("{origin}: {key} = {value} is out of range: {why}")]
+    Range {
+        /// `--flag` or the config file's path.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// The value as given.
+        value: String,
+        /// What is allowed.
+        why: &'static str,
+    },
+    /// The log filter does not parse.
+    #[error("{origin}: log_level {value:?} is not a log filter like info, debug or apparmor_loader=debug: {message}")]
+    LogLevel {
+        /// `--log-level` or the config file's path.
+        origin: String,
+        /// The value.
+        value: String,
+        /// The parser's complaint.
+        message: String,
     },
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
@@ -214,26 +237,6 @@ impl Resolver {
         Ok(Resolver { file, path: config.map(Path::to_path_buf) })
     }
 
-    fn duration(
-        &self,
-        flag: Option<humantime::Duration>,
-        key: &'static str,
-        value: &Option<String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        if let Some(d) = flag {
-            return Ok(d.into());
-        }
-        match value {
-            None => Ok(default),
-            Some(v) => humantime::parse_duration(v).map_err(|_| ConfigError::Duration {
-                path: self.path.clone().unwrap_or_default(),
-                key,
-                value: v.clone(),
-            }),
-        }
-    }
-
     /// Host settings.
     pub fn host(&self, g: &GlobalArgs) -> Result<HostSettings, ConfigError> {
         let f = &self.file;
@@ -250,10 +253,16 @@ impl Resolver {
                 g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
             ),
             proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
-            parser_timeout: self.duration(g.parser_timeout, "parser_timeout", &f.parser_timeout, defaults::PARSER_TIMEOUT)?,
+            parser_timeout: self.duration(
+                g.parser_timeout,
+                "parser_timeout",
+                &f.parser_timeout,
+                defaults::PARSER_TIMEOUT,
+                check::PARSER_TIMEOUT_RANGE,
+            )?,
             parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
-            log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| defaults::LOG_LEVEL.into()),
+            log_level: self.log_level(g.log_level.as_ref())?,
         })
     }
 
@@ -281,7 +290,13 @@ impl Resolver {
         Ok(ReconcileSettings {
             profiles: a.profiles.clone().or_else(|| f.profiles.clone()).ok_or(ConfigError::NoProfiles)?,
             recursive: a.recursive || f.recursive.unwrap_or(false),
-            max_file_size: a.max_file_size.or(f.max_file_size).unwrap_or(defaults::MAX_FILE_SIZE),
+            max_file_size: self.at_least(
+                a.max_file_size,
+                "max_file_size",
+                f.max_file_size,
+                defaults::MAX_FILE_SIZE,
+                (1, "a profile file holds at least one byte"),
+            )?,
             adopt: if a.adopt.is_empty() { f.adopt.clone().unwrap_or_default() } else { a.adopt.clone() },
             unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
             default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
@@ -323,15 +338,22 @@ impl Resolver {
         Ok(RunSettings {
             reconcile: self.reconcile(&a.reconcile)?,
             audit: self.audit(&a.audit, &host.proc_dir)?,
-            denials_buffer: a.denials_buffer.or(f.denials_buffer).unwrap_or(defaults::DENIALS_BUFFER),
+            denials_buffer: self.at_least(
+                a.denials_buffer,
+                "denials_buffer",
+                f.denials_buffer,
+                defaults::DENIALS_BUFFER,
+                (1, "GET /denials needs room for at least one record"),
+            )?,
             listen: self.listen(&a.listen)?,
             resync_interval: self.duration(
                 a.resync_interval,
                 "resync_interval",
                 &f.resync_interval,
                 defaults::RESYNC_INTERVAL,
+                check::RESYNC_RANGE,
             )?,
-            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE)?,
+            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE, check::DEBOUNCE_RANGE)?,
         })
     }
 }

@@ -77,6 +77,38 @@ fn listen_takes_several_addresses() {
     assert!(Cli::try_parse_from(["apparmor-loader", "run", "--listen", "fd00::1:9741"]).is_err(), "IPv6 needs brackets");
 }
 
+/// Every duration and size is checked when the settings are read, from a flag or the file.
+#[test]
+fn out_of_range_values_are_refused_naming_their_origin() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("config.yaml");
+    let resolve = |yaml: &str, args: &[&str]| -> Result<RunSettings, ConfigError> {
+        std::fs::write(&path, format!("profiles: /p\n{yaml}")).unwrap();
+        let mut argv = vec!["run", "--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let c = cli(&argv);
+        let r = Resolver::new(c.global.config.as_deref())?;
+        let Command::Run(a) = &c.command else { panic!() };
+        r.run(a, &r.host(&c.global)?)
+    };
+    let cases: [(&str, &[&str], &str); 9] = [
+        ("", &["--resync-interval", "0s"], "--resync-interval: resync_interval = 0s"),
+        ("resync_interval: 0s\n", &[], "config.yaml: resync_interval = 0s"),
+        ("", &["--parser-timeout", "0s"], "--parser-timeout: parser_timeout = 0s"),
+        ("parser_timeout: 0ms\n", &[], "config.yaml: parser_timeout = 0s"),
+        ("debounce: 2h\n", &[], "config.yaml: debounce = 2h"),
+        ("", &["--max-file-size", "0"], "--max-file-size: max_file_size = 0"),
+        ("denials_buffer: 0\n", &[], "config.yaml: denials_buffer = 0"),
+        ("", &["--log-level", "garbage"], "--log-level: log_level \"garbage\""),
+        ("log_level: \"a=b=c\"\n", &[], "config.yaml: log_level"),
+    ];
+    for (yaml, args, want) in cases {
+        let err = resolve(yaml, args).unwrap_err().to_string();
+        assert!(err.contains(want), "{yaml} {args:?}: {err}");
+    }
+    assert!(resolve("debounce: 0s\nlog_level: apparmor_loader=debug\n", &["--resync-interval", "1s"]).is_ok());
+}
+
 #[test]
 fn missing_profiles_is_a_clear_error() {
     let r = Resolver::new(None).unwrap();

@@ -247,3 +247,6 @@ impl ParserOp {
 
 /// Called after every parser process with its kind, duration and success.
 pub type ParserObserver = std::sync::Arc<dyn Fn(ParserOp, Duration, bool) + Send + Sync>;
+
+/// Told how many files a batched compile gave up on and compiled one process each (metrics).
+pub type FallbackObserver = std::sync::Arc<dyn Fn(usize) + Send + Sync>;

@@ -3,6 +3,21 @@
 
 use std::path::Path;
 
+/// `text` with every control character except newline and tab written as `\xNN`: parser
+/// output ends up on terminals and in logs, where raw escape sequences act.
+pub fn printable(text: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            let _ = write!(out, "\\x{:02x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One problem the parser reported, reduced to what a user needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {

@@ -42,9 +42,10 @@ pub struct Output {
 }
 
 impl Output {
-    /// Standard error as text, with a marker when it was cut.
+    /// Standard error as printable text (control characters escaped, so a parser's bytes can
+    /// neither move a terminal's cursor nor forge log lines), with a marker when it was cut.
     pub fn stderr_text(&self) -> String {
-        let mut text = String::from_utf8_lossy(&self.stderr).into_owned();
+        let mut text = super::parser_output::printable(&String::from_utf8_lossy(&self.stderr));
         if self.stderr_cut > 0 {
             text.push_str(&format!("\n… {} bytes of parser output cut", self.stderr_cut));
         }
@@ -58,6 +59,7 @@ impl Output {
 pub struct InFlight {
     pgid: Arc<AtomicI32>,
     stopping: Arc<AtomicBool>,
+    draining: Arc<AtomicBool>,
 }
 
 impl InFlight {
@@ -69,6 +71,17 @@ impl InFlight {
             tracing::warn!(pgid, "killing the parser still running at shutdown");
             let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
         }
+    }
+
+    /// The drain of a shutdown: the running parser finishes and no further compile starts;
+    /// loads of policy already compiled still run (they are quick, and finish the sync's work).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Whether no further compile may start: draining or killed.
+    pub fn compiles_refused(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.stopping()
     }
 
     /// Whether [`InFlight::kill`] was called: no parser process may start any more.
@@ -105,6 +118,10 @@ pub fn run(inv: &Invocation<'_>, in_flight: &InFlight) -> Result<Output, KernelE
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let pgid = Pid::from_raw(child.id() as i32);
     in_flight.pgid.store(pgid.as_raw(), Ordering::Release);
+    // A kill between the check above and the store missed this group: end it here.
+    if in_flight.stopping() {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
     let deadline = Instant::now() + inv.timeout;
     let streams = collect(&mut child, deadline, pgid);
     in_flight.pgid.store(0, Ordering::Release);
@@ -267,6 +284,12 @@ mod tests {
         assert_eq!(out.stderr.len() as u64, cap);
         assert_eq!(out.stderr_cut, total - cap);
         assert!(out.stderr_text().ends_with(&format!("… {} bytes of parser output cut", total - cap)));
+    }
+
+    #[test]
+    fn control_bytes_are_escaped() {
+        let out = sh(r"printf 'f:1: bad \033[2J\033]0;title\007 \r\n' >&2; exit 1", Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stderr_text(), "f:1: bad \\x1b[2J\\x1b]0;title\\x07 \\x0d\n");
     }
 
     #[test]

@@ -214,3 +214,16 @@ mod prop {
         }
     }
 }
+
+/// An endless input (`/dev/zero`, no newline ever) ends at the cap with an error, and at once
+/// when stopped.
+#[test]
+fn guarded_reader_ends_endless_input() {
+    let endless = io::BufReader::new(Guarded::new(io::repeat(0), 1 << 20, || false));
+    let err = read_records(endless).unwrap_err();
+    assert!(err.to_string().contains("larger than 1048576 bytes"), "{err}");
+    let stopped = io::BufReader::new(Guarded::new(io::repeat(b'x'), u64::MAX, || true));
+    assert_eq!(read_records(stopped).unwrap_err().to_string(), "interrupted");
+    let small = Guarded::new(io::Cursor::new(format!("type=AVC msg={AVC}\n").into_bytes()), 1 << 20, || false);
+    assert_eq!(read_records(io::BufReader::new(small)).unwrap().records.len(), 1);
+}

@@ -20,9 +20,16 @@ pub struct FileFollower {
     file: File,
     id: (u64, u64),
     pos: u64,
+    /// The last bytes read (up to [`TAIL_CHECK`]): still there at the same offset unless the
+    /// file was truncated and written again, even past the old offset.
+    tail: Vec<u8>,
     lines: LineBuffer,
     parser: LineParser,
 }
+
+/// How many of the last bytes read are compared before each read to detect a truncation that
+/// the file's size no longer shows (truncated, then regrown past the old offset).
+const TAIL_CHECK: usize = 64;
 
 /// Parses one followed line and delivers the result; says once when the file stops being trustworthy.
 fn follow_line(parser: &mut LineParser, path: &Path, sink: &Sink, line: &str) -> Result<(), Disconnected> {
@@ -37,12 +44,61 @@ fn follow_line(parser: &mut LineParser, path: &Path, sink: &Sink, line: &str) ->
 impl FileFollower {
     /// Opens `path`, at its end unless `opts.from_start`.
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self, SourceError> {
-        let err = |source| SourceError::Open { what: "audit log", path: path.to_owned(), source };
+        let err = |error| SourceError::Open { what: "audit log", path: path.to_owned(), error };
         let mut file = File::open(path).map_err(err)?;
         let meta = file.metadata().map_err(err)?;
         let pos = if opts.from_start { 0 } else { file.seek(SeekFrom::End(0)).map_err(err)? };
         let (id, lines, parser) = ((meta.dev(), meta.ino()), LineBuffer::default(), LineParser::new());
-        Ok(FileFollower { path: path.to_owned(), file, id, pos, lines, parser })
+        let mut f = FileFollower { path: path.to_owned(), file, id, pos, tail: Vec::new(), lines, parser };
+        f.tail = f.bytes_before(pos).map_err(err)?;
+        Ok(f)
+    }
+
+    /// Up to [`TAIL_CHECK`] bytes of the file ending at `pos`, read without moving the offset.
+    fn bytes_before(&self, pos: u64) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let n = pos.min(TAIL_CHECK as u64) as usize;
+        let mut buf = vec![0u8; n];
+        let mut got = 0;
+        while got < n {
+            match self.file.read_at(&mut buf[got..], pos - n as u64 + got as u64)? {
+                0 => break,
+                k => got += k,
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
+    /// Whether the file was truncated since the last read: shorter than what was read, or the
+    /// last bytes read are no longer there.
+    fn truncated(&self) -> io::Result<bool> {
+        if self.file.metadata()?.len() < self.pos {
+            return Ok(true);
+        }
+        Ok(self.bytes_before(self.pos)? != self.tail)
+    }
+
+    /// Starts over at the beginning of a truncated file. What was written after the last read
+    /// and before the truncation is gone: counted as lost once, as its number is unknown.
+    fn restart(&mut self, sink: &Sink) -> io::Result<()> {
+        tracing::warn!(path = %self.path.display(), "audit log truncated; reading it from the start (records written just before are lost)");
+        sink.stats.lost.fetch_add(1, Ordering::Relaxed);
+        self.file.seek(SeekFrom::Start(0))?;
+        self.pos = 0;
+        self.tail.clear();
+        self.lines.clear();
+        Ok(())
+    }
+
+    fn remember_tail(&mut self, chunk: &[u8]) {
+        if chunk.len() >= TAIL_CHECK {
+            self.tail = chunk[chunk.len() - TAIL_CHECK..].to_vec();
+        } else {
+            self.tail.extend_from_slice(chunk);
+            let extra = self.tail.len().saturating_sub(TAIL_CHECK);
+            self.tail.drain(..extra);
+        }
     }
 
     /// Delivers the unterminated last line, if any.
@@ -52,11 +108,15 @@ impl FileFollower {
     }
 
     fn drain(&mut self, sink: &Sink, buf: &mut [u8]) -> io::Result<Result<(), Disconnected>> {
+        if self.truncated()? {
+            self.restart(sink)?;
+        }
         loop {
             match self.file.read(buf) {
                 Ok(0) => return Ok(Ok(())),
                 Ok(n) => {
                     self.pos += n as u64;
+                    self.remember_tail(&buf[..n]);
                     let FileFollower { lines, parser, path, .. } = self;
                     if let Err(d) = lines.push(&buf[..n], |l| follow_line(parser, path, sink, l)) {
                         return Ok(Err(d));
@@ -93,17 +153,13 @@ impl FileFollower {
                             self.file = f;
                             self.id = (m.dev(), m.ino());
                             self.pos = 0;
+                            self.tail.clear();
                         }
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(meta) if meta.len() < self.pos => {
-                    // Truncated in place (copytruncate): start over at the beginning.
-                    self.file.seek(SeekFrom::Start(0))?;
-                    self.pos = 0;
-                    self.lines.clear();
-                }
+                // Truncated in place (copytruncate) is checked before every read, in drain().
                 // Unchanged, or between rename and re-creation: keep the old file.
                 _ => {}
             }

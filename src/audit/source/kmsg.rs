@@ -24,7 +24,7 @@ pub struct KmsgReader {
 impl KmsgReader {
     /// Opens `path` non-blocking, at its end unless `opts.from_start`.
     pub fn open(path: &Path, opts: &ReadOptions) -> Result<Self, SourceError> {
-        let err = |source| SourceError::Open { what: "kmsg", path: path.to_owned(), source };
+        let err = |error| SourceError::Open { what: "kmsg", path: path.to_owned(), error };
         let mut file = File::options().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(path).map_err(err)?;
         if !opts.from_start {
             // On /dev/kmsg SEEK_END means "after the last record": only new records will be read.

@@ -148,16 +148,17 @@ impl SourceStats {
 /// Why a source could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    /// Opening or seeking a file or device failed.
-    #[error("{what} {path}: {source}")]
+    /// Opening or seeking a file or device failed. The I/O error is part of the message (not a
+    /// chained source), so that each reason of [`SourceError::NoneAvailable`] carries it and a
+    /// chain printed whole says it once.
+    #[error("{what} {}: {error}", path.display())]
     Open {
         /// `kmsg` or `audit log`.
         what: &'static str,
         /// The path.
         path: PathBuf,
         /// The error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// The netlink socket could not be created or bound.
     #[error("netlink audit socket: {0}")]

@@ -145,6 +145,26 @@ fn file_follower_survives_rotation_and_truncation() {
     src.join();
 }
 
+/// Truncated and written again past the old offset between two reads: the size alone cannot
+/// tell, the last bytes read can. Every record of the new content is read, the loss counted.
+#[test]
+fn truncation_regrown_past_the_old_offset_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    std::fs::write(&path, avc(1, "/old")).unwrap();
+    let o = ReadOptions { poll_interval: Duration::from_millis(300), ..ReadOptions::default() };
+    let stop = CancellationToken::new();
+    let src = start(&SourceSpec::File(path.clone()), &SourcePaths::default(), &o, stop.clone()).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // One write: the same inode, truncated, with more than before.
+    let new: String = (10..14).map(|i| avc(i, &format!("/new{i}"))).collect();
+    std::fs::write(&path, new).unwrap();
+    assert_eq!(recv_names(&src.rx, 4), ["/new10", "/new11", "/new12", "/new13"]);
+    assert_eq!(src.stats.lost.load(Ordering::Relaxed), 1);
+    stop.cancel();
+    src.join();
+}
+
 #[test]
 fn auto_falls_back_and_says_why() {
     let dir = tempfile::tempdir().unwrap();

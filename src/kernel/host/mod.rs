@@ -16,8 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
-use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
-use crate::kernel::blob;
+use super::{CompileInput, CompileJob, Compiled, FallbackObserver, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
 use crate::kernel::listing::{self, KernelProfile};
 use crate::kernel::parser_output::{self, Diagnostic};
 
@@ -30,6 +29,9 @@ const MAX_BATCH_TIMEOUTS: usize = 20;
 /// kernel itself bounds the depth).
 const MAX_CHILD_DEPTH: usize = 8;
 
+mod check;
+pub use check::CheckJob;
+
 /// The real kernel.
 pub struct HostKernel {
     apparmor_dir: PathBuf,
@@ -40,25 +42,12 @@ pub struct HostKernel {
     /// Compile with [`RULES_ENFORCED`].
     rules_enforced: bool,
     observer: Option<ParserObserver>,
+    fallback: Option<FallbackObserver>,
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
     /// Parser version, parser configuration and kernel features, as one text.
     toolchain: String,
-}
-
-/// How `check` compiles a file.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckJob<'a> {
-    /// Searched for `include <…>` (`-I`), as the agent searches them.
-    pub include_dirs: &'a [PathBuf],
-    /// A kernel feature set to compile for (`-M`) instead of the running kernel's.
-    pub features: Option<&'a Path>,
-    /// A rule the kernel cannot enforce is an error, not a rule silently left out
-    /// (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g. `userns,` on Linux 6.1.
-    pub rules_enforced: bool,
-    /// Where the parser writes the compiled policy (`-o`).
-    pub output: &'a Path,
 }
 
 /// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
@@ -85,6 +74,7 @@ impl HostKernel {
             jobs: crate::defaults::PARSER_JOBS,
             rules_enforced: false,
             observer: None,
+            fallback: None,
             in_flight: InFlight::default(),
             direct,
             toolchain: String::new(),
@@ -122,6 +112,12 @@ impl HostKernel {
         self
     }
 
+    /// Reports every batch-to-single-file fallback to `observer` (metrics).
+    pub fn with_fallback_observer(mut self, observer: FallbackObserver) -> HostKernel {
+        self.fallback = Some(observer);
+        self
+    }
+
     /// Reports every parser run to `observer` (metrics).
     pub fn with_observer(mut self, observer: ParserObserver) -> HostKernel {
         self.observer = Some(observer);
@@ -145,31 +141,6 @@ impl HostKernel {
             return Err(rejected(&out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
-    }
-
-    /// Compiles one file without loading it (`-Q -K -o`), for `check`, and reads the policy the
-    /// parser wrote to `job.output`: the names are the compiled policy's, as for a load.
-    pub fn check(&self, path: &Path, job: &CheckJob<'_>) -> Result<Compiled, KernelError> {
-        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into(), "-o".into(), job.output.into()];
-        for dir in job.include_dirs {
-            args.extend(["-I".into(), dir.clone().into()]);
-        }
-        if let Some(f) = job.features {
-            args.extend(["-M".into(), f.into()]);
-        }
-        if job.rules_enforced {
-            args.extend(RULES_ENFORCED.map(OsString::from));
-        }
-        args.push(path.into());
-        let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
-        if !out.status.success() {
-            return Err(rejected(&out));
-        }
-        let blob = fs::read(job.output).map_err(|source| KernelError::Read { path: job.output.to_path_buf(), source })?;
-        let bad = |source| KernelError::BadPolicy { file: path.to_path_buf(), source };
-        let compiled = Compiled::from_blob(blob).map_err(bad)?;
-        blob::check_self_contained(&compiled.profiles).map_err(bad)?;
-        Ok(compiled)
     }
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, cwd: Option<&Path>, what: &str) -> Result<Output, KernelError> {
@@ -337,6 +308,11 @@ impl Kernel for HostKernel {
         while !pending.is_empty() {
             let mut ambiguous = Vec::new();
             for chunk in pending.chunks(if singles { 1 } else { BATCH }) {
+                // Stopping: start no further parser (the rest is marked stopped below).
+                if self.in_flight.compiles_refused() {
+                    ambiguous.extend(chunk.iter().filter(|&&i| results[i].is_none()));
+                    continue;
+                }
                 round += 1;
                 let (outcomes, failure) = self.compile_round(&stage, round, chunk, inputs, job);
                 let mut failure = failure;
@@ -350,15 +326,18 @@ impl Kernel for HostKernel {
                     }
                 }
             }
-            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() {
+            if !singles && ambiguous.len() == pending.len() && !ambiguous.is_empty() && !self.in_flight.compiles_refused() {
                 tracing::warn!(
                     files = ambiguous.len(),
                     "the parser stopped before it said anything about these files; compiling them one at a time"
                 );
+                if let Some(observe) = &self.fallback {
+                    observe(ambiguous.len());
+                }
                 singles = true;
             }
             pending = ambiguous;
-            if self.in_flight.stopping() {
+            if self.in_flight.compiles_refused() {
                 for i in pending.drain(..) {
                     results[i] = Some(Err(KernelError::Stopped));
                 }
