@@ -24,6 +24,12 @@ FROM --platform=$BUILDPLATFORM rust:1.95.0-slim-bookworm@sha256:d7482085ff5b415f
 ARG TARGETARCH
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
+# C compilers for ring (TLS of the kube-rs client): musl-gcc for amd64, Debian's cross gcc for arm64
+# (.cargo/config.toml names it).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends musl-tools gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+    && rm -rf /var/lib/apt/lists/*
 RUN cargo install --locked cargo-auditable@0.7.7
 COPY . .
 # Cache mounts keep the registry and target dir between builds; the binary is copied out of the cached

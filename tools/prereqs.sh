@@ -32,6 +32,8 @@ git                      apt:git                  test-setup test
 umoci                    apt:umoci                image test-image test
 skopeo                   apt:skopeo               test-image test
 qemu-aarch64-static      apt:qemu-user-static     test-image test
+x86_64-linux-musl-gcc    apt:musl-tools           musl demo bench test-vm features image test-image dist test-dist test
+aarch64-linux-gnu-gcc    apt:gcc-aarch64-linux-gnu  musl-arm64 test-vm image test-image dist test-dist test
 cargo-auditable          cargo:cargo-auditable@0.7.7  musl musl-arm64 demo bench test-vm features image test-image test
 cargo-cyclonedx          cargo:cargo-cyclonedx@0.5.9  image test-image test
 apparmor_parser          apt:apparmor             test-rust test-manifests corpus test
