@@ -89,7 +89,8 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, shutdown.clone()));
+    let gates = crate::gating::Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, gates, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
@@ -216,6 +217,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<Shared>,
     managed: audit::ProfileSet,
+    mut gates: crate::gating::Gates,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
     shutdown: CancellationToken,
@@ -267,6 +269,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
                     tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
                 }
                 managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
+                gates.after_sync(&outcome.report);
                 shared.publish(outcome.report);
                 if let Some(e) = outcome.state_error {
                     shared.publish_error(e);

@@ -66,6 +66,10 @@ pub struct GlobalArgs {
     /// Log filter, e.g. `info` or `apparmor_loader=debug` [default: info].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Node Feature Discovery local feature file: node labels for the loaded profiles, written after
+    /// every sync when its directory exists [default: /etc/kubernetes/node-feature-discovery/features.d/apparmor-loader].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_NODE_FEATURES_FILE", value_name = "PATH")]
+    pub node_features_file: Option<PathBuf>,
 }
 
 /// Flags of the subcommands that reconcile a directory.
@@ -127,6 +131,13 @@ pub struct RunArgs {
     /// Wait this long for more file events before rescanning [default: 50ms].
     #[arg(long, env = "APPARMOR_LOADER_DEBOUNCE", value_name = "DURATION")]
     pub debounce: Option<humantime::Duration>,
+    /// Remove the taint apparmor-loader.io/not-ready:NoSchedule from this node once every profile is
+    /// loaded, put it back if one is lost (talks to the API server; needs --node-name and a token).
+    #[arg(long, env = "APPARMOR_LOADER_NODE_TAINT")]
+    pub node_taint: bool,
+    /// This node's name, for --node-taint (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "APPARMOR_LOADER_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// The subcommands.
@@ -217,6 +228,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a ValidatingAdmissionPolicy (and binding) that rejects Pods and pod templates naming a
+    /// Localhost AppArmor profile the directory does not define.
+    AdmissionPolicy {
+        /// The directory of profile files.
+        #[arg(long, value_name = "DIR")]
+        profiles: PathBuf,
+        /// Also read subdirectories.
+        #[arg(long)]
+        recursive: bool,
+        /// Compile for this kernel feature set (a saved `apparmor/features`) [default: the running
+        /// kernel's; on a host without AppArmor, /usr/share/apparmor-features/features].
+        #[arg(long, value_name = "FILE")]
+        kernel_features: Option<PathBuf>,
+        /// Write to this file instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Remove the Node Feature Discovery feature file, so the node loses its AppArmor labels
+    /// (before uninstalling apparmor-loader; a running agent writes it again after its next sync).
+    ClearNodeFeatures,
     /// Remove managed profiles from the kernel by name.
     Unload {
         /// Profile names.
@@ -255,6 +286,9 @@ pub struct FileConfig {
     kmsg: Option<PathBuf>,
     audit_log: Option<PathBuf>,
     denials_buffer: Option<usize>,
+    node_features_file: Option<PathBuf>,
+    node_taint: Option<bool>,
+    node_name: Option<String>,
 }
 
 /// `listen:` in the config file: one address, a comma-separated list, or a YAML list.
@@ -323,6 +357,11 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// `--node-taint` without a node name.
+    #[error(
+        "--node-taint needs this node's name: pass --node-name, set APPARMOR_LOADER_NODE_NAME (the downward API's spec.nodeName) or `node_name:` in the config file"
+    )]
+    NoNodeName,
     /// An `--adopt` glob does not parse.
     #[error("invalid --adopt glob {glob:?}")]
     Glob {
@@ -366,6 +405,8 @@ pub struct HostSettings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The Node Feature Discovery feature file.
+    pub node_features_file: PathBuf,
 }
 
 impl HostSettings {
@@ -431,6 +472,8 @@ pub struct RunSettings {
     pub resync_interval: Duration,
     /// Debounce window.
     pub debounce: Duration,
+    /// With --node-taint: this node's name.
+    pub node_taint: Option<String>,
 }
 
 /// Merges flags (which already include the environment) over the config file over defaults.
@@ -486,6 +529,11 @@ impl Resolver {
             parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
             log_level: g.log_level.clone().or_else(|| f.log_level.clone()).unwrap_or_else(|| "info".into()),
+            node_features_file: g
+                .node_features_file
+                .clone()
+                .or_else(|| f.node_features_file.clone())
+                .unwrap_or_else(|| defaults::NFD_FEATURES_FILE.into()),
         })
     }
 
@@ -556,6 +604,12 @@ impl Resolver {
                 defaults::RESYNC_INTERVAL,
             )?,
             debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE)?,
+            node_taint: if a.node_taint || f.node_taint.unwrap_or(false) {
+                let name = a.node_name.clone().or_else(|| f.node_name.clone()).filter(|n| !n.is_empty());
+                Some(name.ok_or(ConfigError::NoNodeName)?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -12,6 +12,8 @@ pub mod config;
 pub mod confined;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
+/// Keeping pods off nodes that lack their profiles: NFD labels, the node taint, the admission policy.
+pub mod gating;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
 /// The seam to the kernel: securityfs, `apparmor_parser` and compiled policy.

@@ -4,12 +4,12 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use apparmor_loader::agent;
 use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::commands::{self, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
 use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
+use apparmor_loader::{agent, gating};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -38,6 +38,16 @@ fn main() -> ExitCode {
         Command::Check { paths } => commands::check(&host, paths),
         Command::Status { json } => commands::status(&host, *json),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
+        Command::AdmissionPolicy { profiles, recursive, kernel_features, output } => {
+            let args = gating::policy::PolicyArgs {
+                profiles: profiles.clone(),
+                recursive: *recursive,
+                kernel_features: kernel_features.clone(),
+                output: output.clone(),
+            };
+            gating::policy::command(&host, &args).map(|()| Verdict::Ok)
+        }
+        Command::ClearNodeFeatures => gating::features::clear_command(&host.node_features_file).map(|()| Verdict::Ok),
         Command::Inspect { files, binary, complain, kernel, json } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args)

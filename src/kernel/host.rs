@@ -37,6 +37,8 @@ pub struct HostKernel {
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
+    /// Compile for this feature set instead of the running kernel's (`--kernel-features`).
+    kernel_features: Option<PathBuf>,
 }
 
 impl HostKernel {
@@ -55,12 +57,20 @@ impl HostKernel {
             observer: None,
             in_flight: InFlight::default(),
             direct,
+            kernel_features: None,
         }
     }
 
     /// Compile jobs per parser process.
     pub fn with_jobs(mut self, jobs: u32) -> HostKernel {
         self.jobs = jobs.max(1);
+        self
+    }
+
+    /// Compiles for the feature set in `features` (a kernel's `apparmor/features` saved as a file),
+    /// so a host without AppArmor can name profiles; loading is unaffected.
+    pub fn with_kernel_features(mut self, features: PathBuf) -> HostKernel {
+        self.kernel_features = Some(features);
         self
     }
 
@@ -122,6 +132,9 @@ impl HostKernel {
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
+        if let Some(f) = &self.kernel_features {
+            args.extend(["--kernel-features".into(), f.clone().into()]);
+        }
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
             [one] => inputs[*one].file.shown.display().to_string(),
