@@ -45,7 +45,7 @@ musl: prereqs-musl
 fmt: prereqs-test-rust
 	$(CARGO) fmt
 
-## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), 13 scenarios, 2 VMs in parallel.
+## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), every scenario in tests/vm/guest/scenarios, 2 VMs in parallel.
 ## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
 test-vm: prereqs-test-vm musl corpus
 	$(AAVM) setup

@@ -14,6 +14,11 @@ use crate::listing::top_level;
 /// profile, `a//&b (mode)` for a stack, a bare `unconfined` for none. A profile may itself be
 /// named `unconfined`; it then carries a mode like any other (`unconfined (enforce)`).
 pub fn parse_label(label: &str) -> Vec<String> {
+    label_profiles(label).into_iter().map(|name| top_level(&name).to_string()).collect()
+}
+
+/// The profiles of one label with their full names (`web//admin` for a task in a hat).
+pub fn label_profiles(label: &str) -> Vec<String> {
     let label = label.trim_end_matches(['\n', '\0']).trim();
     let name = match label.rsplit_once(" (") {
         Some((name, mode)) if mode.ends_with(')') => name,
@@ -23,15 +28,20 @@ pub fn parse_label(label: &str) -> Vec<String> {
     if name.is_empty() {
         return Vec::new();
     }
-    name.split("//&").map(|part| top_level(part.trim_start_matches(':')).to_string()).collect()
+    name.split("//&").map(|part| part.trim_start_matches(':').to_string()).collect()
 }
 
-/// Scans every thread of every process under `proc_dir` and returns the top-level names that
-/// confine at least one of them. A profile can confine a single thread (`aa_change_profile` is
-/// per task), so processes are not enough. Tasks that exit during the scan are skipped; a label
-/// that exists but cannot be read (no `CAP_SYS_PTRACE`, say) is an error, because a guess of
-/// "unused" would let a removal unconfine a running task.
+/// The top-level names that confine at least one task under `proc_dir` (see [`profiles_in_use`]).
 pub fn in_use(proc_dir: &Path) -> io::Result<BTreeSet<String>> {
+    Ok(profiles_in_use(proc_dir)?.iter().map(|name| top_level(name).to_string()).collect())
+}
+
+/// Scans every thread of every process under `proc_dir` and returns the full names of the
+/// profiles (hats included) that confine at least one of them. A profile can confine a single
+/// thread (`aa_change_profile` is per task), so processes are not enough. Tasks that exit
+/// during the scan are skipped; a label that exists but cannot be read (no `CAP_SYS_PTRACE`,
+/// say) is an error, because a guess of "unused" would let a removal unconfine a running task.
+pub fn profiles_in_use(proc_dir: &Path) -> io::Result<BTreeSet<String>> {
     let mut names = BTreeSet::new();
     for entry in fs::read_dir(proc_dir)?.flatten() {
         let file_name = entry.file_name();
@@ -45,7 +55,7 @@ pub fn in_use(proc_dir: &Path) -> io::Result<BTreeSet<String>> {
         };
         for task in tasks.flatten() {
             if let Some(label) = task_label(&task.path().join("attr"))? {
-                names.extend(parse_label(&label));
+                names.extend(label_profiles(&label));
             }
         }
     }
@@ -121,9 +131,12 @@ mod tests {
         task(d.path(), "self", "1", "current", "ignored (enforce)\n");
         // A process that exited between the listing and the read.
         fs::create_dir_all(d.path().join("123")).unwrap();
+        task(d.path(), "81", "81", "current", "web//admin (enforce)\n");
         let got = in_use(d.path()).unwrap();
-        let want = ["payment-api", "nginx-web", "thread-only", "newer"].map(String::from);
+        let want = ["payment-api", "nginx-web", "thread-only", "newer", "web"].map(String::from);
         assert_eq!(got, BTreeSet::from(want));
+        let full = profiles_in_use(d.path()).unwrap();
+        assert!(full.contains("web//admin") && !full.contains("web"), "{full:?}");
     }
 
     #[test]

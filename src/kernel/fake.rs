@@ -34,6 +34,8 @@ pub struct Inner {
     pub fail_load: BTreeSet<String>,
     /// Content hashes the kernel accepts but does not apply (a lying kernel or parser).
     pub silently_ignore: BTreeSet<String>,
+    /// Foreign profiles someone loads while the next compile runs.
+    pub appear_on_compile: BTreeSet<String>,
     /// Every call, in order.
     pub calls: Vec<Call>,
 }
@@ -118,6 +120,9 @@ impl Kernel for FakeKernel {
         let mut inner = self.0.lock().unwrap();
         let _ = job;
         inner.calls.push(Call::Compile(inputs.iter().map(|i| i.file.key.clone()).collect()));
+        for name in std::mem::take(&mut inner.appear_on_compile) {
+            inner.loaded.insert(name, ("enforce".into(), "foreign".into()));
+        }
         Ok(inputs
             .iter()
             .map(|i| {
@@ -154,7 +159,9 @@ impl Kernel for FakeKernel {
     fn unload(&self, name: &str) -> Result<(), KernelError> {
         let mut inner = self.0.lock().unwrap();
         inner.calls.push(Call::Unload(name.to_string()));
-        inner.loaded.remove(name);
+        // Like the kernel: a profile goes with its children.
+        let nested = format!("{name}//");
+        inner.loaded.retain(|n, _| n != name && !n.starts_with(&nested));
         Ok(())
     }
 }

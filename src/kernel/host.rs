@@ -309,6 +309,17 @@ impl Kernel for HostKernel {
                 Err(e) => Err(KernelError::LoadRefused { file: PathBuf::from(name), what: format!("removing it: {e}") }),
             };
         }
+        // The parser's `-R` removes the top-level profiles a file defines; it has no way to
+        // name a child alone.
+        if name.contains("//") {
+            return Err(KernelError::LoadRefused {
+                file: PathBuf::from(name),
+                what: format!(
+                    "removing a child profile needs the kernel's securityfs, and {} is not it",
+                    self.apparmor_dir.display()
+                ),
+            });
+        }
         // `-R` takes a profile file, not a name: a stub that defines only the name.
         let stub = scratch_file(&self.scratch, "remove")?;
         write_new(&stub, format!("profile \"{name}\" {{\n}}\n").as_bytes())?;

@@ -1,12 +1,14 @@
 //! Acting on the plan: write the intent, load, verify against the kernel, confirm ownership;
 //! remove; and, after a restart, settle intents a crash left unconfirmed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::plan::{self, FilePlan, Observed, Operation, Plan, Policy, Removal, RemovalAction, Why};
 use super::state::{Owned, Pending, State};
 use super::{Counts, Planned, Reconciler, View, now};
+use crate::confined;
 use crate::kernel::{Compiled, Kernel, LoadKind};
+use crate::listing::top_level;
 use crate::scan::SourceFile;
 
 /// What acting on one plan did.
@@ -50,7 +52,7 @@ impl<K: Kernel> Reconciler<K> {
     /// Records every load's intent on disk, then hands each compiled file to the kernel. If
     /// the intent cannot be written, nothing is loaded: a load the agent cannot record would
     /// be foreign to it after a restart.
-    pub(super) fn load_all(&mut self, loads: &[Load<'_>], run: &mut Run) {
+    pub(super) fn load_all(&mut self, loads: &[Load<'_>], observed: &BTreeMap<String, Observed>, run: &mut Run) {
         let at = now();
         for l in loads {
             for p in l.compiled.profiles.iter().filter(|p| !p.name.contains("//")) {
@@ -74,9 +76,16 @@ impl<K: Kernel> Reconciler<K> {
             }
             return;
         }
+        let appeared = self.appeared_since_planning(loads, observed);
         // A shutdown does not stop loads of policy already compiled: they are quick writes,
         // and finishing them leaves the kernel as this pass intended (no new parser starts).
         for l in loads {
+            if let Some(why) = appeared.get(&l.plan.file) {
+                tracing::error!(file = %l.source.shown.display(), error = %why, "not loaded");
+                run.counts.add(l.op, false);
+                run.failed.insert(l.plan.file.clone(), why.clone());
+                continue;
+            }
             let kind = if l.op == Operation::Load { LoadKind::New } else { LoadKind::Replace };
             run.touched_kernel = true;
             match self.kernel.load(&l.source.shown, l.compiled, kind) {
@@ -88,6 +97,37 @@ impl<K: Kernel> Reconciler<K> {
                 }
             }
         }
+    }
+
+    /// Files to replace that also add a name which someone else loaded while they compiled
+    /// (compiling takes seconds). `.load` refuses an existing name atomically, but a file that
+    /// replaces profiles of ours goes to `.replace`, which would take the newcomer over: the
+    /// kernel is asked once more just before the writes. Without an answer, none of them loads.
+    fn appeared_since_planning(&self, loads: &[Load<'_>], observed: &BTreeMap<String, Observed>) -> BTreeMap<String, String> {
+        let adds_names = |l: &&Load<'_>| {
+            l.op == Operation::Replace
+                && l.compiled.profiles.iter().any(|p| !p.name.contains("//") && !observed.contains_key(&p.name))
+        };
+        let at_risk: Vec<&Load<'_>> = loads.iter().filter(adds_names).collect();
+        if at_risk.is_empty() {
+            return BTreeMap::new();
+        }
+        let now: Result<BTreeSet<String>, _> = self.kernel.listing().map(|l| l.into_iter().map(|p| p.name).collect());
+        let mut out = BTreeMap::new();
+        for l in at_risk {
+            let file = l.source.shown.display();
+            let new = l.compiled.profiles.iter().filter(|p| !p.name.contains("//") && !observed.contains_key(&p.name));
+            let why = match &now {
+                Err(e) => Some(format!("{file}: not loaded: cannot read the kernel's profiles just before the load: {e}")),
+                Ok(now) => new.map(|p| &p.name).find(|n| now.contains(*n)).map(|n| {
+                    format!("{file}: profile {n:?} appeared in the kernel while the file was compiled; it is not ours, so nothing was loaded")
+                }),
+            };
+            if let Some(why) = why {
+                out.insert(l.plan.file.clone(), why);
+            }
+        }
+        out
     }
 
     /// After the loads: each file the kernel accepted must now show every profile of its
@@ -122,6 +162,57 @@ impl<K: Kernel> Reconciler<K> {
                     owned.kernel_mode = k.map(|k| k.mode.clone());
                     owned.kernel_sha1 = k.and_then(|k| k.sha1.clone());
                     self.state.profiles.insert(p.name.clone(), owned);
+                }
+            }
+        }
+    }
+
+    /// Children (hats, nested profiles) that a replaced file no longer defines. The kernel
+    /// carries a replaced profile's children over to the new one, so without this a hat deleted
+    /// from the file would go on enforcing its old rules with no file describing it. Each is
+    /// removed once no task is confined by it (or by one of its own children); until then it is
+    /// retried at every sync.
+    pub(super) fn prune_children(&mut self, loads: &[Load<'_>], after: &View, run: &mut Run) {
+        for l in loads.iter().filter(|l| l.op == Operation::Replace && run.loaded.contains(&l.plan.file)) {
+            if run.failed.contains_key(&l.plan.file) {
+                continue;
+            }
+            let defined: BTreeSet<&str> = l.compiled.profiles.iter().map(|p| p.name.as_str()).collect();
+            let tops: BTreeSet<&str> = defined.iter().map(|n| top_level(n)).collect();
+            let dropped =
+                after.all.keys().filter(|k| k.contains("//") && tops.contains(top_level(k)) && !defined.contains(k.as_str()));
+            self.dropped_children.extend(dropped.cloned());
+        }
+        self.dropped_children.retain(|name| after.all.contains_key(name));
+        if self.dropped_children.is_empty() {
+            return;
+        }
+        let in_use = match confined::profiles_in_use(&self.settings.proc_dir) {
+            Ok(in_use) => in_use,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell whether removed hats still confine a task; they stay for now");
+                return;
+            }
+        };
+        for name in self.dropped_children.clone() {
+            if !self.dropped_children.contains(&name) {
+                continue; // went with its parent
+            }
+            let nested = format!("{name}//");
+            if in_use.iter().any(|label| *label == name || label.starts_with(&nested)) {
+                tracing::info!(profile = %name, "its file no longer defines it, but a task is confined by it; removed once none is");
+                continue;
+            }
+            run.touched_kernel = true;
+            match self.kernel.unload(&name) {
+                Ok(()) => {
+                    tracing::info!(profile = %name, "removed: its file no longer defines it");
+                    run.counts.add(Operation::Remove, true);
+                    self.dropped_children.retain(|n| *n != name && !n.starts_with(&nested));
+                }
+                Err(e) => {
+                    run.counts.add(Operation::Remove, false);
+                    tracing::error!(profile = %name, error = %format!("{:#}", anyhow::Error::from(e)), "cannot remove a child its file no longer defines");
                 }
             }
         }

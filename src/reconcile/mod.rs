@@ -133,6 +133,8 @@ pub struct Reconciler<K: Kernel> {
     save_error: Option<String>,
     settings: Settings,
     stop: CancellationToken,
+    /// Children a replaced file no longer defines, still in the kernel (see `prune_children`).
+    dropped_children: BTreeSet<String>,
 }
 
 impl<K: Kernel> Reconciler<K> {
@@ -140,7 +142,16 @@ impl<K: Kernel> Reconciler<K> {
     pub fn new(kernel: K, store: StateStore, settings: Settings) -> Result<Self, SyncError> {
         let state = store.load()?;
         let saved = state.clone();
-        Ok(Reconciler { kernel, store, state, saved, save_error: None, settings, stop: CancellationToken::new() })
+        Ok(Reconciler {
+            kernel,
+            store,
+            state,
+            saved,
+            save_error: None,
+            settings,
+            stop: CancellationToken::new(),
+            dropped_children: BTreeSet::new(),
+        })
     }
 
     /// Once `stop` is cancelled, a running sync starts no further parser process (policy
@@ -195,11 +206,13 @@ impl<K: Kernel> Reconciler<K> {
         }
         let loads = apply::loads(&planned);
         if !loads.is_empty() {
-            self.load_all(&loads, &mut run);
+            self.load_all(&loads, &planned.observed, &mut run);
         }
         self.remove_all(&planned.plan.removals, &mut run);
-        let after = if run.touched_kernel { self.observe()? } else { View { top: planned.observed.clone(), ..View::default() } };
+        let look_again = run.touched_kernel || !self.dropped_children.is_empty();
+        let after = if look_again { self.observe()? } else { View { top: planned.observed.clone(), ..View::default() } };
         self.confirm(&loads, &after, &mut run);
+        self.prune_children(&loads, &after, &mut run);
         self.prune_names(&planned);
         self.persist();
         let plan = apply::settle(planned.plan.clone(), &run, &after.top, &self.state, &self.settings.policy);

@@ -208,6 +208,62 @@ fn deleted_files_orphan_or_unload_unless_in_use() {
     assert!(r.state().profiles.is_empty());
 }
 
+/// The kernel keeps a replaced profile's children that the new policy lacks; the reconciler
+/// removes them, except while a task (here one thread) is confined by one.
+#[test]
+fn children_dropped_from_a_file_leave_the_kernel_once_unused() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "web", "v1", &["web", "web//admin", "web//report", "web//report//pdf"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    let thread = w.proc_dir.path().join("7/task/8/attr");
+    fs::create_dir_all(&thread).unwrap();
+    fs::write(thread.join("current"), "web//report//pdf (enforce)\n").unwrap();
+    r.kernel().take_calls();
+
+    w.write(r.kernel(), "web", "v2", &["web"]);
+    let out = r.sync().unwrap();
+    let calls = r.kernel().take_calls();
+    assert!(calls.contains(&Call::Unload("web//admin".into())), "{calls:?}");
+    assert!(!calls.iter().any(|c| matches!(c, Call::Unload(n) if n.starts_with("web//report"))), "in use: {calls:?}");
+    assert_eq!(out.counts.get(Operation::Remove, true), 1);
+    let loaded = |r: &Reconciler<FakeKernel>, n: &str| r.kernel().0.lock().unwrap().loaded.contains_key(n);
+    assert!(loaded(&r, "web") && !loaded(&r, "web//admin") && loaded(&r, "web//report"));
+
+    // Nothing changed, the thread still runs: nothing is done.
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![]);
+    // The thread is gone: one removal takes the hat and its child.
+    fs::remove_dir_all(w.proc_dir.path().join("7")).unwrap();
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![Call::Unload("web//report".into())]);
+    assert!(!loaded(&r, "web//report//pdf") && loaded(&r, "web"));
+    r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![], "nothing left to prune");
+}
+
+/// A name a file adds is checked again after the compile: a foreign profile loaded meanwhile
+/// is never replaced, even when the file goes to `.replace` for the profiles it already owns.
+#[test]
+fn a_foreign_profile_that_appears_while_compiling_is_not_replaced() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "ab", "v1", &["a"]);
+    let mut r = w.reconciler(k, false);
+    r.sync().unwrap();
+    w.write(r.kernel(), "ab", "v2", &["a", "b"]);
+    r.kernel().0.lock().unwrap().appear_on_compile.insert("b".into());
+    r.kernel().take_calls();
+    let out = r.sync().unwrap();
+    assert_eq!(r.kernel().take_calls(), vec![compile(&["ab"])], "nothing loaded");
+    assert_eq!(r.kernel().0.lock().unwrap().loaded["b"].1, "foreign");
+    assert!(!r.state().profiles.contains_key("b"));
+    let f = out.report.files.iter().find(|f| f.file == "ab").unwrap();
+    assert_eq!(f.state, ItemState::Stale, "v1 of a is still enforced");
+    assert!(f.error.as_deref().unwrap_or_default().contains("\"b\" appeared in the kernel"), "{f:?}");
+}
+
 #[test]
 fn foreign_is_refused_and_adoptable_and_drift_is_repaired() {
     let w = World::new();
@@ -312,7 +368,7 @@ fn the_intent_is_saved_before_the_load() {
     let loads = apply::loads(&planned);
     let mut run = apply::Run::default();
     // Load, then "crash" before confirming: the disk must already name the intent.
-    r.load_all(&loads, &mut run);
+    r.load_all(&loads, &planned.observed, &mut run);
     let on_disk = StateStore::new(w.state_dir.path()).load().unwrap();
     assert!(on_disk.pending.contains_key("a"), "{on_disk:?}");
     assert!(on_disk.profiles.is_empty());
