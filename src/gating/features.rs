@@ -117,7 +117,7 @@ impl FeatureFile {
                 self.written = Some(content);
             }
             Err(e) => {
-                tracing::warn!(error = %anyhow::Error::from(e), "node labels not updated; retrying at the next sync");
+                tracing::warn!(error = %format!("{:#}", anyhow::Error::from(e)), "node labels not updated; retrying at the next sync");
                 self.written = None;
             }
         }

@@ -235,7 +235,7 @@ async fn run(client: kube::Client, node: String, mut rx: watch::Receiver<Option<
             }
             Err(e) => {
                 backoff = (backoff * 2).clamp(Duration::from_secs(1), MAX_BACKOFF);
-                tracing::warn!(node, error = %anyhow::Error::from(e), retry_in = ?backoff, "cannot change the node taint");
+                tracing::warn!(node, error = %format!("{:#}", anyhow::Error::from(e)), retry_in = ?backoff, "cannot change the node taint");
             }
         }
     }
