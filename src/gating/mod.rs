@@ -6,6 +6,11 @@
 pub mod features;
 pub mod labels;
 pub mod policy;
+#[cfg(feature = "node-taint")]
+pub mod taint;
+/// Built without the `node-taint` feature: `--node-taint` is refused.
+#[cfg(not(feature = "node-taint"))]
+#[path = "taint_unbuilt.rs"]
 pub mod taint;
 
 use crate::reconcile::{ItemState, Report};
@@ -58,11 +63,7 @@ impl Gates {
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Gates, taint::TaintError> {
         let taint = match node_taint {
-            Some(node) => {
-                let client = taint::in_cluster_client()?;
-                tracing::info!(node, taint = taint::TAINT_KEY, "node taint mode: the taint goes once every profile is loaded");
-                Some(taint::TaintGate::start(client, node, shutdown))
-            }
+            Some(node) => Some(taint::TaintGate::connect(node, shutdown)?),
             None => None,
         };
         Ok(Gates { features: features::FeatureFile::new(features_file), taint })

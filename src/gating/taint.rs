@@ -196,6 +196,13 @@ impl TaintGate {
         TaintGate { tx }
     }
 
+    /// Builds the in-cluster client and starts the task for `node`.
+    pub fn connect(node: String, shutdown: CancellationToken) -> Result<TaintGate, TaintError> {
+        let client = in_cluster_client()?;
+        tracing::info!(node, taint = TAINT_KEY, "node taint mode: the taint goes once every profile is loaded");
+        Ok(TaintGate::start(client, node, shutdown))
+    }
+
     /// Tells the task what a sync left loaded; never blocks the reconcile loop.
     pub fn after_sync(&self, r: Readiness) {
         self.tx.send_replace(Some(r));
