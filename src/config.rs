@@ -708,4 +708,23 @@ mod tests {
         let Command::Sync(args) = &c.command else { panic!() };
         assert!(r.reconcile(args).unwrap_err().to_string().contains("--profiles"));
     }
+
+    #[test]
+    fn node_taint_is_off_by_default_and_needs_the_node_name() {
+        let r = Resolver::new(None).unwrap();
+        let run = |args: &[&str]| {
+            let c = cli(args);
+            let host = r.host(&c.global).unwrap();
+            let Command::Run(a) = &c.command else { panic!() };
+            (r.run(a, &host).map(|s| s.node_taint), host.node_features_file)
+        };
+        let (taint, features) = run(&["run", "--profiles", "/p"]);
+        assert_eq!(taint.unwrap(), None);
+        assert_eq!(features, Path::new(defaults::NFD_FEATURES_FILE));
+        assert!(matches!(run(&["run", "--profiles", "/p", "--node-taint"]).0, Err(ConfigError::NoNodeName)));
+        let (taint, features) =
+            run(&["--node-features-file", "/f", "run", "--profiles", "/p", "--node-taint", "--node-name", "n1"]);
+        assert_eq!(taint.unwrap().as_deref(), Some("n1"));
+        assert_eq!(features, Path::new("/f"));
+    }
 }
