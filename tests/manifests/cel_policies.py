@@ -262,3 +262,55 @@ def check(rendered, root, agent, profile_names, ck, tmp):
     vaps = [d for d in taint if d["kind"] == "ValidatingAdmissionPolicy"]
     if ck.ok(len(vaps) == 1, "cel: node-taint renders one ValidatingAdmissionPolicy"):
         check_node_policy(vaps[0], ck)
+
+
+# ------------------------------------------------------------------------------------- mutations
+
+def _guard_mutations():
+    def known_ghost(p):
+        v = p["spec"]["variables"][0]
+        v["expression"] = v["expression"].replace("[", '["ghost", ', 1)
+
+    def no_annotations(p):
+        next(v for v in p["spec"]["variables"] if v["name"] == "annotations")["expression"] = "{}"
+
+    def no_init(p):
+        v = next(v for v in p["spec"]["variables"] if v["name"] == "named")
+        v["expression"] = v["expression"].replace("has(variables.spec.initContainers)", "false", 1)
+
+    return [("the known list also holds ghost", known_ghost), ("annotations are ignored", no_annotations),
+            ("init containers are ignored", no_init)]
+
+
+def _node_mutations():
+    def drop(needle):
+        def f(p):
+            p["spec"]["validations"] = [v for v in p["spec"]["validations"] if needle not in v["expression"]]
+        return f
+
+    def other_sa(p):
+        p["spec"]["matchConditions"][0]["expression"] = p["spec"]["matchConditions"][0]["expression"].replace(
+            "apparmor-loader'", "someone-else'")
+
+    return [("no node-name check", drop(NODE_NAME_CLAIM)), ("other taints may change", drop("otherTaints")),
+            ("labels may change", drop("metadata.labels")), ("it applies to another service account", other_sa)]
+
+
+def check_mutations(rendered, ck):
+    """Each policy check is shown to fail on a broken copy of the policy."""
+    guard = [d for d in rendered.get("manifests/components/admission-guard") or []
+             if d["kind"] == "ValidatingAdmissionPolicy"]
+    node_p = [d for d in rendered.get("manifests/components/node-taint") or []
+              if d["kind"] == "ValidatingAdmissionPolicy"]
+    for policies, mutations, run in ((guard, _guard_mutations(),
+                                      lambda p, probe: check_profiles_policy(p, ["nginx-web"], rendered, probe)),
+                                     (node_p, _node_mutations(), check_node_policy)):
+        for what, mutate in mutations:
+            if not policies:
+                continue
+            p = copy.deepcopy(policies[0])
+            mutate(p)
+            probe = ck.__class__(quiet=True)
+            run(p, probe)
+            ck.ok(probe.failed > 0, f"mutation: {p['metadata']['name']} with {what} is caught"
+                  + (f" ({probe.failures[0]})" if probe.failures else ""))

@@ -980,6 +980,7 @@ def main():
         print("== gating (node labels, node taint, admission policies; CEL with cel-python)")
         gating_props.check(rendered, root, ck)
         cel_policies.check(rendered, root, agent_binary(root), sorted(profile_files(root)), ck, tmp)
+        cel_policies.check_mutations(rendered, ck)
         print("== mutations (each check can fail)")
         check_mutations(rendered, root, args.features, ck, tmp)
     if ck.failed:
