@@ -45,11 +45,40 @@ pub const DEBOUNCE: Duration = Duration::from_millis(50);
 pub const STATE_RETRY: Duration = Duration::from_secs(2);
 /// How long SIGTERM waits for the parser call in flight before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// How often the denial monitor's idle threads look at their stop flag (and an audit log
+/// The log filter when neither `--log-level` nor the config file sets one (also the fallback when the
+/// given filter does not parse).
+pub const LOG_LEVEL: &str = "info";
+/// The kernel log device, the first denial source `auto` may fall back to.
+pub const DEV_KMSG: &str = "/dev/kmsg";
+/// Where auditd writes its log.
+pub const AUDIT_LOG: &str = "/var/log/audit/audit.log";
+/// Denials the agent keeps for `/denials` (`--denials-buffer`).
+pub const DENIALS_BUFFER: usize = 1000;
+/// Records buffered between a denial source's thread and the monitor.
+pub const AUDIT_CHANNEL_CAPACITY: usize = 4096;
+/// How often an idle denial source looks at its stop token (and a file follower at the file), when
+/// the caller sets nothing else (the one-shot commands; `run` uses [`AUDIT_IDLE_CHECK`]).
+pub const AUDIT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// After a wake-up, how long a kmsg or netlink reader lets records pile up before reading
+/// them all: a batch profile load then costs a few wake-ups, not one per record.
+pub const AUDIT_BURST_WINDOW: Duration = Duration::from_millis(20);
+/// How often the monitor retries opening a denial source that failed.
+pub const AUDIT_RETRY_INTERVAL: Duration = Duration::from_secs(30);
+/// Distinct denials the log limiter remembers.
+pub const DENIAL_LOG_KEYS: usize = 4096;
+/// A denial already logged is logged again (with its repeat count) after this long.
+pub const DENIAL_LOG_REPEAT_AFTER: Duration = Duration::from_secs(600);
+/// Denial log lines per second in the long run, and the burst allowed above it.
+pub const DENIAL_LOG_RATE: (f64, f64) = (10.0, 50.0);
+/// Pids whose container the denial monitor caches.
+pub const CONTAINER_CACHE_CAPACITY: usize = 4096;
+/// How long a cached pid-to-container answer is trusted: short, because pids are reused.
+pub const CONTAINER_CACHE_TTL: Duration = Duration::from_secs(10);
+/// How often the denial monitor's idle threads look at their stop token (and an audit log
 /// for rotation): rare, so an idle agent causes almost no wakeups.
 pub const AUDIT_IDLE_CHECK: Duration = Duration::from_secs(5);
 
-// The HTTP server's limits (src/serve/). Its clients are the kubelet's probes, a scraper every 15-60 s
+// The HTTP server's limits (src/agent/serve/). Its clients are the kubelet's probes, a scraper every 15-60 s
 // and a person now and then: a handful of short connections. Anything beyond that is a fault or an
 // attack, and must cost the agent a bounded amount of memory and descriptors, never its syncs.
 

@@ -4,12 +4,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use apparmor_loader::audit::cli::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
-use apparmor_loader::commands::{self, Verdict};
+use apparmor_loader::agent;
+use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::gating;
+use apparmor_loader::cli::inspect::{self, InspectArgs};
+use apparmor_loader::cli::{self as commands, Verdict};
 use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
-use apparmor_loader::inspect::{self, InspectArgs};
 use apparmor_loader::preflight::EnvironmentError;
-use apparmor_loader::{agent, gating};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
@@ -38,16 +39,8 @@ fn main() -> ExitCode {
         Command::Check { paths } => commands::check(&host, paths),
         Command::Status { json } => commands::status(&host, *json),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
-        Command::AdmissionPolicy { profiles, recursive, kernel_features, output } => {
-            let args = gating::policy::PolicyArgs {
-                profiles: profiles.clone(),
-                recursive: *recursive,
-                kernel_features: kernel_features.clone(),
-                output: output.clone(),
-            };
-            gating::policy::command(&host, &args).map(|()| Verdict::Ok)
-        }
-        Command::ClearNodeFeatures => gating::features::clear_command(&host.node_features_file).map(|()| Verdict::Ok),
+        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args),
+        Command::ClearNodeFeatures => gating::clear_node_features(&host),
         Command::Inspect { files, binary, complain, kernel, json } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args)
@@ -98,7 +91,8 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(apparmor_loader::defaults::LOG_LEVEL));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -110,28 +104,13 @@ fn init_tracing(format: LogFormat, filter: &str) {
 }
 
 fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+    // Before the runtime starts its threads, so they inherit the blocked signals.
+    let shutdown = CancellationToken::new();
+    commands::cancel_on_signals(&shutdown)?;
     // One thread is plenty for a few sockets and timers; parser calls run on the blocking pool.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(handle_signals(shutdown.clone()));
-        agent::run(host, run, shutdown).await
-    });
+    let result = runtime.block_on(async { agent::run(host, run, shutdown).await });
     // Do not wait for a blocking sync that outlived the shutdown grace period.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
-}
-
-/// The first SIGTERM or SIGINT drains; a second one aborts at once.
-async fn handle_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    shutdown.cancel();
-    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-    eprintln!("second signal: aborting");
-    std::process::exit(130);
 }

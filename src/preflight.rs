@@ -83,13 +83,36 @@ fn is_mounted_securityfs(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Both checks, then a kernel handle whose helper files go to the state directory.
-pub fn host_kernel(host: &HostSettings) -> Result<HostKernel, EnvironmentError> {
-    let apparmor = securityfs(host)?;
-    let parser = parser(host)?;
-    let kernel =
-        HostKernel::new(apparmor, parser.clone(), host.parser_timeout, host.state_dir.clone()).with_jobs(host.parser_jobs);
-    let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
-    tracing::debug!(%version, "parser works");
-    Ok(kernel)
+/// What a command needs of the host, which decides what is checked before the handle is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Compile and load (`run`, `sync`, `diff`, `unload`): securityfs, a working parser; helper files
+    /// go to the state directory.
+    Load,
+    /// Compile only (`check`): a parser, no securityfs; helper files go to the temp directory.
+    Compile,
+    /// Read the kernel's listing (`status`): securityfs only; the parser need not exist.
+    List,
+}
+
+/// The one way to build the host kernel handle: the checks `needs` calls for, then the handle.
+pub fn host_kernel(host: &HostSettings, needs: Needs) -> Result<HostKernel, EnvironmentError> {
+    match needs {
+        Needs::Load => {
+            let apparmor = securityfs(host)?;
+            let parser = parser(host)?;
+            let kernel = HostKernel::new(apparmor, parser.clone(), host.parser_timeout, host.state_dir.clone())
+                .with_jobs(host.parser_jobs);
+            let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
+            tracing::debug!(%version, "parser works");
+            Ok(kernel)
+        }
+        Needs::Compile => Ok(HostKernel::new(host.apparmor_dir(), parser(host)?, host.parser_timeout, std::env::temp_dir())),
+        Needs::List => {
+            let apparmor = securityfs(host)?;
+            // Listing needs no parser; the handle just wants a path.
+            let parser = kernel::resolve_parser(host.parser.as_deref()).unwrap_or_else(|| crate::defaults::PARSER.into());
+            Ok(HostKernel::new(apparmor, parser, host.parser_timeout, host.state_dir.clone()))
+        }
+    }
 }

@@ -37,7 +37,7 @@ pub struct SourceFile {
 
 /// One entry of the desired state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
+pub enum ScanEntry {
     /// A readable profile file.
     File(SourceFile),
     /// A file that cannot be used, with a reason naming it.
@@ -47,16 +47,6 @@ pub enum Entry {
         /// Why it was rejected.
         reason: String,
     },
-}
-
-impl Entry {
-    /// The entry's key.
-    pub fn key(&self) -> &str {
-        match self {
-            Entry::File(f) => &f.key,
-            Entry::Rejected { key, .. } => key,
-        }
-    }
 }
 
 /// The directory itself cannot be read.
@@ -93,7 +83,7 @@ pub fn is_ignored_name(name: &str) -> bool {
 const MAX_DEPTH: usize = 16;
 
 /// Reads the directory. Entries come back sorted by key.
-pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<Entry>, ScanError> {
+pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError> {
     let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
     walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
@@ -105,13 +95,13 @@ fn walk(
     root: &Path,
     prefix: &str,
     opts: &ScanOptions,
-    out: &mut BTreeMap<String, Entry>,
+    out: &mut BTreeMap<String, ScanEntry>,
 ) -> std::io::Result<()> {
     for entry in fs::read_dir(shown_dir)? {
         let entry = entry?;
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             let key = format!("{prefix}{}", entry.file_name().to_string_lossy());
-            out.insert(key.clone(), Entry::Rejected { key, reason: "file name is not UTF-8".into() });
+            out.insert(key.clone(), ScanEntry::Rejected { key, reason: "file name is not UTF-8".into() });
             continue;
         };
         if is_ignored_name(&name) {
@@ -119,31 +109,11 @@ fn walk(
         }
         let key = format!("{prefix}{name}");
         let shown = shown_dir.join(&name);
-        let reject = |reason: String| Entry::Rejected { key: key.clone(), reason };
-        // Resolve symlinks ourselves so an escape is caught before anything is read.
-        let real = match fs::canonicalize(&shown) {
-            Ok(p) => p,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
-                out.insert(key.clone(), reject(format!("{}: symlink target does not exist", shown.display())));
-                continue;
-            }
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
-                continue;
-            }
-        };
-        if !real.starts_with(root) {
-            out.insert(
-                key.clone(),
-                reject(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display())),
-            );
-            continue;
-        }
-        let meta = match fs::metadata(&real) {
-            Ok(m) => m,
-            Err(e) => {
-                out.insert(key.clone(), reject(format!("{}: {e}", shown.display())));
+        let reject = |reason: String| ScanEntry::Rejected { key: key.clone(), reason };
+        let (real, meta) = match resolve(&shown, root) {
+            Ok(found) => found,
+            Err(reason) => {
+                out.insert(key.clone(), reject(reason));
                 continue;
             }
         };
@@ -164,12 +134,30 @@ fn walk(
             continue;
         }
         let entry = match read_profile(&real, &shown, opts.max_file_size) {
-            Ok(sha256) => Entry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
+            Ok(sha256) => ScanEntry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
             Err(reason) => reject(reason),
         };
         out.insert(key, entry);
     }
     Ok(())
+}
+
+/// The real path behind `shown` and its metadata, or why it is refused. Symlinks are resolved here
+/// so an escape is caught before anything is read.
+fn resolve(shown: &Path, root: &Path) -> Result<(PathBuf, fs::Metadata), String> {
+    let real = match fs::canonicalize(shown) {
+        Ok(p) => p,
+        // A dangling symlink: the ConfigMap is mid-swap, or a link points nowhere.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!("{}: symlink target does not exist", shown.display()));
+        }
+        Err(e) => return Err(format!("{}: {e}", shown.display())),
+    };
+    if !real.starts_with(root) {
+        return Err(format!("{}: symlink points outside the profiles directory (to {})", shown.display(), real.display()));
+    }
+    let meta = fs::metadata(&real).map_err(|e| format!("{}: {e}", shown.display()))?;
+    Ok((real, meta))
 }
 
 /// Reads and hashes one file, enforcing the size limit while reading (the file may grow
@@ -212,8 +200,15 @@ mod tests {
         ScanOptions { recursive: false, max_file_size: 64 }
     }
 
-    fn keys(entries: &[Entry]) -> Vec<(String, bool)> {
-        entries.iter().map(|e| (e.key().to_string(), matches!(e, Entry::File(_)))).collect()
+    fn key(e: &ScanEntry) -> &str {
+        match e {
+            ScanEntry::File(f) => &f.key,
+            ScanEntry::Rejected { key, .. } => key,
+        }
+    }
+
+    fn keys(entries: &[ScanEntry]) -> Vec<(String, bool)> {
+        entries.iter().map(|e| (key(e).to_string(), matches!(e, ScanEntry::File(_)))).collect()
     }
 
     #[test]
@@ -247,7 +242,7 @@ mod tests {
         symlink("..data/a", d.path().join("a")).unwrap();
         let got = scan(d.path(), &opts()).unwrap();
         assert_eq!(keys(&got), vec![("a".to_string(), true)]);
-        let Entry::File(f) = &got[0] else { unreachable!() };
+        let ScanEntry::File(f) = &got[0] else { unreachable!() };
         assert_eq!(f.shown, d.path().join("a"));
         assert!(f.real.ends_with("..2026_11_28_10_00_00.1/a"), "{}", f.real.display());
         assert_eq!(f.sha256, hex(&Sha256::digest(b"profile a {}\n")));
@@ -280,9 +275,9 @@ mod tests {
                 ("nul".into(), false),
             ]
         );
-        let reason = |k: &str| match got.iter().find(|e| e.key() == k).unwrap() {
-            Entry::Rejected { reason, .. } => reason.clone(),
-            Entry::File(_) => panic!("{k} accepted"),
+        let reason = |k: &str| match got.iter().find(|e| key(e) == k).unwrap() {
+            ScanEntry::Rejected { reason, .. } => reason.clone(),
+            ScanEntry::File(_) => panic!("{k} accepted"),
         };
         assert!(reason("big").contains("64-byte limit"), "{}", reason("big"));
         assert!(reason("binary").contains("not UTF-8"));

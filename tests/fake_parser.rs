@@ -14,13 +14,13 @@ use tempfile::TempDir;
 
 struct Fx {
     tmp: TempDir,
-    k: FakeKernel,
+    k: FakeSecurityfs,
 }
 
 impl Fx {
     fn new() -> Fx {
         let tmp = TempDir::new().unwrap();
-        let k = FakeKernel::create(tmp.path().join("sfs"));
+        let k = FakeSecurityfs::create(tmp.path().join("sfs"));
         Fx { tmp, k }
     }
 

@@ -12,19 +12,19 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use apparmor_loader::kernel::blob::{self, BlobError, BlobProfile};
-use apparmor_loader::listing::Mode;
+use apparmor_loader::kernel::listing::Mode;
 use common::*;
 use tempfile::TempDir;
 
 struct Fx {
     tmp: TempDir,
-    k: FakeKernel,
+    k: FakeSecurityfs,
 }
 
 impl Fx {
     fn new() -> Fx {
         let tmp = TempDir::new().unwrap();
-        let k = FakeKernel::create(tmp.path().join("sfs"));
+        let k = FakeSecurityfs::create(tmp.path().join("sfs"));
         Fx { tmp, k }
     }
 

@@ -24,7 +24,7 @@ fn json(o: &Output) -> Value {
 #[test]
 fn inspect_tells_loaded_different_and_absent() {
     let tmp = TempDir::new().unwrap();
-    let k = FakeKernel::create(tmp.path().join("sfs"));
+    let k = FakeSecurityfs::create(tmp.path().join("sfs"));
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
     fs::write(&a, profile("alpha", &["/a r"])).unwrap();
@@ -80,7 +80,7 @@ fn inspect_tells_loaded_different_and_absent() {
 fn inspect_reports_bad_files_and_refused_blobs() {
     let tmp = TempDir::new().unwrap();
     let sfs = tmp.path().join("sfs");
-    FakeKernel::create(sfs.clone());
+    FakeSecurityfs::create(sfs.clone());
     let bad = tmp.path().join("bad");
     fs::write(&bad, "profile bad {\n  nope\n}\n").unwrap();
     let nested = tmp.path().join("nested");

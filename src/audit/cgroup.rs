@@ -147,14 +147,9 @@ pub struct ContainerResolver {
 }
 
 impl ContainerResolver {
-    /// Default number of cached pids.
-    pub const DEFAULT_CAPACITY: usize = 4096;
-    /// Default time a cached answer is trusted: short, because pids are reused.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(10);
-
     /// A resolver reading `<proc_root>/<pid>/cgroup`.
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
-        Self::with_limits(proc_root, Self::DEFAULT_CAPACITY, Self::DEFAULT_TTL)
+        Self::with_limits(proc_root, crate::defaults::CONTAINER_CACHE_CAPACITY, crate::defaults::CONTAINER_CACHE_TTL)
     }
 
     /// A resolver with explicit cache size and lifetime.

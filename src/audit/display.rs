@@ -48,6 +48,24 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
         clean(rec.profile.as_deref().unwrap_or("?")),
         clean(rec.operation.as_deref().unwrap_or("?"))
     );
+    write_object(&mut s, rec);
+    write_task(&mut s, rec);
+    if let Some(c) = rec.comm.as_deref() {
+        let _ = write!(s, " comm={}", clean(c));
+    }
+    if let Some(c) = container {
+        if let Some(uid) = c.pod_uid.as_deref() {
+            let _ = write!(s, " pod={uid}");
+        }
+        if let Some(id) = c.short_id() {
+            let _ = write!(s, " container={id}");
+        }
+    }
+    s
+}
+
+/// What was asked for: capability, network, path, mask, signal, peer, target and the kernel's info.
+fn write_object(s: &mut String, rec: &AuditRecord) {
     if let Some(cap) = rec.capname.as_deref() {
         let _ = write!(s, " capability={}", clean(cap));
     } else if let Some(n) = rec.capability {
@@ -77,19 +95,6 @@ pub fn format_record(rec: &AuditRecord, container: Option<&ContainerRef>) -> Str
     if let Some(i) = rec.info.as_deref() {
         let _ = write!(s, " info={}", clean(i));
     }
-    write_task(&mut s, rec);
-    if let Some(c) = rec.comm.as_deref() {
-        let _ = write!(s, " comm={}", clean(c));
-    }
-    if let Some(c) = container {
-        if let Some(uid) = c.pod_uid.as_deref() {
-            let _ = write!(s, " pod={uid}");
-        }
-        if let Some(id) = c.short_id() {
-            let _ = write!(s, " container={id}");
-        }
-    }
-    s
 }
 
 /// ` pid=… uid=… sender=… claimed_pid=…`: the task, and for a USER_AVC its sender as the kernel stamped

@@ -13,14 +13,14 @@ use axum::routing::get;
 
 /// The `/denials` route, its state applied (so it merges into any router).
 pub fn router(view: DenialsView) -> Router {
-    Router::new().route("/denials", get(denials)).with_state(view)
+    Router::new().route("/denials", get(get_denials)).with_state(view)
 }
 
 /// The handler: `profile` filters by profile (and its children); without `after` the page holds the most
 /// recent records, with `after=ID` the oldest ones past that id (follow `next_after` while `more` is true
 /// to read the ring page by page). `limit` sets the page size, capped at [`super::ring::PAGE_MAX`]
 /// records and [`super::ring::PAGE_BYTES`] bytes. Records are oldest first.
-pub async fn denials(State(view): State<DenialsView>, Query(q): Query<RingQuery>) -> Json<DenialsResponse> {
+pub async fn get_denials(State(view): State<DenialsView>, Query(q): Query<RingQuery>) -> Json<DenialsResponse> {
     // The ring lock is held only to clone at most `capacity` entries: short enough for an async handler.
     Json(view.response(&q))
 }
@@ -48,7 +48,7 @@ mod tests {
         let view = DenialsView::disabled();
         let _router = router(view.clone());
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let Json(body) = rt.block_on(denials(State(view), Query(RingQuery::default())));
+        let Json(body) = rt.block_on(get_denials(State(view), Query(RingQuery::default())));
         let v = serde_json::to_value(body).unwrap();
         assert_eq!(v["source"]["source"], "off");
         assert_eq!(v["records"], serde_json::json!([]));

@@ -12,8 +12,6 @@
 mod bounded;
 /// Which container and pod a pid belongs to, from `/proc/<pid>/cgroup`.
 pub mod cgroup;
-/// The bodies of the `denials` and `suggest` subcommands.
-pub mod cli;
 /// One readable, terminal-safe line per record.
 pub mod display;
 /// The `key=value` tokenizer and AppArmor field mapping used by [`record`].
@@ -39,4 +37,4 @@ pub use metrics::{AuditMetrics, ProfileSet};
 pub use monitor::{DenialsResponse, DenialsView, Monitor, MonitorConfig, SourceStatus};
 pub use record::{AuditRecord, Decision, Origin, ParseError, parse_line};
 pub use ring::Query;
-pub use source::{SourcePaths, SourceSpec, StopFlag};
+pub use source::{SourcePaths, SourceSpec};

@@ -9,13 +9,14 @@ use super::display::clean;
 use super::metrics::AuditMetrics;
 use super::record::{AuditRecord, Decision, Origin};
 use super::ring::{LimiterConfig, LogDecision, LogLimiter, Query, Ring, RingOrigin, Snapshot};
-use super::source::{self, ReadOptions, RunningSource, SourcePaths, SourceSpec, SourceStats, StopFlag};
+use super::source::{self, ReadOptions, RunningSource, SourcePaths, SourceSpec, SourceStats};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of a [`Monitor`].
 #[derive(Debug, Clone)]
@@ -42,10 +43,10 @@ impl Default for MonitorConfig {
             source: SourceSpec::Auto,
             paths: SourcePaths::default(),
             read: ReadOptions::default(),
-            ring_capacity: super::ring::DEFAULT_RING_CAPACITY,
+            ring_capacity: crate::defaults::DENIALS_BUFFER,
             limiter: LimiterConfig::default(),
             resolve_containers: true,
-            retry_interval: Duration::from_secs(30),
+            retry_interval: crate::defaults::AUDIT_RETRY_INTERVAL,
         }
     }
 }
@@ -84,16 +85,20 @@ pub struct DenialsResponse {
 }
 
 #[derive(Debug)]
-struct Shared {
+struct MonitorState {
     ring: Mutex<Ring>,
     /// Records the kernel did not make: apart, so a flood of them cannot push real denials out.
     user_ring: Mutex<Ring>,
     status: Mutex<SourceStatus>,
 }
 
-impl Shared {
+impl MonitorState {
     fn new(capacity: usize, status: SourceStatus) -> Self {
-        Shared { ring: Mutex::new(Ring::new(capacity)), user_ring: Mutex::new(Ring::new(capacity)), status: Mutex::new(status) }
+        MonitorState {
+            ring: Mutex::new(Ring::new(capacity)),
+            user_ring: Mutex::new(Ring::new(capacity)),
+            status: Mutex::new(status),
+        }
     }
 
     fn ring(&self, origin: RingOrigin) -> &Mutex<Ring> {
@@ -107,7 +112,7 @@ impl Shared {
 /// A cheap, cloneable read handle on a running monitor, for HTTP handlers (`axum::extract::State`).
 #[derive(Debug, Clone)]
 pub struct DenialsView {
-    shared: Arc<Shared>,
+    shared: Arc<MonitorState>,
 }
 
 impl DenialsView {
@@ -130,7 +135,7 @@ impl DenialsView {
     pub fn disabled() -> Self {
         let status =
             SourceStatus { source: "off".into(), description: "audit monitoring is off".into(), ..SourceStatus::default() };
-        DenialsView { shared: Arc::new(Shared::new(1, status)) }
+        DenialsView { shared: Arc::new(MonitorState::new(1, status)) }
     }
 }
 
@@ -138,19 +143,19 @@ impl DenialsView {
 #[derive(Debug)]
 pub struct Monitor {
     view: DenialsView,
-    stop: StopFlag,
+    stop: CancellationToken,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Monitor {
     /// Opens the source (synchronously, so the first status is known on return) and starts the thread.
     /// With `SourceSpec::Off` no thread is started. Raising `stop` (or calling [`Monitor::stop`]) ends it.
-    pub fn start(cfg: MonitorConfig, metrics: AuditMetrics, stop: StopFlag) -> std::io::Result<Monitor> {
+    pub fn start(cfg: MonitorConfig, metrics: AuditMetrics, stop: CancellationToken) -> std::io::Result<Monitor> {
         if cfg.source == SourceSpec::Off {
             metrics.set_source("off", false);
             return Ok(Monitor { view: DenialsView::disabled(), stop, thread: None });
         }
-        let shared = Arc::new(Shared::new(cfg.ring_capacity, SourceStatus::default()));
+        let shared = Arc::new(MonitorState::new(cfg.ring_capacity, SourceStatus::default()));
         let mut worker = Worker::new(cfg, metrics, shared.clone(), stop.clone());
         worker.open();
         let thread = std::thread::Builder::new().name("audit-monitor".into()).spawn(move || worker.run())?;
@@ -164,12 +169,12 @@ impl Monitor {
 
     /// Asks the thread (and its source) to stop.
     pub fn stop(&self) {
-        self.stop.stop();
+        self.stop.cancel();
     }
 
     /// Stops and waits for the thread (at most about one poll interval).
     pub fn join(mut self) {
-        self.stop.stop();
+        self.stop.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -178,7 +183,7 @@ impl Monitor {
 
 /// Counter values already pushed into the metrics, per running source.
 #[derive(Debug, Default, Clone, Copy)]
-struct Seen {
+struct CountersPushed {
     parse_errors: u64,
     lost: u64,
 }
@@ -186,10 +191,10 @@ struct Seen {
 struct Worker {
     cfg: MonitorConfig,
     metrics: AuditMetrics,
-    shared: Arc<Shared>,
-    stop: StopFlag,
+    shared: Arc<MonitorState>,
+    stop: CancellationToken,
     source: Option<RunningSource>,
-    seen: Seen,
+    seen: CountersPushed,
     limiter: LogLimiter,
     /// Userspace-reported records have their own log budget: a flood of them cannot silence denials.
     user_limiter: LogLimiter,
@@ -202,7 +207,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<Shared>, stop: StopFlag) -> Self {
+    fn new(cfg: MonitorConfig, metrics: AuditMetrics, shared: Arc<MonitorState>, stop: CancellationToken) -> Self {
         let resolver = cfg.resolve_containers.then(|| ContainerResolver::new(cfg.paths.proc_root.clone()));
         let (limiter, user_limiter) = (LogLimiter::new(cfg.limiter), LogLimiter::new(cfg.limiter));
         Worker {
@@ -211,7 +216,7 @@ impl Worker {
             shared,
             stop,
             source: None,
-            seen: Seen::default(),
+            seen: CountersPushed::default(),
             limiter,
             user_limiter,
             resolver,
@@ -229,8 +234,8 @@ impl Worker {
     /// Tries to open the configured source; records the outcome in status and metrics.
     fn open(&mut self) {
         let read = ReadOptions { follow: true, ..self.cfg.read };
-        // The source gets its own flag so the monitor can restart it without stopping itself.
-        match source::start(&self.cfg.source, &self.cfg.paths, &read, StopFlag::new()) {
+        // The source gets a child token so the monitor can restart it without stopping itself.
+        match source::start(&self.cfg.source, &self.cfg.paths, &read, self.stop.child_token()) {
             Ok(Some(src)) => {
                 tracing::info!(source = src.kind.as_str(), what = %src.description, "audit monitor reading AppArmor records");
                 self.metrics.set_source(src.kind.as_str(), true);
@@ -241,7 +246,7 @@ impl Worker {
                     s.up = true;
                     s.error = None;
                 });
-                self.seen = Seen::default();
+                self.seen = CountersPushed::default();
                 self.source = Some(src);
             }
             Ok(None) => {}
@@ -261,7 +266,7 @@ impl Worker {
     fn run(mut self) {
         let poll = self.cfg.read.poll_interval;
         let mut retry_at: Option<Instant> = None;
-        while !self.stop.is_stopped() {
+        while !self.stop.is_cancelled() {
             let Some(src) = &self.source else {
                 let at = *retry_at.get_or_insert_with(|| Instant::now() + self.cfg.retry_interval);
                 if Instant::now() >= at {
@@ -314,7 +319,7 @@ impl Worker {
         let parse_errors = stats.parse_errors.load(Ordering::Relaxed);
         let lost = stats.lost.load(Ordering::Relaxed) + stats.dropped.load(Ordering::Relaxed);
         let (dp, dl) = (parse_errors.saturating_sub(self.seen.parse_errors), lost.saturating_sub(self.seen.lost));
-        self.seen = Seen { parse_errors, lost };
+        self.seen = CountersPushed { parse_errors, lost };
         if dp > 0 {
             self.metrics.parse_errors.inc_by(dp);
         }
@@ -453,7 +458,7 @@ mod tests {
             ring_capacity: 3,
             ..MonitorConfig::default()
         };
-        let stop = StopFlag::new();
+        let stop = CancellationToken::new();
         let mon = Monitor::start(cfg, metrics.clone(), stop.clone()).unwrap();
         let view = mon.view();
         let st = view.status();
@@ -527,7 +532,7 @@ mod tests {
         }
 
         mon.join();
-        assert!(stop.is_stopped());
+        assert!(stop.is_cancelled());
     }
 
     #[test]
@@ -543,7 +548,7 @@ mod tests {
             ring_capacity: 2,
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics.clone(), StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics.clone(), CancellationToken::new()).unwrap();
         let view = mon.view();
         let mut text = line(1, "DENIED", "web", "/real", 5);
         for seq in 2..50 {
@@ -572,7 +577,7 @@ mod tests {
             retry_interval: Duration::from_millis(50),
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics.clone(), StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics.clone(), CancellationToken::new()).unwrap();
         let view = mon.view();
         let st = view.status();
         assert!(!st.up && st.error.as_deref().is_some_and(|e| e.contains("kmsg")), "{st:?}");
@@ -589,7 +594,7 @@ mod tests {
         let mon = Monitor::start(
             MonitorConfig { source: SourceSpec::Off, ..MonitorConfig::default() },
             AuditMetrics::unregistered(ProfileSet::default()),
-            StopFlag::new(),
+            CancellationToken::new(),
         )
         .unwrap();
         let r = mon.view().response(&Query::default());
@@ -607,7 +612,7 @@ mod tests {
             read: ReadOptions { poll_interval: Duration::from_millis(20), ..ReadOptions::default() },
             ..MonitorConfig::default()
         };
-        let mon = Monitor::start(cfg, metrics, StopFlag::new()).unwrap();
+        let mon = Monitor::start(cfg, metrics, CancellationToken::new()).unwrap();
         let view = mon.view();
         assert!(view.status().up, "{:?}", view.status());
         let tag = format!("/monitor-{}", std::process::id());

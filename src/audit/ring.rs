@@ -10,8 +10,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 
-/// How many records the ring keeps by default.
-pub const DEFAULT_RING_CAPACITY: usize = 1000;
+use crate::defaults;
+
 /// Records in one answer when the query names no `limit`: a screenful of JSON, ~60 KiB.
 pub const PAGE: usize = 100;
 /// Records in one answer at most, whatever the query's `limit`: with [`PAGE_BYTES`], no request can make
@@ -27,7 +27,7 @@ pub const RECORD_TEXT: usize = 16 * 1024;
 
 /// One remembered record with what the monitor learned about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct StoredRecord {
     /// A number unique within this process, increasing: lets a client ask for "what is new since".
     pub id: u64,
     /// When the record was received, RFC 3339 (the kernel's stamp is inside `record.timestamp`).
@@ -99,7 +99,7 @@ impl Default for PageLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Matching records, oldest first.
-    pub records: Vec<Entry>,
+    pub records: Vec<StoredRecord>,
     /// Records stored since start (including those the ring has already forgotten).
     pub total: u64,
     /// The ring's capacity.
@@ -122,7 +122,7 @@ pub fn profile_matches(profile: Option<&str>, wanted: &str) -> bool {
 /// A bounded ring of the most recent records: pushing beyond capacity forgets the oldest.
 #[derive(Debug, Clone)]
 pub struct Ring {
-    entries: VecDeque<Entry>,
+    entries: VecDeque<StoredRecord>,
     capacity: usize,
     next_id: u64,
 }
@@ -144,7 +144,7 @@ impl Ring {
         }
         let received_at = humantime::format_rfc3339_millis(received).to_string();
         let (record, truncated) = bounded::bound_text(record, RECORD_TEXT);
-        let mut entry = Entry { id, received_at, record, container, truncated, json_len: 0 };
+        let mut entry = StoredRecord { id, received_at, record, container, truncated, json_len: 0 };
         entry.json_len = bounded::json_len(&entry);
         self.entries.push_back(entry);
         id
@@ -170,7 +170,7 @@ impl Ring {
     pub fn page(&self, q: &Query, limits: PageLimits) -> Snapshot {
         let limit = q.limit.unwrap_or(limits.default_records).min(limits.max_records);
         let newest = self.next_id - 1;
-        let matches = |e: &&Entry| q.profile.as_deref().is_none_or(|p| profile_matches(e.record.profile.as_deref(), p));
+        let matches = |e: &&StoredRecord| q.profile.as_deref().is_none_or(|p| profile_matches(e.record.profile.as_deref(), p));
         let mut page = Page { limit, max_bytes: limits.max_bytes, bytes: 0, records: Vec::new() };
         let (next_after, more) = match q.after {
             None => {
@@ -200,12 +200,12 @@ struct Page {
     limit: usize,
     max_bytes: usize,
     bytes: usize,
-    records: Vec<Entry>,
+    records: Vec<StoredRecord>,
 }
 
 impl Page {
     /// Adds `e` if it fits; false when the page is full. The first record always fits.
-    fn take(&mut self, e: &Entry) -> bool {
+    fn take(&mut self, e: &StoredRecord) -> bool {
         let full = self.records.len() >= self.limit || (!self.records.is_empty() && self.bytes + e.json_len > self.max_bytes);
         if !full {
             self.bytes += e.json_len;
@@ -230,7 +230,13 @@ pub struct LimiterConfig {
 
 impl Default for LimiterConfig {
     fn default() -> Self {
-        LimiterConfig { max_keys: 4096, repeat_after: Duration::from_secs(600), rate_per_sec: 10.0, burst: 50.0 }
+        let (rate_per_sec, burst) = defaults::DENIAL_LOG_RATE;
+        LimiterConfig {
+            max_keys: defaults::DENIAL_LOG_KEYS,
+            repeat_after: defaults::DENIAL_LOG_REPEAT_AFTER,
+            rate_per_sec,
+            burst,
+        }
     }
 }
 
@@ -252,7 +258,7 @@ pub enum LogDecision {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Seen {
+struct LastLogged {
     logged_at: Instant,
     repeats: u64,
 }
@@ -263,7 +269,7 @@ struct Seen {
 #[derive(Debug)]
 pub struct LogLimiter {
     cfg: LimiterConfig,
-    seen: HashMap<u64, Seen>,
+    seen: HashMap<u64, LastLogged>,
     order: VecDeque<u64>,
     tokens: f64,
     last_refill: Option<Instant>,
@@ -315,7 +321,7 @@ impl LogLimiter {
             self.suppressed += 1;
             return LogDecision::RateLimited;
         }
-        if self.seen.insert(key, Seen { logged_at: now, repeats: 0 }).is_none() {
+        if self.seen.insert(key, LastLogged { logged_at: now, repeats: 0 }).is_none() {
             self.order.push_back(key);
             while self.seen.len() > self.cfg.max_keys.max(1) {
                 match self.order.pop_front() {

@@ -124,16 +124,6 @@ impl FeatureFile {
     }
 }
 
-/// `clear-node-features`: removes the file, saying whether there was one.
-pub fn clear_command(path: &Path) -> anyhow::Result<()> {
-    if remove(path)? {
-        println!("removed {}", path.display());
-    } else {
-        println!("{} does not exist", path.display());
-    }
-    Ok(())
-}
-
 fn log_renamed(renamed: &[Renamed], dropped: usize) {
     for r in renamed {
         match r {

@@ -1,5 +1,6 @@
-//! `admission-policy`: a ValidatingAdmissionPolicy (and its binding) that rejects Pods and pod
-//! templates naming a Localhost AppArmor profile the profiles directory does not define.
+//! What `admission-policy` (src/cli/gating.rs) prints: a ValidatingAdmissionPolicy (and its
+//! binding) that rejects Pods and pod templates naming a Localhost AppArmor profile the profiles
+//! directory does not define.
 //!
 //! The names come from the files' compiled policy, as the agent itself names them, never from
 //! a reading of the source. The CEL covers the GA field (`appArmorProfile.localhostProfile`, pod
@@ -12,9 +13,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::config::HostSettings;
-use crate::kernel::{CompileInput, CompileJob, HostKernel, Kernel};
-use crate::scan::{self, Entry, ScanOptions};
+use crate::kernel::{CompileInput, CompileJob, Kernel};
+use crate::scan::{self, ScanEntry, ScanOptions};
 
 /// The policy's and the binding's name.
 pub const POLICY_NAME: &str = "apparmor-loader-known-profiles";
@@ -24,57 +24,29 @@ pub const POLICY_NAME: &str = "apparmor-loader-known-profiles";
 #[error("{} profile file(s) cannot be named, so no policy was written:\n{}", .0.len(), .0.join("\n"))]
 pub struct UnnamedFiles(pub Vec<String>);
 
-/// How `admission-policy` reads the profiles.
-#[derive(Debug, Clone)]
-pub struct PolicyArgs {
-    /// The profiles directory.
-    pub profiles: PathBuf,
-    /// Read subdirectories.
-    pub recursive: bool,
-    /// The kernel feature set to compile for; see [`features_file`].
-    pub kernel_features: Option<PathBuf>,
-    /// Where to write the policy (standard output when `None`).
-    pub output: Option<PathBuf>,
-}
-
-/// The feature set to compile for: the one given, else none when this host's kernel has AppArmor,
-/// else Debian's pinned set (`apt-get install apparmor`) when it is there: the parser cannot
-/// compile without one, and the names do not depend on it.
-pub fn features_file(host: &HostSettings, given: Option<&Path>) -> Option<PathBuf> {
+/// The feature set to compile for: the one given, else none when this host's kernel has AppArmor
+/// (`apparmor_dir` has `features`), else Debian's pinned set (`apt-get install apparmor`) when it is
+/// there: the parser cannot compile without one, and the names do not depend on it.
+pub fn features_file(apparmor_dir: &Path, given: Option<&Path>) -> Option<PathBuf> {
     if let Some(f) = given {
         return Some(f.to_path_buf());
     }
     let fallback = Path::new(crate::defaults::PARSER_KERNEL_FEATURES);
-    (!host.apparmor_dir().join("features").exists() && fallback.is_file()).then(|| fallback.to_path_buf())
+    (!apparmor_dir.join("features").exists() && fallback.is_file()).then(|| fallback.to_path_buf())
 }
 
-/// The top-level profile names of every file of `dir`, compiled with one parser call.
-pub fn profile_names(host: &HostSettings, args: &PolicyArgs) -> anyhow::Result<Vec<String>> {
-    let (dir, recursive) = (args.profiles.as_path(), args.recursive);
-    let parser = crate::preflight::parser(host)?;
-    let scratch = std::env::temp_dir().join(format!("apparmor-loader-policy.{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
-    let mut kernel =
-        HostKernel::new(host.apparmor_dir(), parser, host.parser_timeout, scratch.clone()).with_jobs(host.parser_jobs);
-    if let Some(f) = features_file(host, args.kernel_features.as_deref()) {
-        kernel = kernel.with_kernel_features(f);
-    }
-    let result = names_with(&kernel, dir, recursive);
-    let _ = std::fs::remove_dir_all(&scratch);
-    result
-}
-
-fn names_with(kernel: &impl Kernel, dir: &Path, recursive: bool) -> anyhow::Result<Vec<String>> {
+/// The top-level profile names of every file of `dir`, compiled by `kernel` in one parser call.
+pub fn profile_names(kernel: &impl Kernel, dir: &Path, recursive: bool) -> anyhow::Result<Vec<String>> {
     let opts = ScanOptions { recursive, max_file_size: crate::defaults::MAX_FILE_SIZE };
     let mut errors = Vec::new();
     let mut files = Vec::new();
     for entry in scan::scan(dir, &opts)? {
         match entry {
-            Entry::File(f) => {
+            ScanEntry::File(f) => {
                 let bytes = std::fs::read(&f.real).with_context(|| format!("cannot read {}", f.shown.display()))?;
                 files.push((f, bytes));
             }
-            Entry::Rejected { key, reason } => errors.push(format!("{}: {reason}", dir.join(key).display())),
+            ScanEntry::Rejected { key, reason } => errors.push(format!("{}: {reason}", dir.join(key).display())),
         }
     }
     let inputs: Vec<CompileInput<'_>> = files.iter().map(|(file, bytes)| CompileInput { file, bytes }).collect();
@@ -188,19 +160,6 @@ spec:
 "#,
         count = names.len(),
     )
-}
-
-/// `admission-policy`: prints the policy for the directory, or writes it to a file.
-pub fn command(host: &HostSettings, args: &PolicyArgs) -> anyhow::Result<()> {
-    let names = profile_names(host, args)?;
-    let text = render(&names, &args.profiles.display().to_string());
-    match &args.output {
-        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display())),
-        None => {
-            use std::io::Write;
-            std::io::stdout().lock().write_all(text.as_bytes()).context("cannot write to stdout")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@
 
 use sha1::{Digest, Sha1};
 
-use crate::listing::Mode;
+use crate::kernel::listing::Mode;
 
 #[cfg(test)]
 mod tests;

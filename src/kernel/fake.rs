@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use sha2::Digest;
 
 use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind};
-use crate::listing::{KernelProfile, Mode};
-use crate::parser_output::Diagnostic;
+use crate::kernel::listing::{KernelProfile, Mode};
+use crate::kernel::parser_output::Diagnostic;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
 use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
-use crate::listing::{self, KernelProfile};
-use crate::parser_output::{self, Diagnostic};
+use crate::kernel::listing::{self, KernelProfile};
+use crate::kernel::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;

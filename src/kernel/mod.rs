@@ -13,15 +13,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::listing::{KernelProfile, ListingError};
-use crate::parser_output::{self, Diagnostic};
+use crate::kernel::listing::{KernelProfile, ListingError};
 use crate::scan::SourceFile;
+use parser_output::Diagnostic;
 
 /// Reader of compiled binary policy: the names, modes and hashes the kernel will see.
 pub mod blob;
+/// Which profiles still confine a running process (`/proc/*/task/*/attr/current`).
+pub mod confined;
 #[cfg(test)]
 pub mod fake;
 mod host;
+/// Parser of the kernel's `profiles` listing.
+pub mod listing;
+/// Parser of `apparmor_parser`'s error diagnostics.
+pub mod parser_output;
 pub mod process;
 
 pub use blob::BlobProfile;
@@ -29,7 +35,7 @@ pub use host::HostKernel;
 pub use process::{InFlight, resolve_parser};
 
 /// The mode the agent loads a file in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredMode {
     /// Load normally (the file's own flags apply).

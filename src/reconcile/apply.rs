@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::plan::{self, FilePlan, Observed, Operation, Plan, Policy, Removal, RemovalAction, Why};
 use super::state::{Owned, Pending, State};
 use super::{Counts, Planned, Reconciler, View, now};
-use crate::confined;
+use crate::kernel::confined;
+use crate::kernel::listing::top_level;
 use crate::kernel::{Compiled, Kernel, LoadKind};
-use crate::listing::top_level;
 use crate::scan::SourceFile;
 
 /// What acting on one plan did.

@@ -13,7 +13,7 @@ use sha2::Digest;
 use super::plan::{self, FileInput, Observed};
 use super::{Reconciler, SyncError};
 use crate::kernel::{CompileInput, CompileJob, Compiled, Kernel};
-use crate::scan::{self, Entry, SourceFile};
+use crate::scan::{self, ScanEntry, SourceFile};
 
 /// The files of this pass, named.
 pub(super) struct Desired {
@@ -28,12 +28,16 @@ pub(super) struct Desired {
 impl<K: Kernel> Reconciler<K> {
     /// Names every file, compiling the ones whose names are unknown and the ones a load is
     /// planned for. Returns the inputs of the plan and the compiled policy by file key.
-    pub(super) fn desired(&mut self, entries: Vec<Entry>, observed: &BTreeMap<String, Observed>) -> Result<Desired, SyncError> {
+    pub(super) fn desired(
+        &mut self,
+        entries: Vec<ScanEntry>,
+        observed: &BTreeMap<String, Observed>,
+    ) -> Result<Desired, SyncError> {
         let known: Vec<FileInput> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::File(f) => self.state.names.get(&f.sha256).map(|names| ready(f, names.clone())),
-                Entry::Rejected { .. } => None,
+                ScanEntry::File(f) => self.state.names.get(&f.sha256).map(|names| ready(f, names.clone())),
+                ScanEntry::Rejected { .. } => None,
             })
             .collect();
         // Which known files would be loaded: they need their policy compiled now.
@@ -43,7 +47,7 @@ impl<K: Kernel> Reconciler<K> {
         let wanted: Vec<&SourceFile> = entries
             .iter()
             .filter_map(|e| match e {
-                Entry::File(f) if to_load.contains(f.key.as_str()) || !self.state.names.contains_key(&f.sha256) => Some(f),
+                ScanEntry::File(f) if to_load.contains(f.key.as_str()) || !self.state.names.contains_key(&f.sha256) => Some(f),
                 _ => None,
             })
             .collect();
@@ -53,8 +57,8 @@ impl<K: Kernel> Reconciler<K> {
         let inputs = entries
             .into_iter()
             .map(|e| match e {
-                Entry::Rejected { key, reason } => FileInput::Broken { key, error: reason },
-                Entry::File(file) => match results.remove(&file.key) {
+                ScanEntry::Rejected { key, reason } => FileInput::Broken { key, error: reason },
+                ScanEntry::File(file) => match results.remove(&file.key) {
                     Some(Ok(c)) => {
                         let names = c.top_level();
                         compiled.insert(file.key.clone(), c);

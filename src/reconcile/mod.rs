@@ -8,9 +8,9 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::confined;
+use crate::kernel::confined;
+use crate::kernel::listing::top_level;
 use crate::kernel::{Compiled, Kernel, KernelError};
-use crate::listing::top_level;
 use crate::scan::{self, ScanError, ScanOptions, SourceFile};
 
 mod apply;

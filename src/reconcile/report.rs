@@ -133,18 +133,7 @@ pub fn build(
     removal_errors: &BTreeMap<String, String>,
     now: String,
 ) -> Report {
-    let owned_report = |name: &str, state_of: ItemState, error: Option<String>| {
-        let o = state.profiles.get(name);
-        ProfileReport {
-            name: name.to_string(),
-            mode: kernel.get(name).map(|k| k.mode.clone()),
-            state: state_of,
-            file: o.map(|o| o.file.clone()),
-            sha256: o.map(|o| o.sha256.clone()),
-            loaded_at: o.map(|o| o.loaded_at.clone()),
-            error,
-        }
-    };
+    let owned_report = |name: &str, item: ItemState, error: Option<String>| owned(state, kernel, name, item, error);
     let mut files = Vec::with_capacity(plan.files.len());
     let mut profiles: BTreeMap<String, ProfileReport> = BTreeMap::new();
     for fp in &plan.files {
@@ -176,10 +165,42 @@ pub fn build(
             profiles.insert(r.name.clone(), owned_report(&r.name, item, None));
         }
     }
+    add_unplanned(&mut profiles, state, kernel, removal_errors);
+    Report { last_sync: Some(now), profiles: profiles.into_values().collect(), files }
+}
+
+/// A profile the agent owns, as the ownership record and the kernel show it.
+fn owned(
+    state: &State,
+    kernel: &BTreeMap<String, Observed>,
+    name: &str,
+    item: ItemState,
+    error: Option<String>,
+) -> ProfileReport {
+    let o = state.profiles.get(name);
+    ProfileReport {
+        name: name.to_string(),
+        mode: kernel.get(name).map(|k| k.mode.clone()),
+        state: item,
+        file: o.map(|o| o.file.clone()),
+        sha256: o.map(|o| o.sha256.clone()),
+        loaded_at: o.map(|o| o.loaded_at.clone()),
+        error,
+    }
+}
+
+/// The profiles no plan item covers: owned ones still loaded (orphans, a failed removal among
+/// them) and the kernel's foreign ones.
+fn add_unplanned(
+    profiles: &mut BTreeMap<String, ProfileReport>,
+    state: &State,
+    kernel: &BTreeMap<String, Observed>,
+    removal_errors: &BTreeMap<String, String>,
+) {
     for name in state.profiles.keys() {
         // A failed removal leaves the profile owned and loaded.
         if !profiles.contains_key(name) && kernel.contains_key(name) {
-            profiles.insert(name.clone(), owned_report(name, ItemState::Orphaned, removal_errors.get(name).cloned()));
+            profiles.insert(name.clone(), owned(state, kernel, name, ItemState::Orphaned, removal_errors.get(name).cloned()));
         }
     }
     for (name, k) in kernel {
@@ -196,5 +217,4 @@ pub fn build(
             profiles.insert(name.clone(), foreign);
         }
     }
-    Report { last_sync: Some(now), profiles: profiles.into_values().collect(), files }
 }

@@ -86,17 +86,17 @@ pub fn profile(name: &str, rules: &[&str]) -> String {
 // The fake kernel.
 
 /// A temp dir standing in for securityfs; the AppArmor dir is `root/apparmor`.
-pub struct FakeKernel {
+pub struct FakeSecurityfs {
     pub root: PathBuf,
 }
 
-impl FakeKernel {
-    pub fn create(root: PathBuf) -> FakeKernel {
+impl FakeSecurityfs {
+    pub fn create(root: PathBuf) -> FakeSecurityfs {
         let aa = root.join("apparmor");
         fs::create_dir_all(aa.join("policy/profiles")).unwrap();
         fs::write(aa.join("profiles"), "").unwrap();
         fs::write(aa.join("revision"), "0\n").unwrap();
-        FakeKernel { root }
+        FakeSecurityfs { root }
     }
 
     pub fn apparmor(&self) -> PathBuf {
@@ -191,7 +191,7 @@ pub fn run_fake_parser(args: &[&OsString], log: Option<&Path>) -> Output {
 /// (listing, sha1 per top-level name). Used to check the agent's result against the truth.
 pub fn expected_kernel(files: &BTreeMap<String, String>) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
     let tmp = TempDir::new().unwrap();
-    let k = FakeKernel::create(tmp.path().join("sfs"));
+    let k = FakeSecurityfs::create(tmp.path().join("sfs"));
     let src = tmp.path().join("src");
     fs::create_dir(&src).unwrap();
     let mut args: Vec<OsString> = vec!["-r".into(), "-K".into(), "--subdomainfs".into(), k.apparmor().into()];
@@ -500,7 +500,7 @@ pub fn free_port() -> u16 {
 /// Everything one test needs: fake kernel, profile dir, state dir, fake /proc, call log.
 pub struct TestEnv {
     pub tmp: TempDir,
-    pub kernel: FakeKernel,
+    pub kernel: FakeSecurityfs,
     pub profiles: PathBuf,
     pub state: PathBuf,
     pub proc_: FakeProc,
@@ -511,7 +511,7 @@ pub struct TestEnv {
 impl TestEnv {
     pub fn new() -> TestEnv {
         let tmp = tempfile::Builder::new().prefix("aal-test").tempdir().unwrap();
-        let kernel = FakeKernel::create(tmp.path().join("sfs"));
+        let kernel = FakeSecurityfs::create(tmp.path().join("sfs"));
         let profiles = tmp.path().join("profiles");
         fs::create_dir(&profiles).unwrap();
         let state = tmp.path().join("state");

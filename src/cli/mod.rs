@@ -1,5 +1,5 @@
 //! The one-shot subcommands an operator runs by hand on a node: `sync`, `diff`, `check`,
-//! `status`, `unload`.
+//! `status`, `unload` (the others in the submodules).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -7,15 +7,23 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{HostSettings, ReconcileSettings};
+use crate::kernel::listing::top_level;
 use crate::kernel::{HostKernel, Kernel};
-use crate::listing::top_level;
+use crate::preflight::{self, Needs};
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
-use crate::scan::{self, Entry, ScanOptions};
-use crate::{agent, preflight};
+use crate::scan::{self, ScanEntry, ScanOptions};
+
+/// `denials` and `suggest`: reading audit records and turning them into rules.
+pub mod audit;
+/// `admission-policy` and `clear-node-features`: the gates' subcommands.
+pub mod gating;
+/// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
+pub mod inspect;
 
 /// How a one-shot command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +35,8 @@ pub enum Verdict {
 }
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
-    let kernel = preflight::host_kernel(host)?;
-    let settings = agent::reconcile_settings(host, r)?;
+    let kernel = preflight::host_kernel(host, Needs::Load)?;
+    let settings = r.reconciler(host)?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
@@ -92,9 +100,7 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
 
 /// `check`: compile files (or every profile file of directories) without loading them.
 pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
-    let parser = preflight::parser(host)?;
-    let scratch = std::env::temp_dir();
-    let kernel = HostKernel::new(host.apparmor_dir(), parser, host.parser_timeout, scratch);
+    let kernel = preflight::host_kernel(host, Needs::Compile)?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0;
     let mut checked = 0;
@@ -104,8 +110,8 @@ pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> 
             scan::scan(path, &opts)?
                 .into_iter()
                 .map(|e| match e {
-                    Entry::File(f) => (f.shown, Ok(())),
-                    Entry::Rejected { key, reason } => (path.join(key), Err(reason)),
+                    ScanEntry::File(f) => (f.shown, Ok(())),
+                    ScanEntry::Rejected { key, reason } => (path.join(key), Err(reason)),
                 })
                 .collect()
         } else {
@@ -143,10 +149,7 @@ struct StatusRow {
 
 /// `status`: the kernel's profiles, managed or foreign.
 pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
-    let apparmor = preflight::securityfs(host)?;
-    // Listing needs no parser; the handle just wants a path.
-    let parser = crate::kernel::resolve_parser(host.parser.as_deref()).unwrap_or_else(|| crate::defaults::PARSER.into());
-    let kernel = HostKernel::new(apparmor, parser, host.parser_timeout, host.state_dir.clone());
+    let kernel = preflight::host_kernel(host, Needs::List)?;
     let listing = kernel.listing()?;
     let state = StateStore::new(&host.state_dir).load()?;
     let rows: Vec<StatusRow> = listing
@@ -183,11 +186,12 @@ pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
 
 /// `unload`: remove profiles by name; foreign ones and ones still in use need `--force`.
 pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Result<Verdict> {
-    let kernel = preflight::host_kernel(host)?;
+    let kernel = preflight::host_kernel(host, Needs::Load)?;
     let store = StateStore::new(&host.state_dir);
     let mut state = store.load()?;
     let loaded: BTreeMap<String, ()> = kernel.listing()?.into_iter().map(|p| (p.name, ())).collect();
-    let in_use = crate::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
+    let in_use =
+        crate::kernel::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
     let mut verdict = Verdict::Ok;
     for name in names {
         let refusal = if !loaded.contains_key(name) {
@@ -214,38 +218,43 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
     Ok(verdict)
 }
 
-/// `denials`: print records from the audit source; a stop flag raised by SIGINT/SIGTERM ends `--follow`.
-pub fn denials(args: &crate::audit::cli::DenialsArgs) -> anyhow::Result<Verdict> {
-    let stop = crate::audit::StopFlag::new();
-    stop_on_signal(&stop)?;
+/// `denials`: print records from the audit source; a token cancelled by SIGINT/SIGTERM ends `--follow`.
+pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
+    let stop = CancellationToken::new();
+    cancel_on_signals(&stop)?;
     let mut out = std::io::stdout().lock();
-    crate::audit::cli::denials(args, &mut out, &stop)?;
+    audit::print_denials(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
 }
 
 /// `suggest`: print the rules that would allow the recorded denials of one profile.
-pub fn suggest(args: &crate::audit::cli::SuggestArgs) -> anyhow::Result<Verdict> {
-    let stop = crate::audit::StopFlag::new();
-    stop_on_signal(&stop)?;
+pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
+    let stop = CancellationToken::new();
+    cancel_on_signals(&stop)?;
     let mut out = std::io::stdout().lock();
-    crate::audit::cli::run_suggest(args, &mut out, &stop)?;
+    audit::run_suggest(args, &mut out, &stop)?;
     Ok(Verdict::Ok)
 }
 
-/// Raises `stop` on the first SIGINT or SIGTERM, so a follow loop ends cleanly.
-fn stop_on_signal(stop: &crate::audit::StopFlag) -> anyhow::Result<()> {
+/// The one signal path of the binary (`run`, `denials`, `suggest`): SIGINT and SIGTERM are blocked
+/// here (inherited by every thread spawned after, so call it first) and taken by one thread. The
+/// first cancels `stop`, which drains the agent or ends a follow loop; a second aborts at once (130).
+pub fn cancel_on_signals(stop: &CancellationToken) -> anyhow::Result<()> {
     use nix::sys::signal::{SigSet, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);
     set.add(Signal::SIGTERM);
-    // Blocked here (inherited by every thread spawned after), taken synchronously by one thread.
     set.thread_block().context("cannot block signals")?;
     let stop = stop.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             if set.wait().is_ok() {
-                stop.stop();
+                stop.cancel();
+            }
+            if set.wait().is_ok() {
+                eprintln!("second signal: aborting");
+                std::process::exit(130);
             }
         })
         .context("cannot start the signal thread")?;

@@ -1,16 +1,17 @@
 //! The bodies of `apparmor-loader denials` and `apparmor-loader suggest`, minus argument parsing: the
-//! binary maps its flags onto these structs, passes stdout and a stop flag raised on SIGINT/SIGTERM.
+//! binary maps its flags onto these structs, passes stdout and a token cancelled on SIGINT/SIGTERM.
 
-use super::cgroup::ContainerResolver;
-use super::display::format_record;
-use super::record::AuditRecord;
-use super::ring::profile_matches;
-use super::saved;
-use super::source::{self, ReadOptions, SourceError, SourceKind, SourcePaths, SourceSpec, StopFlag};
-use super::suggest::{InputSummary, SuggestOptions, Suggestions, Support, suggest};
+use crate::audit::cgroup::ContainerResolver;
+use crate::audit::display::format_record;
+use crate::audit::record::AuditRecord;
+use crate::audit::ring::profile_matches;
+use crate::audit::saved;
+use crate::audit::source::{self, ReadOptions, SourceError, SourceKind, SourcePaths, SourceSpec};
+use crate::audit::suggest::{InputSummary, SuggestOptions, Suggestions, Support, suggest};
 use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 /// Errors of the audit subcommands (exit code 3 for a missing source, 1 otherwise, is the suggestion).
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,7 @@ pub struct DenialsArgs {
 
 /// Prints records as they are read. Returns how many were printed. A saved file without `--follow` is
 /// read whole first, so its format decides what it proves (see [`saved`]).
-pub fn denials(args: &DenialsArgs, out: &mut dyn Write, stop: &StopFlag) -> Result<u64, CliError> {
+pub fn print_denials(args: &DenialsArgs, out: &mut dyn Write, stop: &CancellationToken) -> Result<u64, CliError> {
     let mut resolver = args.resolve_containers.then(|| ContainerResolver::new(args.paths.proc_root.clone()));
     let mut printed = 0;
     if let (false, SourceSpec::File(path)) = (args.follow, &args.source) {
@@ -64,7 +65,7 @@ pub fn denials(args: &DenialsArgs, out: &mut dyn Write, stop: &StopFlag) -> Resu
     let read = ReadOptions { from_start: !args.follow, follow: args.follow, lossless: true, ..ReadOptions::default() };
     let src = source::start(&args.source, &args.paths, &read, stop.clone())?.ok_or(CliError::SourceOff)?;
     let result = loop {
-        if stop.is_stopped() {
+        if stop.is_cancelled() {
             break Ok(());
         }
         let rec = match src.rx.recv_timeout(Duration::from_millis(200)) {
@@ -154,7 +155,7 @@ pub struct SuggestArgs {
 
 /// Collects the records, prints the suggested rules (and what each input proves), returns them. Never
 /// writes a profile.
-pub fn run_suggest(args: &SuggestArgs, out: &mut dyn Write, stop: &StopFlag) -> Result<Suggestions, CliError> {
+pub fn run_suggest(args: &SuggestArgs, out: &mut dyn Write, stop: &CancellationToken) -> Result<Suggestions, CliError> {
     let mut malformed = 0;
     let mut inputs = Vec::new();
     let records: Vec<AuditRecord> = match &args.input {
@@ -206,13 +207,13 @@ fn read_live(
     spec: &SourceSpec,
     paths: &SourcePaths,
     duration: Option<Duration>,
-    stop: &StopFlag,
+    stop: &CancellationToken,
 ) -> Result<(Vec<AuditRecord>, SourceKind), CliError> {
     let src = source::start(spec, paths, &ReadOptions { lossless: true, ..ReadOptions::default() }, stop.clone())?
         .ok_or(CliError::SourceOff)?;
     let until = duration.map(|d| Instant::now() + d);
     let mut recs = Vec::new();
-    while !stop.is_stopped() && until.is_none_or(|u| Instant::now() < u) {
+    while !stop.is_cancelled() && until.is_none_or(|u| Instant::now() < u) {
         match src.rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) if profile_matches(r.profile.as_deref(), profile) => recs.push(r),
             Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -265,14 +266,14 @@ mod tests {
             resolve_containers: true,
         };
         let mut out = Vec::new();
-        assert_eq!(denials(&args, &mut out, &StopFlag::new()).unwrap(), 2);
+        assert_eq!(print_denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(
             text,
             "2026-11-28T02:47:50.095Z DENIED web open /a mask=r pid=4242 comm=c\n2026-11-28T02:47:50.095Z ALLOWED web//x open /d mask=r pid=4242 comm=c\n"
         );
         let mut out = Vec::new();
-        denials(&DenialsArgs { json: true, profile: None, ..args }, &mut out, &StopFlag::new()).unwrap();
+        print_denials(&DenialsArgs { json: true, profile: None, ..args }, &mut out, &CancellationToken::new()).unwrap();
         let lines: Vec<serde_json::Value> =
             String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
@@ -290,7 +291,7 @@ mod tests {
             paths: SourcePaths::default(),
             resolve_containers: false,
         };
-        assert!(matches!(denials(&args, &mut Vec::new(), &StopFlag::new()), Err(CliError::SourceOff)));
+        assert!(matches!(print_denials(&args, &mut Vec::new(), &CancellationToken::new()), Err(CliError::SourceOff)));
     }
 
     #[test]
@@ -307,14 +308,14 @@ mod tests {
             trust_userspace: false,
         };
         let mut out = Vec::new();
-        let s = run_suggest(&args, &mut out, &StopFlag::new()).unwrap();
+        let s = run_suggest(&args, &mut out, &CancellationToken::new()).unwrap();
         assert_eq!(s.rules.len(), 1);
         assert!(String::from_utf8(out).unwrap().contains("+  /a r,  # 2 denials"));
 
         // Live: follow the file for a short while, records appended meanwhile are used.
         let live_log = dir.path().join("audit.log");
         std::fs::write(&live_log, avc("/old", "web", "DENIED")).unwrap();
-        let stop = StopFlag::new();
+        let stop = CancellationToken::new();
         let writer = {
             let live_log = live_log.clone();
             std::thread::spawn(move || {
@@ -356,7 +357,7 @@ mod tests {
         let args =
             SuggestArgs { profile: "web".into(), input: SuggestInput::Files(files), collapse: None, json, trust_userspace };
         let mut out = Vec::new();
-        let s = run_suggest(&args, &mut out, &StopFlag::new()).unwrap();
+        let s = run_suggest(&args, &mut out, &CancellationToken::new()).unwrap();
         (s, String::from_utf8(out).unwrap())
     }
 
@@ -424,7 +425,7 @@ mod tests {
             resolve_containers: false,
         };
         let mut out = Vec::new();
-        assert_eq!(denials(&args, &mut out, &StopFlag::new()).unwrap(), 2);
+        assert_eq!(print_denials(&args, &mut out, &CancellationToken::new()).unwrap(), 2);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].ends_with("DENIED web open /a mask=r pid=4242 comm=c"), "{text}");

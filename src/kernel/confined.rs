@@ -8,7 +8,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::listing::top_level;
+use crate::kernel::listing::top_level;
 
 /// The top-level profile names in one `attr/current` value: `name (mode)` for a single
 /// profile, `a//&b (mode)` for a stack, a bare `unconfined` for none. A profile may itself be

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
+use crate::agent::metrics::Metrics;
 use crate::reconcile::{ItemState, Report};
 
 /// What the agent's loops publish and the endpoints read.
-pub struct Shared {
+pub struct AgentState {
     report: RwLock<Report>,
     sync_error: RwLock<Option<String>>,
     first_sync: AtomicBool,
@@ -31,10 +31,10 @@ fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
-impl Shared {
+impl AgentState {
     /// Fresh, unready state. A sync running longer than `stall_limit` makes `/healthz` fail.
-    pub fn new(metrics: Metrics, stall_limit: Duration) -> Shared {
-        Shared {
+    pub fn new(metrics: Metrics, stall_limit: Duration) -> AgentState {
+        AgentState {
             report: RwLock::new(Report::default()),
             sync_error: RwLock::new(None),
             first_sync: AtomicBool::new(false),
@@ -125,7 +125,7 @@ pub struct Reason {
 }
 
 /// The router; `extra` adds routes owned by other parts (the denial monitor).
-pub fn router(shared: Arc<Shared>, extra: Router) -> Router {
+pub fn router(shared: Arc<AgentState>, extra: Router) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -135,23 +135,23 @@ pub fn router(shared: Arc<Shared>, extra: Router) -> Router {
         .merge(extra)
 }
 
-async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+async fn healthz(State(s): State<Arc<AgentState>>) -> Response {
     match s.healthy() {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
     }
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+async fn readyz(State(s): State<Arc<AgentState>>) -> Response {
     let r = s.readiness();
     let status = if r.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(r)).into_response()
 }
 
-async fn profiles(State(s): State<Arc<Shared>>) -> Response {
+async fn profiles(State(s): State<Arc<AgentState>>) -> Response {
     axum::Json(s.report()).into_response()
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<AgentState>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()).into_response()
 }

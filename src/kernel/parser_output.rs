@@ -1,38 +1,7 @@
-//! Pure parsers of what `apparmor_parser` prints: the `-N` (names) listing and its error
-//! messages, which carry the file and line the user has to fix.
+//! A pure parser of `apparmor_parser`'s error messages, which carry the file and line the user
+//! has to fix.
 
 use std::path::Path;
-
-/// The profile name of the boundary file placed between real files in a batched `-N` call,
-/// so that one parser process can tell us which names each file defines.
-pub const BOUNDARY_PROFILE: &str = "apparmor-loader.file-boundary";
-
-/// The content of the boundary file.
-pub fn boundary_source() -> String {
-    format!("profile {BOUNDARY_PROFILE} {{\n}}\n")
-}
-
-/// Splits the output of `-N f1 B f2 B … fn` (B = boundary file) into one name list per
-/// file. Returns `None` when the output does not have exactly `files` groups, in which
-/// case the caller falls back to one `-N` call per file.
-pub fn split_names(output: &str, files: usize) -> Option<Vec<Vec<String>>> {
-    let mut groups = vec![Vec::new()];
-    for line in output.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("//")) {
-        if line == BOUNDARY_PROFILE {
-            groups.push(Vec::new());
-        } else {
-            groups.last_mut()?.push(line.to_string());
-        }
-    }
-    // The last file is not followed by a boundary, so n files give n groups.
-    (groups.len() == files).then_some(groups)
-}
-
-/// Parses the output of `-N` for a single file: one name per line. The parser also prints
-/// children and hats as `parent//child`; they are part of their parent and are dropped.
-pub fn parse_names(output: &str) -> Vec<String> {
-    output.lines().map(str::trim).filter(|l| !l.is_empty() && !l.contains("//")).map(str::to_string).collect()
-}
 
 /// One problem the parser reported, reduced to what a user needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,31 +111,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_names_table() {
-        let b = BOUNDARY_PROFILE;
-        type Groups<'a> = Option<Vec<Vec<&'a str>>>;
-        let cases: Vec<(String, usize, Groups)> = vec![
-            ("a\n".into(), 1, Some(vec![vec!["a"]])),
-            (format!("a\nb\n{b}\nc\n"), 2, Some(vec![vec!["a", "b"], vec!["c"]])),
-            (format!("{b}\nc\n"), 2, Some(vec![vec![], vec!["c"]])),
-            (format!("a\n{b}\n"), 2, Some(vec![vec!["a"], vec![]])),
-            (format!("zeta\nzeta//child\nzeta//hat1\n{b}\nbeta\n"), 2, Some(vec![vec!["zeta"], vec!["beta"]])),
-            (
-                format!("a\n{b}\n/usr/bin/x\n{b}\nname with space\n"),
-                3,
-                Some(vec![vec!["a"], vec!["/usr/bin/x"], vec!["name with space"]]),
-            ),
-            (format!("a\n{b}\nc\n"), 3, None),
-            ("a\nb\n".into(), 2, None),
-        ];
-        for (out, n, want) in cases {
-            let want =
-                want.map(|g| g.into_iter().map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()).collect::<Vec<_>>());
-            assert_eq!(split_names(&out, n), want, "output {out:?}");
-        }
-    }
-
-    #[test]
     fn diagnostics_table() {
         let cases = [
             (
@@ -201,7 +145,6 @@ mod tests {
             "AppArmor parser error for /p/junk in profile /p/junk at line 1: Lexer found unexpected character: '\x7f' (0x7f) in state: INITIAL",
         );
         assert_eq!(d[0].message, "Lexer found unexpected character: '?' (0x7f) in state: INITIAL");
-        assert_eq!(parse_names("alpha\nzeta\nzeta//child\n"), vec!["alpha", "zeta"]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::commands::Verdict;
+use crate::cli::Verdict;
 use crate::config::HostSettings;
 use crate::kernel::blob::{self, BlobProfile};
 use crate::preflight;

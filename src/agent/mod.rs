@@ -15,15 +15,22 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
+use crate::gating::Gates;
 use crate::kernel::Kernel;
-use crate::metrics::Metrics;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
-use crate::reconcile::{ItemState, Reconciler, Settings};
-use crate::serve;
-use crate::server::{self, Shared};
+use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::{audit, defaults, preflight};
+use http::AgentState;
+
+/// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
+pub mod http;
+/// Prometheus metrics of the sync loop.
+pub mod metrics;
+/// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
+pub mod serve;
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,25 +43,10 @@ pub enum Trigger {
     Resync,
 }
 
-/// Builds the reconciler settings from the resolved configuration.
-pub fn reconcile_settings(host: &HostSettings, r: &crate::config::ReconcileSettings) -> anyhow::Result<Settings> {
-    Ok(Settings {
-        profiles_dir: r.profiles.clone(),
-        scan: crate::scan::ScanOptions { recursive: r.recursive, max_file_size: r.max_file_size },
-        policy: crate::reconcile::plan::Policy {
-            adopt: r.adopt_set()?,
-            unload_removed: r.unload_removed,
-            default_mode: r.default_mode,
-            modes: r.modes.clone(),
-        },
-        proc_dir: host.proc_dir.clone(),
-    })
-}
-
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let kernel = preflight::host_kernel(&host)?;
-    let settings = reconcile_settings(&host, &run.reconcile)?;
+    let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
+    let settings = run.reconcile.reconciler(&host)?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();
@@ -69,19 +61,19 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         ..Default::default()
     };
     // The monitor never stops the agent: a missing source is reported as down and retried.
-    let monitor = audit::Monitor::start(monitor_config, audit_metrics, audit::StopFlag::new())
+    let monitor = audit::Monitor::start(monitor_config, audit_metrics, shutdown.child_token())
         .context("cannot start the denial monitor")?;
     let extra_routes = audit::http::router(monitor.view());
     // A sync that takes longer than this many parser timeouts is stuck, not slow.
     let stall_limit = host.parser_timeout * 20 + run.resync_interval;
-    let shared = Arc::new(Shared::new(metrics, stall_limit));
+    let shared = Arc::new(AgentState::new(metrics, stall_limit));
     let observer_shared = shared.clone();
     let kernel = kernel.with_observer(Arc::new(move |op, elapsed, _ok| observer_shared.metrics.observe_parser(op, elapsed)));
     let revision = kernel.apparmor_dir().join("revision");
     let in_flight = kernel.in_flight();
     let reconciler = Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?.with_stop(shutdown.clone());
 
-    let app = server::router(shared.clone(), extra_routes);
+    let app = http::router(shared.clone(), extra_routes);
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
 
     let (tx, rx) = mpsc::channel(64);
@@ -89,7 +81,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
-    let gates = crate::gating::Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
+    let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
     let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, gates, rx, timing, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
@@ -103,9 +95,9 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
         }
     }
     server.await.context("HTTP server task panicked")?;
-    // The monitor's threads wake at most every AUDIT_IDLE_CHECK; the process exits without
-    // waiting for them.
-    monitor.stop();
+    // The monitor holds a child of `shutdown`, so it is stopping already; its threads wake at most
+    // every AUDIT_IDLE_CHECK and the process exits without waiting for them.
+    drop(monitor);
     Ok(())
 }
 
@@ -215,9 +207,9 @@ struct Timing {
 
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
-    shared: Arc<Shared>,
+    shared: Arc<AgentState>,
     managed: audit::ProfileSet,
-    mut gates: crate::gating::Gates,
+    mut gates: Gates,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
     shutdown: CancellationToken,
@@ -249,41 +241,55 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let r = reconciler.clone();
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
-        match result {
-            Ok(outcome) => {
-                shared.metrics.record_sync(&outcome.counts, &outcome.report);
-                let changed = !outcome.counts.ops.is_empty();
-                let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
-                if changed || !blocking.is_empty() || trigger == Trigger::Files {
-                    tracing::info!(
-                        trigger = ?trigger,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        loaded = outcome.counts.get(Operation::Load, true),
-                        replaced = outcome.counts.get(Operation::Replace, true),
-                        removed = outcome.counts.get(Operation::Remove, true),
-                        failed = outcome.counts.failures(),
-                        not_ready = ?blocking,
-                        "sync done"
-                    );
-                } else {
-                    tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
-                }
-                managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
-                gates.after_sync(&outcome.report);
-                shared.publish(outcome.report);
-                if let Some(e) = outcome.state_error {
-                    shared.publish_error(e);
-                    retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
-                }
-            }
-            Err(e) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
-                tracing::error!(error = %message, "sync failed");
-                shared.metrics.record_sync_error();
-                shared.publish_error(message);
-            }
+        if publish(&shared, &managed, &mut gates, trigger, started, result) {
+            retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }
     }
     shared.loops_stopped();
     Ok(())
+}
+
+/// Logs a sync's result and publishes it to the HTTP state, the metrics and the denial monitor's
+/// profile set, and brings the node's gates (feature file, taint) in line. True when the ownership
+/// record could not be written, so the sync is retried soon.
+fn publish(
+    shared: &AgentState,
+    managed: &audit::ProfileSet,
+    gates: &mut Gates,
+    trigger: Trigger,
+    started: Instant,
+    result: Result<Outcome, SyncError>,
+) -> bool {
+    match result {
+        Ok(outcome) => {
+            shared.metrics.record_sync(&outcome.counts, &outcome.report);
+            let changed = !outcome.counts.ops.is_empty();
+            let blocking: Vec<String> = outcome.report.blocking().map(|f| f.file.clone()).collect();
+            if changed || !blocking.is_empty() || trigger == Trigger::Files {
+                tracing::info!(
+                    trigger = ?trigger,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    loaded = outcome.counts.get(Operation::Load, true),
+                    replaced = outcome.counts.get(Operation::Replace, true),
+                    removed = outcome.counts.get(Operation::Remove, true),
+                    failed = outcome.counts.failures(),
+                    not_ready = ?blocking,
+                    "sync done"
+                );
+            } else {
+                tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
+            }
+            managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
+            gates.after_sync(&outcome.report);
+            shared.publish(outcome.report);
+            outcome.state_error.map(|e| shared.publish_error(e)).is_some()
+        }
+        Err(e) => {
+            let message = format!("{:#}", anyhow::Error::from(e));
+            tracing::error!(error = %message, "sync failed");
+            shared.metrics.record_sync_error();
+            shared.publish_error(message);
+            false
+        }
+    }
 }

@@ -1,0 +1,104 @@
+use super::*;
+use clap::Parser;
+
+fn cli(args: &[&str]) -> Cli {
+    Cli::try_parse_from(std::iter::once("apparmor-loader").chain(args.iter().copied())).unwrap()
+}
+
+#[test]
+fn flags_win_over_file_which_wins_over_defaults() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "profiles: /from/file\nresync_interval: 2m\nadopt: [host-*]\nmodes:\n  payment-api: complain\nlog_format: json\nunload_removed: true\n",
+    )
+    .unwrap();
+    let c = cli(&["run", "--resync-interval", "5s", "--config", path.to_str().unwrap()]);
+    let r = Resolver::new(c.global.config.as_deref()).unwrap();
+    let Command::Run(args) = &c.command else { panic!() };
+    let host = r.host(&c.global).unwrap();
+    let run = r.run(args, &host).unwrap();
+    assert_eq!(run.resync_interval, Duration::from_secs(5));
+    assert_eq!(run.reconcile.profiles, PathBuf::from("/from/file"));
+    assert_eq!(run.reconcile.adopt, vec!["host-*"]);
+    assert!(run.reconcile.unload_removed);
+    assert_eq!(run.reconcile.modes["payment-api"], DesiredMode::Complain);
+    assert_eq!(run.debounce, defaults::DEBOUNCE);
+    assert_eq!(run.listen, vec!["127.0.0.1:9741".parse::<SocketAddr>().unwrap()], "loopback unless told otherwise");
+    let host = r.host(&c.global).unwrap();
+    assert_eq!(host.log_format, LogFormat::Json);
+    assert_eq!(host.securityfs, PathBuf::from(defaults::SECURITYFS));
+    assert!(host.securityfs_is_default);
+}
+
+#[test]
+fn config_errors_name_the_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("bad.yaml");
+    std::fs::write(&path, "profiles: /p\nresync_intervall: 5s\n").unwrap();
+    let err = Resolver::new(Some(&path)).err().unwrap().to_string();
+    assert!(err.contains("bad.yaml") && err.contains("resync_intervall"), "{err}");
+    assert!(err.contains('2'), "line number: {err}");
+    std::fs::write(&path, "debounce: soon\n").unwrap();
+    let r = Resolver::new(Some(&path)).unwrap();
+    let c = cli(&["run", "--profiles", "/p"]);
+    let Command::Run(args) = &c.command else { panic!() };
+    let host = r.host(&c.global).unwrap();
+    assert!(r.run(args, &host).unwrap_err().to_string().contains("debounce"));
+    std::fs::write(&path, "modes: {x: loud}\n").unwrap();
+    assert!(Resolver::new(Some(&path)).is_err());
+}
+
+#[test]
+fn listen_takes_several_addresses() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("config.yaml");
+    let run_with = |yaml: &str, args: &[&str]| {
+        std::fs::write(&path, format!("profiles: /p\n{yaml}")).unwrap();
+        let mut argv = vec!["run", "--config", path.to_str().unwrap()];
+        argv.extend_from_slice(args);
+        let c = cli(&argv);
+        let r = Resolver::new(c.global.config.as_deref())?;
+        let Command::Run(a) = &c.command else { panic!() };
+        r.run(a, &r.host(&c.global)?).map(|run| run.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
+    };
+    let both = vec!["10.1.2.3:9741".to_string(), "127.0.0.1:9741".to_string()];
+    assert_eq!(run_with("listen: 10.1.2.3:9741,127.0.0.1:9741\n", &[]).unwrap(), both);
+    assert_eq!(run_with("listen: [10.1.2.3:9741, \"127.0.0.1:9741\"]\n", &[]).unwrap(), both);
+    assert_eq!(run_with("listen: \"[::1]:9741\"\n", &[]).unwrap(), ["[::1]:9741"]);
+    assert_eq!(run_with("", &["--listen", "10.1.2.3:9741,127.0.0.1:9741"]).unwrap(), both);
+    assert_eq!(
+        run_with("listen: 10.9.9.9:1\n", &["--listen", "127.0.0.1:1", "--listen", "[::1]:2"]).unwrap(),
+        ["127.0.0.1:1", "[::1]:2"]
+    );
+    let err = run_with("listen: 10.1.2.3\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("config.yaml") && err.contains("\"10.1.2.3\""), "{err}");
+    assert!(Cli::try_parse_from(["apparmor-loader", "run", "--listen", "fd00::1:9741"]).is_err(), "IPv6 needs brackets");
+}
+
+#[test]
+fn missing_profiles_is_a_clear_error() {
+    let r = Resolver::new(None).unwrap();
+    let c = cli(&["sync"]);
+    let Command::Sync(args) = &c.command else { panic!() };
+    assert!(r.reconcile(args).unwrap_err().to_string().contains("--profiles"));
+}
+
+#[test]
+fn node_taint_is_off_by_default_and_needs_the_node_name() {
+    let r = Resolver::new(None).unwrap();
+    let run = |args: &[&str]| {
+        let c = cli(args);
+        let host = r.host(&c.global).unwrap();
+        let Command::Run(a) = &c.command else { panic!() };
+        (r.run(a, &host).map(|s| s.node_taint), host.node_features_file)
+    };
+    let (taint, features) = run(&["run", "--profiles", "/p"]);
+    assert_eq!(taint.unwrap(), None);
+    assert_eq!(features, Path::new(defaults::NFD_FEATURES_FILE));
+    assert!(matches!(run(&["run", "--profiles", "/p", "--node-taint"]).0, Err(ConfigError::NoNodeName)));
+    let (taint, features) = run(&["--node-features-file", "/f", "run", "--profiles", "/p", "--node-taint", "--node-name", "n1"]);
+    assert_eq!(taint.unwrap().as_deref(), Some("n1"));
+    assert_eq!(features, Path::new("/f"));
+}
