@@ -1,88 +1,71 @@
-# apparmor-loader container image.
+# apparmor-loader container image, linux/amd64 and linux/arm64.
 #
-#   docker build -t apparmor-loader:0.1.0 .          (BuildKit: Docker 23+ default)
+#   docker buildx build --platform linux/amd64,linux/arm64 -t apparmor-loader:0.1.0 .
+#   make image        the same image without a container engine (tools/image/build.sh: umoci), into
+#                     target/image/oci; tests/image/run.sh checks it
 #
-# Three stages:
-#   build   -- the release binary, `cargo build --release --locked`, static
-#              (x86_64-unknown-linux-musl): it needs no library at all.
-#   rootfs  -- Debian 12's pinned `apparmor` package; assembles /rootfs with only
-#              what the agent runs: apparmor-loader, apparmor_parser and the
-#              shared libraries it loads (glibc only), /etc/apparmor/parser.conf, the
-#              abi/, abstractions/ and tunables/ that profiles include, and the
-#              feature file parser.conf points at.
-#   final   -- FROM scratch + /rootfs. No shell, no package manager, no coreutils:
-#              the agent execs apparmor_parser by argv and nothing else.
+# Both paths assemble the root filesystem with the same script, tools/image/rootfs.sh, from the same pinned
+# Debian packages (tools/debian.lock, fetched by tools/debfetch.sh), so they cannot drift:
+#   build   -- the static agent (musl) for the target platform, cross-compiled on the build platform and
+#              linked with rust-lld; `cargo auditable` embeds its dependency list.
+#   rootfs  -- Debian 13's AppArmor 4.1 parser and the glibc it needs (>= 2.38), parser.conf, abi/,
+#              abstractions/, tunables/, the feature file, the agent: tools/image/rootfs.sh.
+#   final   -- FROM scratch + /rootfs. No shell, no package manager: the agent execs apparmor_parser by
+#              argv and nothing else.
 #
-# Expected size: ~7.6 MB uncompressed, ~3.3 MB compressed -- measured by
-# assembling this root filesystem from Debian 12's apparmor 3.0.8-3 and the
-# static release agent: apparmor_parser 1.4 MB (its C++ runtime is linked in
-# statically, so it needs only glibc), glibc + ld.so 2.2 MB, abi/abstractions/
-# tunables 0.6 MB, the stripped, LTO'd agent 3.7 MB. For comparison,
-# debian:12-slim alone is ~75 MB, and with the apparmor package ~80 MB.
-
-# Base images are pinned by exact tag, written literally so hadolint checks
-# them. Pin by digest in production: append @sha256:<digest> to each FROM as
-# resolved from your registry mirror (`docker buildx imagetools inspect`).
+# Size: ~5.4 MB of parser + libraries + policy files plus the agent (~4 MB), under the 12 MB per platform
+# that tests/image/run.sh enforces.
+#
+# The base image is pinned by digest (the multi-platform index of rust:1.95.0-slim-bookworm, the
+# toolchain of rust-toolchain.toml); bump tag and digest together.
 
 # --- build -------------------------------------------------------------------
-# The static musl binary, the same build (`make musl`) that the VM suite runs
-# against a real kernel.
-FROM rust:1.95.0-slim-bookworm AS build
+FROM --platform=$BUILDPLATFORM rust:1.95.0-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS build
+ARG TARGETARCH
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
-RUN rustup target add x86_64-unknown-linux-musl
+RUN cargo install --locked cargo-auditable@0.7.7
 COPY . .
-# Cache mounts keep the registry and target dir between builds; the binary is
-# copied out of the cached target dir inside the same step.
+# Cache mounts keep the registry and target dir between builds; the binary is copied out of the cached
+# target dir inside the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --target x86_64-unknown-linux-musl --bin apparmor-loader \
-    && install -D -m 0755 target/x86_64-unknown-linux-musl/release/apparmor-loader /out/apparmor-loader
+    case "$TARGETARCH" in \
+      amd64) triple=x86_64-unknown-linux-musl ;; \
+      arm64) triple=aarch64-unknown-linux-musl ;; \
+      *) echo "unsupported TARGETARCH $TARGETARCH" >&2; exit 1 ;; \
+    esac \
+    && rustup target add "$triple" \
+    && cargo auditable build --release --locked --target "$triple" --bin apparmor-loader \
+    && install -D -m 0755 "target/$triple/release/apparmor-loader" /out/apparmor-loader
 
 # --- rootfs ------------------------------------------------------------------
-FROM debian:12.11-slim AS rootfs
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# apparmor 3.0.8-3 is Debian 12's parser (abi 3.0, Linux 6.1 feature set). A
-# Debian security update that replaces it makes this step fail: bump the pin
-# on purpose, never silently.
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends apparmor=3.0.8-3 \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=build /out/apparmor-loader /usr/local/bin/apparmor-loader
-# rootfs-assembly: tests/manifests/run.sh runs this exact step (with ROOTFS and
-# AGENT set) against the host's apparmor package and chroots into the result,
-# so keep it a single RUN that needs nothing but bash, coreutils and ldd.
-RUN ROOTFS="${ROOTFS:-/rootfs}"; AGENT="${AGENT:-/usr/local/bin/apparmor-loader}"; \
-    set -eu; \
-    install -d -m 0755 "$ROOTFS"/usr/local/bin "$ROOTFS"/usr/sbin "$ROOTFS"/etc/apparmor \
-        "$ROOTFS"/etc/apparmor.d "$ROOTFS"/usr/share/apparmor-features \
-        "$ROOTFS"/var/lib/apparmor-loader "$ROOTFS"/etc/apparmor-loader/profiles \
-        "$ROOTFS"/etc/apparmor-loader/config; \
-    install -d -m 1777 "$ROOTFS"/tmp; \
-    install -m 0755 "$AGENT" "$ROOTFS"/usr/local/bin/apparmor-loader; \
-    install -m 0755 /usr/sbin/apparmor_parser "$ROOTFS"/usr/sbin/apparmor_parser; \
-    ln -sfn usr/sbin "$ROOTFS"/sbin; \
-    for bin in "$AGENT" /usr/sbin/apparmor_parser; do \
-        { ldd "$bin" 2>/dev/null || true; } | { grep -o '/[^ ]*' || true; } | while read -r lib; do \
-            cp --parents -L "$lib" "$ROOTFS"/; \
-        done; \
-    done; \
-    cp /etc/apparmor/parser.conf "$ROOTFS"/etc/apparmor/; \
-    cp -a /etc/apparmor.d/abi /etc/apparmor.d/abstractions /etc/apparmor.d/tunables "$ROOTFS"/etc/apparmor.d/; \
-    cp -a /usr/share/apparmor-features/features "$ROOTFS"/usr/share/apparmor-features/
+# Runs on the build platform: it only unpacks the target platform's packages (dpkg-deb -x), runs nothing of
+# them. apt-get here uses tools/debfetch.sh's private configuration (trixie, the target architecture).
+FROM --platform=$BUILDPLATFORM rust:1.95.0-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS rootfs
+ARG TARGETARCH
+WORKDIR /src
+COPY tools/ /src/tools/
+COPY --from=build /out/apparmor-loader /out/apparmor-loader
+RUN DEBFETCH_DIR=/tmp/debfetch DEBFETCH_CACHE=/tmp/debs tools/debfetch.sh extract "rootfs-$TARGETARCH" /tmp/x \
+    && tools/image/rootfs.sh "$TARGETARCH" /tmp/x /rootfs /out/apparmor-loader
 
 # --- final -------------------------------------------------------------------
-# Runs as root, on purpose: loading policy needs CAP_MAC_ADMIN *and* uid 0 in
-# the initial user namespace (the kernel's aa_policy_admin_capable() checks
-# both), and the files under /sys/kernel/security/apparmor are root's. A
-# non-root user or a user namespace cannot load profiles. The DaemonSet keeps
-# root small: every capability dropped except MAC_ADMIN, read-only root
+# Runs as root, on purpose: loading policy needs CAP_MAC_ADMIN *and* uid 0 in the initial user namespace
+# (the kernel's aa_policy_admin_capable() checks both), and the files under /sys/kernel/security/apparmor are
+# root's. The DaemonSet keeps root small: every capability dropped except MAC_ADMIN, read-only root
 # filesystem, no privilege escalation.
 FROM scratch
+ARG VERSION=0.1.0
+ARG REVISION=unknown
 COPY --from=rootfs /rootfs/ /
 ENV PATH=/usr/local/bin:/usr/sbin:/usr/bin
 LABEL org.opencontainers.image.title="apparmor-loader" \
       org.opencontainers.image.description="Node agent that makes the kernel's AppArmor profiles converge to a directory of profile files" \
       org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="https://github.com/apparmor-loader/apparmor-loader" \
       org.opencontainers.image.base.name="scratch"
 ENTRYPOINT ["apparmor-loader"]
 CMD ["run"]

@@ -4,6 +4,7 @@
 # and says nothing when all is there.
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
+ARM64_TARGET := aarch64-unknown-linux-musl
 # The VM, the image and the benchmarks want the release build; tests/setup builds with a cheaper profile.
 MUSL_PROFILE ?= release
 PREREQS := tools/prereqs.sh
@@ -11,11 +12,11 @@ AAVM := tests/vm/aavm.sh
 
 # Prerequisites are made left to right, so the tools are installed before anything uses them.
 .NOTPARALLEL:
-.PHONY: test test-rust test-setup test-manifests test-vm musl demo bench fmt corpus
+.PHONY: test test-rust test-setup test-manifests test-vm test-image image musl musl-arm64 demo bench fmt corpus features man dist test-dist
 
 ## Everything: format, lints, unit + integration tests, the fresh-machine set-up, manifests, then the
 ## real-kernel VM suite.
-test: prereqs-test test-rust test-setup test-manifests test-vm
+test: prereqs-test test-rust test-setup test-manifests test-image test-vm test-dist
 
 ## What the Makefile's targets need, installed when missing (see tools/prereqs.sh for the table).
 prereqs-%:
@@ -26,7 +27,7 @@ test-rust: prereqs-test-rust corpus
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	$(CARGO) test --locked
 
-## Real-world profiles for tests/differential.rs and VM scenario 11 (Debian's apparmor-profiles{,-extra}),
+## Real-world profiles for tests/differential.rs and VM scenarios 11 and 21 (Debian's apparmor-profiles{,-extra}),
 ## cached in target/corpus.
 corpus: prereqs-corpus
 	tests/differential/fetch-corpus.sh
@@ -38,19 +39,55 @@ test-setup: prereqs-test-setup
 test-manifests: prereqs-test-manifests
 	bash tests/manifests/run.sh
 
-## The static binary that goes into the VM and the image.
+## The static binary that goes into the VM and the image; `cargo auditable` embeds its dependency list
+## (a .dep-v0 section scanners such as trivy and grype read).
 musl: prereqs-musl
-	$(CARGO) build --profile $(MUSL_PROFILE) --locked --target $(MUSL_TARGET)
+	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(MUSL_TARGET)
+
+## The same for arm64, cross-linked with rust-lld (.cargo/config.toml).
+musl-arm64: prereqs-musl-arm64
+	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(ARM64_TARGET) --bin apparmor-loader
+
+## Man pages from the clap definitions: target/man/apparmor-loader.1 and apparmor-loader-SUBCOMMAND.1.
+man: prereqs-test-rust
+	$(CARGO) run --locked --quiet --example man -- target/man
+
+## Release archives: target/dist/apparmor-loader-VERSION-{x86_64,aarch64}.tar.gz (binary, man pages,
+## completions) and SHA256SUMS, reproducible from the commit.
+dist: prereqs-dist musl musl-arm64 man
+	tools/dist.sh
+
+## The archives hold what they should, for the right architecture, and rebuild to the same bytes.
+test-dist: prereqs-test-dist dist
+	bash tests/dist/run.sh
 
 fmt: prereqs-test-rust
 	$(CARGO) fmt
 
-## Real-kernel suite: Debian's AppArmor kernel under qemu (TCG), every scenario in tests/vm/guest/scenarios, 2 VMs in parallel.
-## Ends with `N passed, M failed`; exits non-zero on any failure or when the VM cannot run.
-test-vm: prereqs-test-vm musl corpus
+## Real-kernel suite under qemu (TCG), every scenario on each kernel of the matrix (Debian 12's 6.1 and
+## Debian 13's 6.12, pinned in tools/debian.lock) with the parser the image ships, 2 VMs in parallel; a
+## `kernel K: N passed, M failed` line per kernel; then the arm64 smoke scenario on Debian 13's arm64
+## kernel (qemu-system-aarch64). Exits non-zero on any failure or when a VM cannot run.
+test-vm: prereqs-test-vm musl musl-arm64 corpus
 	$(AAVM) setup
 	$(AAVM) build
 	$(AAVM) run
+	$(AAVM) arm64
+
+## The OCI image index (linux/amd64 + linux/arm64) in target/image/oci, daemonless (umoci); SBOM, labels.
+image: prereqs-image musl musl-arm64
+	tools/image/build.sh
+
+## Checks the image in target/image: platforms, entrypoint, labels, no shell, size; runs the agent and the
+## parser from each platform's root filesystem (arm64 under qemu-aarch64-static).
+test-image: prereqs-test-image image
+	bash tests/image/run.sh
+
+## Re-capture features/ (each kernel's AppArmor feature set, for `check --features`) in the VMs.
+features: prereqs-test-vm musl
+	$(AAVM) setup
+	$(AAVM) build
+	$(AAVM) features
 
 ## The newcomer's main job: boots the VM, runs `apparmor-loader run` on profiles/, prints /profiles, one denial.
 ## tests/setup makes demo's prerequisites (the set-up short of the VM's kernel download) in a clean clone.

@@ -5,7 +5,8 @@
 //! Fake kernel layout under DIR:
 //! - `profiles`: lines `NAME (MODE)`, sorted, children as `parent//child (MODE)`;
 //! - `revision`: a decimal counter, +1 on every load/replace/remove;
-//! - `policy/profiles/<N>/{name,mode,sha1}`: one directory per loaded top-level profile;
+//! - `policy/profiles/<N>/{name,mode,sha1}`: one directory per loaded top-level profile; with a
+//!   file `.fake-sha256` in DIR, `sha256` instead of `sha1` (the kernel's hash from Linux 6.8 on);
 //! - `.fake-calls` (or `$FAKE_PARSER_LOG`): one JSON line `{"argv":[...],"pid":N}` per invocation.
 //!
 //! Every file of the fake kernel is replaced atomically (temp file + rename), so a reader never
@@ -21,7 +22,8 @@
 //!
 //! Markers in a file's content: `# fake: hang` makes `-r` hang (until killed, or its caller dies) when it reaches that
 //! file; `# fake: fail-load` makes `-r` fail for that file (while `-N`/`-Q` succeed).
-//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_LOG` (call log path),
+//! Env: `FAKE_PARSER_DELAY_MS` (sleep before doing anything), `FAKE_PARSER_FILE_DELAY_MS` (sleep before each
+//! profile file, like a slow CPU compiling real profiles), `FAKE_PARSER_LOG` (call log path),
 //! `FAKE_PARSER_NO_FORK=1` (a syntax error ends the whole run at once, like `yyerror()` in a parser
 //! that compiles files in-process rather than in a forked worker per file: later files are not
 //! processed; `-j0` does the same), `FAKE_PARSER_PARALLEL=1` (forked per-file workers finish out of
@@ -89,6 +91,12 @@ struct Opts {
     cache_loc: Option<PathBuf>,
     /// `-B`: the files are binary policy to load as they are.
     binary: bool,
+    /// `-I DIR` / `--Include DIR`, in order: searched for `include <…>`.
+    include_dirs: Vec<PathBuf>,
+    /// `-b DIR` / `--base DIR`: searched last.
+    base: Option<PathBuf>,
+    /// `-o FILE` / `--ofile FILE`: write the compiled policy there.
+    ofile: Option<PathBuf>,
 }
 
 /// One parsed top-level profile.
@@ -121,6 +129,16 @@ struct Child {
 struct ParseError {
     line: usize,
     message: String,
+    /// The include the error is in (`None`: the file itself).
+    in_file: Option<String>,
+}
+
+/// A line of a file with its includes inlined, and where it came from.
+struct Line {
+    /// The include it is from (`None`: the file itself).
+    src: Option<String>,
+    no: usize,
+    raw: String,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +170,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         write_cache: false,
         cache_loc: None,
         binary: false,
+        include_dirs: Vec::new(),
+        base: None,
+        ofile: None,
     };
     let set_action = |opts: &mut Opts, a: Action| -> Result<(), String> {
         match opts.action {
@@ -203,14 +224,17 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "skip-cache" | "skip-read-cache" | "quiet" | "verbose" | "skip-bad-cache" => {}
                 "jobs" => opts.jobs = Some(value(key)?),
                 "cache-loc" => opts.cache_loc = Some(PathBuf::from(value(key)?)),
-                "Include" | "base" | "Optimize" | "config-file" | "warn" | "max-jobs" | "kernel-features" => {
+                "ofile" => opts.ofile = Some(PathBuf::from(value(key)?)),
+                "Include" => opts.include_dirs.push(PathBuf::from(value(key)?)),
+                "base" => opts.base = Some(PathBuf::from(value(key)?)),
+                "Optimize" | "config-file" | "warn" | "Werror" | "max-jobs" | "kernel-features" => {
                     value(key)?;
                 }
                 _ => return Err(format!("apparmor_parser: unrecognized option '--{key}'")),
             }
             continue;
         }
-        // Short options, possibly combined (`-rK`); `-j`, `-I`, `-b`, `-O`, `-L` take a value.
+        // Short options, possibly combined (`-rK`); `-j`, `-I`, `-b`, `-O`, `-L`, `-f`, `-o`, `-M` take a value.
         let chars: Vec<char> = arg[1..].chars().collect();
         let mut k = 0;
         while k < chars.len() {
@@ -227,7 +251,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 'W' => opts.write_cache = true,
                 'B' => opts.binary = true,
                 'K' | 'T' | 'q' | 'v' => {}
-                'j' | 'I' | 'b' | 'O' | 'L' | 'f' => {
+                'j' | 'I' | 'b' | 'O' | 'L' | 'f' | 'o' | 'M' => {
                     let rest: String = chars[k..].iter().collect();
                     k = chars.len();
                     let v = if rest.is_empty() {
@@ -244,6 +268,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                         'f' => opts.subdomainfs = Some(PathBuf::from(v)),
                         'j' => opts.jobs = Some(v),
                         'L' => opts.cache_loc = Some(PathBuf::from(v)),
+                        'I' => opts.include_dirs.push(PathBuf::from(v)),
+                        'b' => opts.base = Some(PathBuf::from(v)),
+                        'o' => opts.ofile = Some(PathBuf::from(v)),
                         _ => {}
                     }
                 }
@@ -318,6 +345,9 @@ fn run(opts: Opts) -> ExitCode {
         if failed && opts.abort_on_error {
             break;
         }
+        if let Some(ms) = std::env::var("FAKE_PARSER_FILE_DELAY_MS").ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            thread::sleep(Duration::from_millis(ms));
+        }
         let text = match read_file(file) {
             Ok(t) => t,
             Err(FileError::NotFound) => {
@@ -331,10 +361,11 @@ fn run(opts: Opts) -> ExitCode {
                 continue;
             }
         };
-        let profiles = match parse_profile_file(&text) {
+        let profiles = match expand(&text, None, &opts, 0).and_then(|lines| parse_lines(&lines)) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("AppArmor parser error for {file} in profile {file} at line {}: {}", e.line, e.message);
+                let within = e.in_file.as_deref().unwrap_or(file);
+                eprintln!("AppArmor parser error for {file} in profile {within} at line {}: {}", e.line, e.message);
                 if no_fork {
                     // yyerror() exits: without a forked worker per file, the rest is never processed.
                     return ExitCode::from(1);
@@ -360,6 +391,13 @@ fn run(opts: Opts) -> ExitCode {
                 }
                 let cache = opts.cache_loc.as_deref().expect("checked above");
                 if let Err(msg) = binary::write_cache(cache, file, &text, &profiles, opts.complain) {
+                    eprintln!("{msg}");
+                    failed = true;
+                }
+            }
+            // -o FILE: the compiled policy into that file.
+            _ if kernel.is_none() && opts.ofile.is_some() => {
+                if let Err(msg) = binary::write_ofile(opts.ofile.as_deref().expect("checked above"), &text, &profiles) {
                     eprintln!("{msg}");
                     failed = true;
                 }
@@ -458,7 +496,60 @@ fn expand_files(files: &[String]) -> Vec<String> {
 // The mini grammar.
 
 fn syntax(line: usize, message: impl Into<String>) -> ParseError {
-    ParseError { line, message: message.into() }
+    ParseError { line, message: message.into(), in_file: None }
+}
+
+/// The lines of `text` with every include inlined after its include line, like the real
+/// parser's preprocessor: `include "x"` relative to the working directory, `include <x>` in the
+/// `-I` dirs then the `-b` base; `include if exists` may be missing. Without any `-I` or `-b` the
+/// fake has no search path and skips `<…>` includes (the tests' profiles all include
+/// `<abstractions/base>`, which the fake cannot parse).
+fn expand(text: &str, src: Option<&str>, opts: &Opts, depth: usize) -> Result<Vec<Line>, ParseError> {
+    let fail = |no: usize, message: String| ParseError { line: no, message, in_file: src.map(str::to_string) };
+    let mut out = Vec::new();
+    for (idx, raw) in text.lines().enumerate() {
+        let no = idx + 1;
+        out.push(Line { src: src.map(str::to_string), no, raw: raw.to_string() });
+        let t = raw.trim();
+        let Some(rest) = t.strip_prefix("#include").or_else(|| t.strip_prefix("include")) else { continue };
+        let rest = rest.trim_start();
+        let (optional, rest) = match rest.strip_prefix("if exists") {
+            Some(r) => (true, r.trim_start()),
+            None => (false, rest),
+        };
+        let (search, name) = match (rest.strip_prefix('<'), rest.strip_prefix('"')) {
+            (Some(r), _) => (true, r.split('>').next().unwrap_or_default()),
+            (_, Some(r)) => (false, r.split('"').next().unwrap_or_default()),
+            _ => continue,
+        };
+        if search && opts.include_dirs.is_empty() && opts.base.is_none() {
+            continue;
+        }
+        let candidates: Vec<PathBuf> = if Path::new(name).is_absolute() || !search {
+            vec![PathBuf::from(name)]
+        } else {
+            opts.include_dirs.iter().chain(&opts.base).map(|d| d.join(name)).collect()
+        };
+        let Some(found) = candidates.into_iter().find(|c| c.exists()) else {
+            if optional {
+                continue;
+            }
+            return Err(fail(no, format!("Could not open '{name}'")));
+        };
+        if depth > 16 {
+            return Err(fail(no, "includes nested too deeply".into()));
+        }
+        let files = if found.is_dir() {
+            expand_files(&[found.to_string_lossy().into_owned()])
+        } else {
+            vec![found.to_string_lossy().into_owned()]
+        };
+        for f in files {
+            let text = fs::read_to_string(&f).map_err(|e| fail(no, format!("Could not open '{name}': {e}")))?;
+            out.extend(expand(&text, Some(&f), opts, depth + 1)?);
+        }
+    }
+    Ok(out)
 }
 
 /// Strips a `#` comment (outside double quotes). `#include` lines are handled by the caller.
@@ -566,14 +657,26 @@ fn parse_header(header: &str, line: usize, nested: bool) -> Result<(String, Opti
     Ok((name, mode))
 }
 
-fn parse_profile_file(text: &str) -> Result<Vec<Profile>, ParseError> {
+/// The profiles of a file whose includes are inlined; an error names the include it is in.
+fn parse_lines(lines: &[Line]) -> Result<Vec<Profile>, ParseError> {
+    let mut at = None;
+    parse_profile_lines(lines, &mut at).map_err(|mut e| {
+        e.in_file = at;
+        e
+    })
+}
+
+fn parse_profile_lines(lines: &[Line], at: &mut Option<String>) -> Result<Vec<Profile>, ParseError> {
     // Stack of open blocks: (full name, complain flag).
     let mut stack: Vec<(String, Option<bool>)> = Vec::new();
     let mut profiles: Vec<Profile> = Vec::new();
     let mut last_line = 0;
-    for (idx, raw) in text.lines().enumerate() {
-        let lineno = idx + 1;
-        last_line = lineno;
+    for l in lines {
+        let (lineno, raw) = (l.no, l.raw.as_str());
+        *at = l.src.clone();
+        if l.src.is_none() {
+            last_line = lineno;
+        }
         let trimmed = raw.trim();
         if trimmed.starts_with("#include") || trimmed.starts_with("include ") || trimmed == "include" {
             if let Some(p) = profiles.last_mut().filter(|_| !stack.is_empty()) {
@@ -656,6 +759,7 @@ fn parse_profile_file(text: &str) -> Result<Vec<Profile>, ParseError> {
         }
     }
     if !stack.is_empty() {
+        *at = None;
         return Err(syntax(last_line.max(1), "syntax error, unexpected $end, expecting TOK_CLOSE"));
     }
     Ok(profiles)
@@ -766,7 +870,8 @@ impl Kernel {
         existed
     }
 
-    fn set_policy(&mut self, name: &str, mode: &str, sha1: &str) -> io::Result<()> {
+    /// `hashes` is (SHA-1, SHA-256) of the profile's policy; the kernel shows one of them.
+    fn set_policy(&mut self, name: &str, mode: &str, hashes: (&str, &str)) -> io::Result<()> {
         let root = self.dir.join("policy/profiles");
         fs::create_dir_all(&root)?;
         let id = match self.policy.get(name) {
@@ -781,7 +886,11 @@ impl Kernel {
         fs::create_dir_all(&d)?;
         write_atomic(&d.join("name"), &format!("{name}\n"))?;
         write_atomic(&d.join("mode"), &format!("{mode}\n"))?;
-        write_atomic(&d.join("sha1"), &format!("{sha1}\n"))?;
+        if self.dir.join(".fake-sha256").exists() {
+            write_atomic(&d.join("sha256"), &format!("{}\n", hashes.1))?;
+        } else {
+            write_atomic(&d.join("sha1"), &format!("{}\n", hashes.0))?;
+        }
         Ok(())
     }
 

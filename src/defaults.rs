@@ -21,6 +21,16 @@ pub const STATE_FILE: &str = "state.json";
 /// Node Feature Discovery's local feature file (nfd-worker's `features.d/`, a host directory): labels
 /// for the loaded profiles. Written only when its directory exists, i.e. is mounted into the agent.
 pub const NFD_FEATURES_FILE: &str = "/etc/kubernetes/node-feature-discovery/features.d/apparmor-loader";
+/// The parser's configuration file: its `Include` lines are part of the include search path.
+pub const PARSER_CONF: &str = "/etc/apparmor/parser.conf";
+/// The parser's base directory, searched last for `include <…>`.
+pub const PARSER_BASE: &str = "/etc/apparmor.d";
+/// The compiled-policy cache's directory inside the state directory.
+pub const CACHE_SUBDIR: &str = "policy-cache";
+/// Size bound of the compiled-policy cache: a distribution's ~140 profiles compile to ~10 MiB.
+pub const CACHE_SIZE: u64 = 64 * 1024 * 1024;
+/// Largest `--cache-size` accepted (a larger one is a typo, not a plan).
+pub const MAX_CACHE_SIZE: u64 = 16 * 1024 * 1024 * 1024;
 /// procfs, scanned for processes still confined by a profile before it is unloaded.
 pub const PROC: &str = "/proc";
 /// Largest profile file accepted; a real profile is a few KiB.

@@ -6,12 +6,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use apparmor_loader::agent;
 use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
+use apparmor_loader::cli::check::{self, CheckArgs};
 use apparmor_loader::cli::gating;
 use apparmor_loader::cli::inspect::{self, InspectArgs};
+#[cfg(feature = "kubectl-plugin")]
+use apparmor_loader::cli::kubectl;
 use apparmor_loader::cli::{self as commands, Verdict};
-use apparmor_loader::config::{Cli, Command, ConfigError, LogFormat, Resolver};
+use apparmor_loader::config::{Cli, Command, ConfigError, HostSettings, LogFormat, Resolver};
 use apparmor_loader::preflight::EnvironmentError;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad flag or config file.
@@ -20,7 +23,15 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_ENVIRONMENT: u8 = 3;
 
 fn main() -> ExitCode {
+    // Installed as a symlink named kubectl-apparmor_loader, the binary is the kubectl plugin.
+    if std::env::args_os().next().is_some_and(|a| commands::invoked_as_plugin(&a.to_string_lossy())) {
+        return kubectl_plugin();
+    }
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        // Before the config file is read: completions need nothing from the host.
+        return completions(shell);
+    }
     let resolver = match Resolver::new(cli.global.config.as_deref()) {
         Ok(r) => r,
         Err(e) => return fail(&e.into()),
@@ -30,32 +41,47 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.into()),
     };
     init_tracing(host.log_format, &host.log_level);
-    let result = match &cli.command {
+    match dispatch(&cli.command, &resolver, host) {
+        Ok(Verdict::Ok) => ExitCode::SUCCESS,
+        Ok(Verdict::Failures) => ExitCode::FAILURE,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Runs the subcommand with its resolved settings.
+fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyhow::Result<Verdict> {
+    match command {
         Command::Run(args) => {
             resolver.run(args, &host).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok)
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths } => commands::check(&host, paths),
+        Command::Check { paths, include_dir, features, json, strict_names } => {
+            let (paths, features, json, strict_names) = (paths.clone(), features.clone(), *json, *strict_names);
+            let include_dirs = resolver.include_dirs(include_dir);
+            check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names })
+        }
         Command::Status { json } => commands::status(&host, *json),
+        Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
-        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args),
+        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir)),
         Command::ClearNodeFeatures => gating::clear_node_features(&host),
         Command::Inspect { files, binary, complain, kernel, json } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args)
         }
         Command::Denials { profile, follow, json, all, audit } => {
-            resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
-                commands::denials(&DenialsArgs {
-                    profile: profile.clone(),
-                    follow: *follow,
-                    json: *json,
-                    all: *all,
-                    source: a.source,
-                    paths: a.paths,
-                    resolve_containers: true,
-                })
+            let a = resolver.audit(audit, &host.proc_dir)?;
+            let (follow, json, all) = (*follow, *json, *all);
+            let (source, paths) = (a.source, a.paths);
+            commands::denials(&DenialsArgs {
+                profile: profile.clone(),
+                follow,
+                json,
+                all,
+                source,
+                paths,
+                resolve_containers: true,
             })
         }
         Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit } => {
@@ -69,12 +95,35 @@ fn main() -> ExitCode {
                 commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace })
             })
         }
-    };
-    match result {
+    }
+}
+
+/// Prints the completion script. Generated into memory first: clap_complete panics on a write
+/// error, and `completions bash | head` closes the pipe early.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "apparmor-loader", &mut script);
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader has all it wanted.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(&anyhow::Error::new(e).context("cannot write the completion script")),
+    }
+}
+
+#[cfg(feature = "kubectl-plugin")]
+fn kubectl_plugin() -> ExitCode {
+    match kubectl::run(&kubectl::PluginCli::parse()) {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,
         Ok(Verdict::Failures) => ExitCode::FAILURE,
         Err(e) => fail(&e),
     }
+}
+
+#[cfg(not(feature = "kubectl-plugin"))]
+fn kubectl_plugin() -> ExitCode {
+    eprintln!("error: this apparmor-loader was built without the kubectl plugin (cargo feature `kubectl-plugin`)");
+    ExitCode::from(EXIT_USAGE)
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
@@ -103,7 +152,7 @@ fn init_tracing(format: LogFormat, filter: &str) {
     }
 }
 
-fn run_agent(host: apparmor_loader::config::HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
+fn run_agent(host: HostSettings, run: apparmor_loader::config::RunSettings) -> anyhow::Result<()> {
     // Before the runtime starts its threads, so they inherit the blocked signals.
     let shutdown = CancellationToken::new();
     commands::cancel_on_signals(&shutdown)?;

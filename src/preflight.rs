@@ -105,7 +105,11 @@ pub fn host_kernel(host: &HostSettings, needs: Needs) -> Result<HostKernel, Envi
                 .with_jobs(host.parser_jobs);
             let version = kernel.parser_version().map_err(|source| EnvironmentError::ParserBroken { parser, source })?;
             tracing::debug!(%version, "parser works");
-            Ok(kernel)
+            // AppArmor 4 parsers can fail a file whose rules the kernel would not enforce.
+            let rules_enforced = crate::kernel::parser_major(&version) >= Some(4);
+            Ok(kernel
+                .with_rules_enforced(rules_enforced)
+                .with_parser_version(version, std::path::Path::new(crate::defaults::PARSER_CONF)))
         }
         Needs::Compile => Ok(HostKernel::new(host.apparmor_dir(), parser(host)?, host.parser_timeout, std::env::temp_dir())),
         Needs::List => {

@@ -22,7 +22,7 @@ pub struct ScanOptions {
 }
 
 /// A profile file that can be handed to the parser.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceFile {
     /// The key: the path relative to the directory (`payment-api`, `team/x` when recursive).
     pub key: String,
@@ -33,6 +33,9 @@ pub struct SourceFile {
     pub real: PathBuf,
     /// sha256 of the content, lowercase hex.
     pub sha256: String,
+    /// What identifies its compiled policy (content, includes, toolchain): the sha256 until
+    /// the includes are resolved (`crate::reconcile::identity`).
+    pub identity: String,
 }
 
 /// One entry of the desired state.
@@ -84,10 +87,79 @@ const MAX_DEPTH: usize = 16;
 
 /// Reads the directory. Entries come back sorted by key.
 pub fn scan(dir: &Path, opts: &ScanOptions) -> Result<Vec<ScanEntry>, ScanError> {
+    scan_with(dir, opts, &mut HashMemo::default())
+}
+
+/// Like [`scan`], reading only the files whose metadata changed since the last scan with the
+/// same `memo`.
+pub fn scan_with(dir: &Path, opts: &ScanOptions, memo: &mut HashMemo) -> Result<Vec<ScanEntry>, ScanError> {
     let root = fs::canonicalize(dir).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
     let mut out = BTreeMap::new();
-    walk(dir, &root, "", opts, &mut out).map_err(|source| ScanError { path: dir.to_path_buf(), source })?;
+    let walked = walk(dir, &root, "", opts, &mut out, memo).map_err(|source| ScanError { path: dir.to_path_buf(), source });
+    memo.end_scan();
+    walked?;
     Ok(out.into_values().collect())
+}
+
+/// What identifies a file's content without reading it: inode, size, mtime and ctime (a
+/// rename, a write or a chmod changes one of them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// The stamp of a file's metadata.
+    pub fn of(m: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file was last modified long enough ago that a further write would show in
+    /// its mtime (a write within the same clock tick would not).
+    pub fn settled(m: &fs::Metadata) -> bool {
+        m.modified().ok().and_then(|t| std::time::SystemTime::now().duration_since(t).ok()).is_some_and(|age| age > SETTLED)
+    }
+}
+
+/// A file modified this recently is never trusted by its metadata alone.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Content hashes of the files of the last scan, by resolved path and stamp.
+#[derive(Debug, Default)]
+pub struct HashMemo {
+    known: std::collections::HashMap<PathBuf, (FileStamp, String)>,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl HashMemo {
+    fn get(&mut self, real: &Path, meta: &fs::Metadata) -> Option<String> {
+        self.seen.insert(real.to_path_buf());
+        let (stamp, sha) = self.known.get(real)?;
+        (*stamp == FileStamp::of(meta)).then(|| sha.clone())
+    }
+
+    fn put(&mut self, real: &Path, meta: &fs::Metadata, sha: &str) {
+        if FileStamp::settled(meta) {
+            self.known.insert(real.to_path_buf(), (FileStamp::of(meta), sha.to_string()));
+        }
+    }
+
+    fn end_scan(&mut self) {
+        let seen = std::mem::take(&mut self.seen);
+        self.known.retain(|p, _| seen.contains(p));
+    }
 }
 
 fn walk(
@@ -96,6 +168,7 @@ fn walk(
     prefix: &str,
     opts: &ScanOptions,
     out: &mut BTreeMap<String, ScanEntry>,
+    memo: &mut HashMemo,
 ) -> std::io::Result<()> {
     for entry in fs::read_dir(shown_dir)? {
         let entry = entry?;
@@ -120,7 +193,7 @@ fn walk(
         if meta.is_dir() {
             // The depth bound stops a symlink to an ancestor from looping forever.
             if opts.recursive && prefix.matches('/').count() < MAX_DEPTH {
-                walk(&shown, root, &format!("{key}/"), opts, out)?;
+                walk(&shown, root, &format!("{key}/"), opts, out, memo)?;
             }
             continue;
         }
@@ -133,8 +206,12 @@ fn walk(
             out.insert(key.clone(), reject(too_large(&shown, opts.max_file_size)));
             continue;
         }
-        let entry = match read_profile(&real, &shown, opts.max_file_size) {
-            Ok(sha256) => ScanEntry::File(SourceFile { key: key.clone(), shown, real, sha256 }),
+        let hashed = match memo.get(&real, &meta) {
+            Some(sha256) => Ok(sha256),
+            None => read_profile(&real, &shown, opts.max_file_size).inspect(|sha| memo.put(&real, &meta, sha)),
+        };
+        let entry = match hashed {
+            Ok(sha256) => ScanEntry::File(SourceFile { key: key.clone(), shown, real, identity: sha256.clone(), sha256 }),
             Err(reason) => reject(reason),
         };
         out.insert(key, entry);
@@ -285,6 +362,41 @@ mod tests {
         assert!(reason("escape").contains("escape"));
         let recursive = scan(d.path(), &ScanOptions { recursive: true, max_file_size: 64 }).unwrap();
         assert!(keys(&recursive).contains(&("sub/inner".to_string(), true)));
+    }
+
+    /// A rescan reads only what changed: an unchanged settled file is known by its metadata,
+    /// a rewrite (new mtime or inode) is read again, a fresh file is never trusted.
+    #[test]
+    fn unchanged_files_are_not_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let write = |name: &str, text: &str, mtime: Option<std::time::SystemTime>| {
+            fs::write(d.path().join(name), text).unwrap();
+            if let Some(t) = mtime {
+                fs::File::options().write(true).open(d.path().join(name)).unwrap().set_modified(t).unwrap();
+            }
+        };
+        write("a", "profile a {}\n", Some(old));
+        write("b", "profile b {}\n", None);
+        let mut memo = HashMemo::default();
+        let sha = |entries: &[ScanEntry], k: &str| match entries.iter().find(|e| key(e) == k) {
+            Some(ScanEntry::File(f)) => f.sha256.clone(),
+            _ => panic!("{k}"),
+        };
+        let first = scan_with(d.path(), &opts(), &mut memo).unwrap();
+        assert_eq!(memo.known.len(), 1, "only the settled file is remembered");
+        // Same size, same mtime, other bytes, written in place: ctime tells.
+        write("a", "profile z {}\n", Some(old));
+        let second = scan_with(d.path(), &opts(), &mut memo).unwrap();
+        assert_ne!(sha(&first, "a"), sha(&second, "a"));
+        assert_eq!(sha(&second, "a"), hex(&Sha256::digest(b"profile z {}\n")));
+        // A memo entry is the hash of what is there: poison it and see it used, then forgotten.
+        let real = fs::canonicalize(d.path().join("a")).unwrap();
+        memo.known.get_mut(&real).unwrap().1 = "remembered".into();
+        assert_eq!(sha(&scan_with(d.path(), &opts(), &mut memo).unwrap(), "a"), "remembered");
+        fs::remove_file(d.path().join("a")).unwrap();
+        scan_with(d.path(), &opts(), &mut memo).unwrap();
+        assert!(memo.known.is_empty());
     }
 
     #[test]

@@ -508,3 +508,38 @@ fn in_use_check_reads_both_attr_files() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(env.kernel.names().is_empty(), "{:?}", env.kernel.names());
 }
+
+/// Linux 6.8 and later show `policy/profiles/*/sha256` and no `sha1`: loads are verified
+/// against it (a sync exits 0 and owns what it loaded), and `inspect --kernel` matches it.
+#[test]
+fn a_kernel_with_only_sha256_hashes_verifies_and_inspects() {
+    let env = TestEnv::new();
+    fs::write(env.kernel.apparmor().join(".fake-sha256"), "").unwrap();
+    let files = two(&env);
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let hashes = env.kernel.sha1s();
+    assert_eq!(hashes.keys().collect::<Vec<_>>(), ["alpha", "beta", "beta2"]);
+    assert!(hashes.values().all(|h| h.len() == 64), "SHA-256 only: {hashes:?}");
+    let d = fs::read_dir(env.kernel.apparmor().join("policy/profiles")).unwrap().next().unwrap().unwrap().path();
+    assert!(!d.join("sha1").exists() && d.join("sha256").is_file());
+    let state: Value = serde_json::from_str(&fs::read_to_string(env.state.join("state.json")).unwrap()).unwrap();
+    assert_eq!(
+        state["profiles"]["alpha"]["kernel_sha1"].as_str(),
+        Some(hashes["alpha"].as_str()),
+        "owned, with the kernel's hash"
+    );
+    // A second sync sees nothing to do: the kernel's SHA-256 is the compiled policy's.
+    let rev = env.kernel.revision();
+    let o = sync(&env, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(env.kernel.revision(), rev);
+
+    let alpha = env.profiles.join("alpha");
+    let o = env.run(&["inspect", "--kernel", "--json", alpha.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["profiles"][0]["kernel"], "loaded");
+    assert_eq!(v[0]["profiles"][0]["sha256"].as_str(), Some(hashes["alpha"].as_str()));
+    let _ = files;
+}

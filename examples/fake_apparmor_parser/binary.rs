@@ -33,6 +33,11 @@ pub fn write_cache(cache: &Path, file: &str, text: &str, profiles: &[Profile], f
         .map_err(|e| format!("apparmor_parser: cannot write cache file {base}: {e}"))
 }
 
+/// `-o FILE`: the file's compiled policy written to `out` (no cache, no kernel), as `check` asks.
+pub fn write_ofile(out: &Path, text: &str, profiles: &[Profile]) -> Result<(), String> {
+    write_atomic_bytes(out, &compile(text, profiles)).map_err(|e| format!("apparmor_parser: cannot write {}: {e}", out.display()))
+}
+
 /// One blob for a file: every profile and child flattened, top-level names sorted and each
 /// followed by its children depth-first, as the real parser orders them.
 fn compile(text: &str, profiles: &[Profile]) -> Vec<u8> {
@@ -146,7 +151,7 @@ fn apply(dir: &Path, bytes: &[u8], add_only: bool) -> Result<(), String> {
     for p in &profiles {
         k.listing.insert(p.name.clone(), p.mode.to_string());
         if !p.name.contains("//") {
-            k.set_policy(&p.name, p.mode.as_str(), &p.sha1).map_err(|e| format!("fake kernel: {e}"))?;
+            k.set_policy(&p.name, p.mode.as_str(), (&p.sha1, &p.sha256)).map_err(|e| format!("fake kernel: {e}"))?;
         }
     }
     k.commit().map_err(|e| format!("fake kernel: {e}"))

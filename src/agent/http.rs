@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use super::exposition;
 use crate::agent::metrics::Metrics;
 use crate::reconcile::{ItemState, Report};
 
@@ -152,6 +153,12 @@ async fn profiles(State(s): State<Arc<AgentState>>) -> Response {
     axum::Json(s.report()).into_response()
 }
 
-async fn metrics(State(s): State<Arc<AgentState>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.render()).into_response()
+/// OpenMetrics to clients that ask for it (Prometheus does), the classic text format to the others.
+async fn metrics(State(s): State<Arc<AgentState>>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS_CONTENT_TYPE)], s.metrics.render()).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, exposition::TEXT_CONTENT_TYPE)], exposition::to_text_format(&s.metrics.render())).into_response()
+    }
 }

@@ -9,11 +9,14 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use super::profile_info::ProfileInfo;
 use crate::kernel::ParserOp;
 use crate::reconcile::{Counts, ItemState, Report};
+
+/// The source revision this binary was built from (see `build.rs`): a git commit, or `unknown`.
+pub const REVISION: &str = env!("APPARMOR_LOADER_REVISION");
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
@@ -46,6 +49,7 @@ pub struct Metrics {
     syncs: Family<ResultLabel, Counter>,
     last_success: Gauge<f64, AtomicU64>,
     drift_repairs: Counter,
+    profile_info: ProfileInfo,
 }
 
 fn result(ok: bool) -> &'static str {
@@ -90,15 +94,22 @@ impl Metrics {
             "Profiles restored after being removed or replaced behind the agent's back",
             drift_repairs.clone(),
         );
-        registry.register(
-            "build",
-            "Build information",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION")), ("name", env!("CARGO_PKG_NAME"))]),
-        );
+        // A gauge at 1 rather than an OpenMetrics info metric: the classic text format (promtool check
+        // metrics, scrapers that do not ask for OpenMetrics) has no `info` type.
+        let build = Family::<Vec<(&'static str, &'static str)>, Gauge>::default();
+        build
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", REVISION),
+                ("name", env!("CARGO_PKG_NAME")),
+            ])
+            .set(1);
+        registry.register("build_info", "Build information: version, source revision (value 1)", build);
+        let profile_info = ProfileInfo::register(&mut registry);
         for state in ItemState::ALL {
             profiles.get_or_create(&StateLabel { state: state.as_str() }).set(0);
         }
-        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs }
+        Metrics { registry, profiles, files, operations, parser_duration, syncs, last_success, drift_repairs, profile_info }
     }
 
     /// Lets other parts (the denial monitor) register their metrics before serving starts.
@@ -124,6 +135,7 @@ impl Metrics {
             let n = report.files.iter().filter(|f| f.state == state).count();
             self.files.get_or_create(&StateLabel { state: state.as_str() }).set(n as i64);
         }
+        self.profile_info.update(report);
         self.syncs.get_or_create(&ResultLabel { result: "success" }).inc();
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
         self.last_success.set(now);
@@ -161,6 +173,7 @@ mod tests {
                 state: ItemState::Stale,
                 error: Some("x:1: boom".into()),
                 names: vec![],
+                includes: vec![],
             }],
         };
         m.record_sync(&counts, &report);

@@ -2,6 +2,7 @@
 //! "rescan, hash, diff"; a short window coalesces bursts; a periodic resync is the
 //! safety net. One shutdown token is cloned into every task.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -15,6 +16,7 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use self::http::AgentState;
 use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
 use crate::gating::Gates;
@@ -23,12 +25,15 @@ use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::{audit, defaults, preflight};
-use http::AgentState;
 
+/// `/metrics` in the classic text format for scrapers that do not ask for OpenMetrics.
+pub mod exposition;
 /// The read-only HTTP endpoints: `/healthz`, `/readyz`, `/profiles`, `/metrics`, `/denials`.
 pub mod http;
 /// Prometheus metrics of the sync loop.
 pub mod metrics;
+/// `apparmor_loader_profile_info`: which version of each managed profile this node enforces.
+pub mod profile_info;
 /// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
 pub mod serve;
 
@@ -46,7 +51,7 @@ pub enum Trigger {
 /// Runs until `shutdown` is cancelled. Profiles stay loaded when it returns.
 pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let kernel = preflight::host_kernel(&host, preflight::Needs::Load)?;
-    let settings = run.reconcile.reconciler(&host)?;
+    let settings = run.reconcile.reconciler(&host, kernel.toolchain())?;
 
     // Denials are counted per managed profile; the set is refreshed after every sync.
     let managed = audit::ProfileSet::default();
@@ -77,12 +82,14 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let server = start_server(&run.listen, app, http_metrics, shutdown.clone())?;
 
     let (tx, rx) = mpsc::channel(64);
-    let _watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
+    let watcher = watch_files(&run.reconcile.profiles, run.reconcile.recursive, tx.clone())?;
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
     let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, gates, rx, timing, shutdown.clone()));
+    let includes = IncludeWatch { watcher, watched: BTreeSet::new() };
+    let published = Published { managed, gates };
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, rx, timing, includes, shutdown.clone()));
     shutdown.cancelled().await;
     tracing::info!("shutting down: finishing the parser call in flight; profiles stay loaded");
     match tokio::time::timeout(crate::defaults::SHUTDOWN_GRACE, worker).await {
@@ -199,6 +206,35 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
     }
 }
 
+/// The watcher, also watching the directories of the files the profiles include (outside
+/// the profiles directory), which change as the profiles do.
+struct IncludeWatch {
+    watcher: notify::RecommendedWatcher,
+    watched: BTreeSet<PathBuf>,
+}
+
+impl IncludeWatch {
+    /// Watches exactly `want` (besides the profiles directory).
+    fn update(&mut self, want: BTreeSet<PathBuf>) {
+        for gone in self.watched.difference(&want) {
+            let _ = self.watcher.unwatch(gone);
+        }
+        for dir in want.difference(&self.watched) {
+            if let Err(e) = self.watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch an include directory; its edits are seen at the next resync");
+            }
+        }
+        self.watched = want;
+    }
+}
+
+/// Where a sync's result goes besides the HTTP state: the denial monitor's set of managed profiles
+/// and the node's gates (feature file, taint).
+struct Published {
+    managed: audit::ProfileSet,
+    gates: Gates,
+}
+
 /// How often the loop resyncs and how long it coalesces events.
 struct Timing {
     resync_interval: Duration,
@@ -208,10 +244,10 @@ struct Timing {
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<AgentState>,
-    managed: audit::ProfileSet,
-    mut gates: Gates,
+    mut published: Published,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
+    mut includes: IncludeWatch,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Timing { resync_interval, debounce } = timing;
@@ -241,7 +277,8 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let r = reconciler.clone();
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
-        if publish(&shared, &managed, &mut gates, trigger, started, result) {
+        includes.update(reconciler.lock().expect("reconciler lock").include_dirs());
+        if publish(&shared, &mut published, trigger, started, result) {
             retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }
     }
@@ -254,8 +291,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
 /// record could not be written, so the sync is retried soon.
 fn publish(
     shared: &AgentState,
-    managed: &audit::ProfileSet,
-    gates: &mut Gates,
+    published: &mut Published,
     trigger: Trigger,
     started: Instant,
     result: Result<Outcome, SyncError>,
@@ -279,8 +315,9 @@ fn publish(
             } else {
                 tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
             }
-            managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
-            gates.after_sync(&outcome.report);
+            let managed = outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone());
+            published.managed.replace(managed);
+            published.gates.after_sync(&outcome.report);
             shared.publish(outcome.report);
             outcome.state_error.map(|e| shared.publish_error(e)).is_some()
         }

@@ -2,23 +2,25 @@
 //! `admission-policy` and `clear-node-features`.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use anyhow::Context;
 
 use super::Verdict;
 use crate::config::{AdmissionPolicyArgs, HostSettings};
 use crate::gating::{features, policy};
+use crate::kernel::CompileJob;
 use crate::preflight::{self, Needs};
 
 /// `admission-policy`: names the directory's profiles from their compiled policy (one parser call,
 /// nothing loaded; `--kernel-features`: see [`policy::features_file`]) and prints the policy, or
-/// writes it to a file. Nothing is written when a file cannot be named.
-pub fn admission_policy(host: &HostSettings, args: &AdmissionPolicyArgs) -> anyhow::Result<Verdict> {
-    let mut kernel = preflight::host_kernel(host, Needs::Compile)?.with_jobs(host.parser_jobs);
-    if let Some(f) = policy::features_file(&host.apparmor_dir(), args.kernel_features.as_deref()) {
-        kernel = kernel.with_kernel_features(f);
-    }
-    let names = policy::profile_names(&kernel, &args.profiles, args.recursive)?;
+/// writes it to a file. `include_dirs`: `--include-dir`, resolved. Nothing is written when a file
+/// cannot be named.
+pub fn admission_policy(host: &HostSettings, args: &AdmissionPolicyArgs, include_dirs: &[PathBuf]) -> anyhow::Result<Verdict> {
+    let kernel = preflight::host_kernel(host, Needs::Compile)?.with_jobs(host.parser_jobs);
+    let kernel_features = policy::features_file(&host.apparmor_dir(), args.kernel_features.as_deref());
+    let job = CompileJob { cwd: args.profiles.clone(), include_dirs: include_dirs.to_vec(), kernel_features };
+    let names = policy::profile_names(&kernel, &args.profiles, args.recursive, job)?;
     let text = policy::render(&names, &args.profiles.display().to_string());
     match &args.output {
         Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,

@@ -66,6 +66,8 @@ struct ProfileReport {
     namespace: Option<String>,
     mode: String,
     sha1: String,
+    /// The hash kernels from 6.8 on show (`policy/profiles/*/sha256`).
+    sha256: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     kernel: Option<KernelMatch>,
 }
@@ -104,6 +106,7 @@ pub fn inspect(host: &HostSettings, args: &InspectArgs) -> anyhow::Result<Verdic
                         namespace: p.namespace,
                         mode: p.mode.to_string(),
                         sha1: p.sha1,
+                        sha256: p.sha256,
                         kernel,
                     });
                 }
@@ -134,7 +137,7 @@ fn read_blob(bytes: &[u8], complain: bool) -> Result<Vec<BlobProfile>, String> {
 
 fn compare(p: &BlobProfile, loaded: &BTreeMap<String, (String, String)>) -> KernelMatch {
     match loaded.get(&p.name) {
-        Some((mode, sha1)) if *mode == p.mode.as_str() && *sha1 == p.sha1 => KernelMatch::Loaded,
+        Some((mode, hash)) if *mode == p.mode.as_str() && p.is_kernel_hash(hash) => KernelMatch::Loaded,
         Some(_) => KernelMatch::Different,
         None => KernelMatch::Absent,
     }
@@ -187,7 +190,7 @@ impl Drop for RemoveOnDrop {
 /// Deepest child nesting read from the kernel's policy tree.
 const MAX_DEPTH: usize = 8;
 
-/// Full name → (mode, sha1) of every profile in a namespace's `policy/…/profiles` tree; a
+/// Full name → (mode, kernel hash) of every profile in a namespace's `policy/…/profiles` tree; a
 /// child's directory sits in its parent's `profiles/` and its `name` file holds the last part.
 fn kernel_profiles(apparmor: &Path, namespace: Option<&str>) -> anyhow::Result<BTreeMap<String, (String, String)>> {
     let root = match namespace {
@@ -205,7 +208,10 @@ fn kernel_profiles(apparmor: &Path, namespace: Option<&str>) -> anyhow::Result<B
         for entry in entries.flatten() {
             let read = |f: &str| fs::read_to_string(entry.path().join(f)).map(|s| s.trim_end_matches('\n').to_string());
             // A profile replaced while we read can vanish: skip it.
-            let (Ok(name), Ok(mode), Ok(sha1)) = (read("name"), read("mode"), read("sha1")) else { continue };
+            // `sha256` instead of `sha1` from Linux 6.8 on.
+            let (Ok(name), Ok(mode), Ok(sha1)) = (read("name"), read("mode"), read("sha1").or_else(|_| read("sha256"))) else {
+                continue;
+            };
             let full = if prefix.is_empty() { name } else { format!("{prefix}//{name}") };
             if depth < MAX_DEPTH {
                 stack.push((entry.path().join("profiles"), full.clone(), depth + 1));

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -16,14 +15,27 @@ use crate::preflight::{self, Needs};
 use crate::reconcile::plan::{FileAction, Operation, RemovalAction};
 use crate::reconcile::state::StateStore;
 use crate::reconcile::{ItemState, Reconciler};
-use crate::scan::{self, ScanEntry, ScanOptions};
 
 /// `denials` and `suggest`: reading audit records and turning them into rules.
 pub mod audit;
+/// `check`: compile profile files without loading them, a gate for GitOps pipelines.
+pub mod check;
 /// `admission-policy` and `clear-node-features`: the gates' subcommands.
 pub mod gating;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
+/// `kubectl apparmor_loader`: the binary invoked as `kubectl-apparmor_loader` asks every agent pod
+/// through the API server (feature `kubectl-plugin`; the agent's own client is `run --node-taint`'s, src/gating/taint.rs).
+#[cfg(feature = "kubectl-plugin")]
+pub mod kubectl;
+
+/// The executable name kubectl looks up for `kubectl apparmor_loader` (and `kubectl apparmor-loader`).
+pub const PLUGIN_NAME: &str = "kubectl-apparmor_loader";
+
+/// True when the binary was started under the plugin's name (argv[0], any directory).
+pub fn invoked_as_plugin(argv0: &str) -> bool {
+    std::path::Path::new(argv0).file_name().is_some_and(|n| n == PLUGIN_NAME)
+}
 
 /// How a one-shot command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +48,7 @@ pub enum Verdict {
 
 fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reconciler<HostKernel>> {
     let kernel = preflight::host_kernel(host, Needs::Load)?;
-    let settings = r.reconciler(host)?;
+    let settings = r.reconciler(host, kernel.toolchain())?;
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
@@ -96,43 +108,6 @@ pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
         writeln!(out, "nothing to change in the kernel")?;
     }
     Ok(Verdict::Ok)
-}
-
-/// `check`: compile files (or every profile file of directories) without loading them.
-pub fn check(host: &HostSettings, paths: &[PathBuf]) -> anyhow::Result<Verdict> {
-    let kernel = preflight::host_kernel(host, Needs::Compile)?;
-    let mut out = std::io::stdout().lock();
-    let mut failed = 0;
-    let mut checked = 0;
-    for path in paths {
-        let files: Vec<(PathBuf, Result<(), String>)> = if path.is_dir() {
-            let opts = ScanOptions { recursive: true, max_file_size: crate::defaults::MAX_FILE_SIZE };
-            scan::scan(path, &opts)?
-                .into_iter()
-                .map(|e| match e {
-                    ScanEntry::File(f) => (f.shown, Ok(())),
-                    ScanEntry::Rejected { key, reason } => (path.join(key), Err(reason)),
-                })
-                .collect()
-        } else {
-            vec![(path.clone(), Ok(()))]
-        };
-        for (file, pre) in files {
-            checked += 1;
-            let result = pre.and_then(|()| kernel.check(&file).map_err(|e| format!("{e:#}")));
-            match result {
-                Ok(()) => writeln!(out, "ok      {}", file.display())?,
-                Err(e) => {
-                    failed += 1;
-                    // Parser diagnostics already read `file:line: message`.
-                    let e = if e.contains(&*file.to_string_lossy()) { e } else { format!("{}: {e}", file.display()) };
-                    writeln!(out, "error   {e}")?;
-                }
-            }
-        }
-    }
-    writeln!(out, "{checked} checked, {failed} with errors")?;
-    Ok(if failed == 0 { Verdict::Ok } else { Verdict::Failures })
 }
 
 #[derive(Serialize)]

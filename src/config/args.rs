@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::audit::SourceSpec;
+use crate::defaults;
 use crate::kernel::DesiredMode;
 
 /// Log line format.
@@ -50,7 +51,7 @@ pub struct GlobalArgs {
     /// procfs, scanned for processes still confined by a profile before removing it [default: /proc].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
     pub proc: Option<PathBuf>,
-    /// Kill a parser process that runs longer than this [default: 30s].
+    /// Kill a parser process that runs longer than this per file it compiles (at most 20 times this) [default: 30s].
     #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
     pub parser_timeout: Option<humantime::Duration>,
     /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].
@@ -89,6 +90,13 @@ pub struct ReconcileArgs {
     /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
     #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_parser = desired_mode())]
     pub default_mode: Option<DesiredMode>,
+    /// Also look for `include <…>` files here, before parser.conf's and the base dir (e.g. a second
+    /// ConfigMap of abstractions); repeatable, comma-separated in the environment. Passed to the parser as -I.
+    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+    pub include_dir: Vec<PathBuf>,
+    /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
+    #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=defaults::MAX_CACHE_SIZE))]
+    pub cache_size: Option<u64>,
 }
 
 /// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
@@ -145,6 +153,9 @@ pub struct AdmissionPolicyArgs {
     /// Also read subdirectories.
     #[arg(long)]
     pub recursive: bool,
+    /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
+    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+    pub include_dir: Vec<PathBuf>,
     /// Compile for this kernel feature set (a saved `apparmor/features`) [default: the running
     /// kernel's; on a host without AppArmor, /usr/share/apparmor-features/features].
     #[arg(long, value_name = "FILE")]
@@ -163,11 +174,27 @@ pub enum Command {
     Sync(ReconcileArgs),
     /// Print what `run` or `sync` would do now, without doing it.
     Diff(ReconcileArgs),
-    /// Compile profile files without loading them (no root, no kernel); exit 1 on errors.
+    /// Compile profile files without loading them (no root, no kernel); exit 1 when a file does not
+    /// compile, two files define one profile, or (--strict-names) a file is misnamed.
     Check {
         /// Files or directories to check.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
+        /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
+        #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+        include_dir: Vec<PathBuf>,
+        /// Compile against this kernel feature set instead of the running kernel's (a file as
+        /// `aa-features-abi -x` writes it; the repo's features/ holds those of the kernels it
+        /// tests), so a pipeline can check profiles for the nodes it deploys to.
+        #[arg(long, value_name = "FILE")]
+        features: Option<PathBuf>,
+        /// Print one JSON array: per file `file`, `ok`, `line`, `message` and its `profiles`.
+        #[arg(long)]
+        json: bool,
+        /// Also fail a file whose name is none of its profiles' names (`/usr/bin/foo` may be in
+        /// `usr.bin.foo`).
+        #[arg(long)]
+        strict_names: bool,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {
@@ -248,6 +275,12 @@ pub enum Command {
     /// Remove the Node Feature Discovery feature file, so the node loses its AppArmor labels
     /// (before uninstalling apparmor-loader; a running agent writes it again after its next sync).
     ClearNodeFeatures,
+    /// Print a shell completion script: `apparmor-loader completions bash > /etc/bash_completion.d/apparmor-loader`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Remove managed profiles from the kernel by name.
     Unload {
         /// Profile names.

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub(super) adopt: Option<Vec<String>>,
     pub(super) unload_removed: Option<bool>,
     pub(super) default_mode: Option<DesiredMode>,
+    pub(super) include_dir: Option<Vec<PathBuf>>,
+    pub(super) cache_size: Option<u64>,
     #[serde(default)]
     pub(super) modes: BTreeMap<String, DesiredMode>,
     pub(super) listen: Option<Listen>,

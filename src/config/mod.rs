@@ -49,6 +49,12 @@ pub enum ConfigError {
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
     NoProfiles,
+    /// `cache_size` is beyond any sensible bound.
+    #[error("cache_size {value} is larger than the {} bytes allowed", defaults::MAX_CACHE_SIZE)]
+    CacheSize {
+        /// The value given.
+        value: u64,
+    },
     /// `audit_source` in the config file does not parse.
     #[error("invalid config file {}: audit_source: {message}", path.display())]
     AuditSource {
@@ -130,6 +136,10 @@ pub struct ReconcileSettings {
     pub default_mode: DesiredMode,
     /// Per-profile modes.
     pub modes: BTreeMap<String, DesiredMode>,
+    /// Extra include directories (`-I`).
+    pub include_dirs: Vec<PathBuf>,
+    /// Bound of the compiled-policy cache, bytes (0: off).
+    pub cache_size: u64,
 }
 
 impl ReconcileSettings {
@@ -144,8 +154,16 @@ impl ReconcileSettings {
         builder.build().map_err(|source| ConfigError::Glob { glob: self.adopt.join(","), source })
     }
 
-    /// The reconciler's settings: these, with the host's procfs.
-    pub fn reconciler(&self, host: &HostSettings) -> Result<crate::reconcile::Settings, ConfigError> {
+    /// The reconciler's settings: these, with the host's procfs, the include search path and
+    /// the compiled-policy cache in the state dir (keyed also by `toolchain`: parser version,
+    /// parser.conf and kernel features).
+    pub fn reconciler(&self, host: &HostSettings, toolchain: String) -> Result<crate::reconcile::Settings, ConfigError> {
+        let search = crate::reconcile::identity::SearchPath::new(
+            &self.include_dirs,
+            Path::new(defaults::PARSER_CONF),
+            Path::new(defaults::PARSER_BASE),
+            &self.profiles,
+        );
         Ok(crate::reconcile::Settings {
             profiles_dir: self.profiles.clone(),
             scan: crate::scan::ScanOptions { recursive: self.recursive, max_file_size: self.max_file_size },
@@ -156,6 +174,10 @@ impl ReconcileSettings {
                 modes: self.modes.clone(),
             },
             proc_dir: host.proc_dir.clone(),
+            search,
+            include_dirs: self.include_dirs.clone(),
+            toolchain,
+            cache: crate::kernel::cache::PolicyCache::new(host.state_dir.join(defaults::CACHE_SUBDIR), self.cache_size),
         })
     }
 }
@@ -278,7 +300,19 @@ impl Resolver {
             unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
             default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
             modes: f.modes.clone(),
+            include_dirs: self.include_dirs(&a.include_dir),
+            cache_size: match a.cache_size.or(f.cache_size).unwrap_or(defaults::CACHE_SIZE) {
+                n if n > defaults::MAX_CACHE_SIZE => return Err(ConfigError::CacheSize { value: n }),
+                n => n,
+            },
         })
+    }
+
+    /// The extra include directories (`run`, `sync`, `diff`, `check`): the flag's, else the file's;
+    /// made absolute, since the parser runs inside the profiles directory.
+    pub fn include_dirs(&self, flag: &[PathBuf]) -> Vec<PathBuf> {
+        let dirs = if flag.is_empty() { self.file.include_dir.clone().unwrap_or_default() } else { flag.to_vec() };
+        dirs.into_iter().map(anchored).collect()
     }
 
     /// The listen addresses: the flag's, else the file's, else the default.
@@ -329,7 +363,7 @@ impl Resolver {
 
 /// `path` made absolute against the current directory. The parser runs inside the profiles
 /// directory (quoted includes resolve there), so a relative state dir (private copies of the
-/// files) or parser path given on the command line would name the wrong place for it.
+/// files), parser path or include dir given on the command line would name the wrong place for it.
 fn anchored(path: PathBuf) -> PathBuf {
     std::path::absolute(&path).unwrap_or(path)
 }

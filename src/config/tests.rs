@@ -102,3 +102,30 @@ fn node_taint_is_off_by_default_and_needs_the_node_name() {
     assert_eq!(taint.unwrap().as_deref(), Some("n1"));
     assert_eq!(features, Path::new("/f"));
 }
+
+#[test]
+fn include_dirs_and_cache_size_come_from_flags_or_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("config.yaml");
+    std::fs::write(&path, "profiles: /p\ninclude_dir: [/abs, rel]\ncache_size: 1024\n").unwrap();
+    let r = Resolver::new(Some(&path)).unwrap();
+    let reconcile = |args: &[&str]| {
+        let c = cli(args);
+        let Command::Sync(a) = &c.command else { panic!() };
+        r.reconcile(a)
+    };
+    let got = reconcile(&["sync"]).unwrap();
+    assert_eq!(got.include_dirs, vec![PathBuf::from("/abs"), std::path::absolute("rel").unwrap()], "anchored");
+    assert_eq!(got.cache_size, 1024);
+    let got = reconcile(&["sync", "--include-dir", "/x,/y", "--cache-size", "0"]).unwrap();
+    assert_eq!(got.include_dirs, vec![PathBuf::from("/x"), PathBuf::from("/y")]);
+    assert_eq!(got.cache_size, 0);
+    let Command::Sync(a) = &cli(&["sync", "--profiles", "/p"]).command else { panic!() };
+    assert_eq!(Resolver::new(None).unwrap().reconcile(a).unwrap().cache_size, defaults::CACHE_SIZE);
+    std::fs::write(&path, format!("profiles: /p\ncache_size: {}\n", defaults::MAX_CACHE_SIZE + 1)).unwrap();
+    let r = Resolver::new(Some(&path)).unwrap();
+    let Command::Sync(a) = &cli(&["sync"]).command else { panic!() };
+    assert!(r.reconcile(a).unwrap_err().to_string().contains("cache_size"));
+    let Command::Check { include_dir, .. } = &cli(&["check", "f", "--include-dir", "/z"]).command else { panic!() };
+    assert_eq!(r.include_dirs(include_dir), vec![PathBuf::from("/z")]);
+}

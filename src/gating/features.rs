@@ -162,7 +162,7 @@ mod tests {
     }
 
     fn file(name: &str, state: ItemState) -> FileReport {
-        FileReport { file: name.into(), state, error: None, names: vec![name.into()] }
+        FileReport { file: name.into(), state, error: None, names: vec![name.into()], includes: Vec::new() }
     }
 
     fn report(profiles: Vec<ProfileReport>, files: Vec<FileReport>) -> Report {

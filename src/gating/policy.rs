@@ -35,8 +35,9 @@ pub fn features_file(apparmor_dir: &Path, given: Option<&Path>) -> Option<PathBu
     (!apparmor_dir.join("features").exists() && fallback.is_file()).then(|| fallback.to_path_buf())
 }
 
-/// The top-level profile names of every file of `dir`, compiled by `kernel` in one parser call.
-pub fn profile_names(kernel: &impl Kernel, dir: &Path, recursive: bool) -> anyhow::Result<Vec<String>> {
+/// The top-level profile names of every file of `dir`, compiled by `kernel` in one parser call
+/// with `job` (its `cwd` should be `dir`, its include dirs those the agent searches).
+pub fn profile_names(kernel: &impl Kernel, dir: &Path, recursive: bool, job: CompileJob) -> anyhow::Result<Vec<String>> {
     let opts = ScanOptions { recursive, max_file_size: crate::defaults::MAX_FILE_SIZE };
     let mut errors = Vec::new();
     let mut files = Vec::new();
@@ -50,7 +51,7 @@ pub fn profile_names(kernel: &impl Kernel, dir: &Path, recursive: bool) -> anyho
         }
     }
     let inputs: Vec<CompileInput<'_>> = files.iter().map(|(file, bytes)| CompileInput { file, bytes }).collect();
-    let compiled = kernel.compile(&inputs, &CompileJob { cwd: dir.to_path_buf() })?;
+    let compiled = kernel.compile(&inputs, &job)?;
     let mut names = Vec::new();
     for ((file, _), result) in files.iter().zip(compiled) {
         match result {

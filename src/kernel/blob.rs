@@ -28,6 +28,7 @@
 //! blob: every length is checked against the bytes that are actually there.
 
 use sha1::{Digest, Sha1};
+use sha2::Sha256;
 
 use crate::kernel::listing::Mode;
 
@@ -83,10 +84,28 @@ pub struct BlobProfile {
     pub namespace: Option<String>,
     /// The mode the kernel will list.
     pub mode: Mode,
-    /// What `policy/profiles/*/sha1` will show: lowercase hex SHA-1.
+    /// What `policy/profiles/*/sha1` will show on kernels up to 6.7: lowercase hex SHA-1.
     pub sha1: String,
+    /// What `policy/profiles/*/sha256` will show on kernels from 6.8 on, which hash policy with
+    /// SHA-256 instead: lowercase hex.
+    pub sha256: String,
     /// Byte offset of the profile's `NAME "profile"` entry, for error messages.
     pub offset: usize,
+}
+
+impl BlobProfile {
+    /// Whether `kernel`, a hash read from `policy/profiles/*/{sha1,sha256}`, is this profile's:
+    /// the algorithm follows from the kernel (SHA-1 before Linux 6.8, SHA-256 since), and a
+    /// 40-digit hex string never equals a 64-digit one, so comparing with both is exact.
+    pub fn is_kernel_hash(&self, kernel: &str) -> bool {
+        kernel == self.sha1 || kernel == self.sha256
+    }
+
+    /// This profile's hash in the algorithm of `kernel` (a hash the same kernel showed), for
+    /// messages that put the two side by side; SHA-1 when the kernel's is not recognisable.
+    pub fn hash_like(&self, kernel: Option<&str>) -> &str {
+        if kernel.is_some_and(|k| k.len() == self.sha256.len()) { &self.sha256 } else { &self.sha1 }
+    }
 }
 
 /// What is wrong with a blob, and where.
@@ -339,11 +358,18 @@ fn read_profile(r: &mut Reader<'_>, version: u32) -> Result<(BlobProfile, Option
     r.str_named(Some(b"disconnected"));
     let mode = read_flags(r, version)?;
     skip_to_end(r)?;
-    let mut hasher = Sha1::new();
+    let sha1 = kernel_hash::<Sha1>(version, &r.data[start..r.pos]);
+    let sha256 = kernel_hash::<Sha256>(version, &r.data[start..r.pos]);
+    Ok((BlobProfile { name: name.to_string(), namespace: None, mode, sha1, sha256, offset: start }, own_ns))
+}
+
+/// The kernel's `aa_calc_profile_hash()`: the blob's version word (little endian), then the
+/// profile's bytes, in lowercase hex.
+fn kernel_hash<D: Digest>(version: u32, profile: &[u8]) -> String {
+    let mut hasher = D::new();
     hasher.update(version.to_le_bytes());
-    hasher.update(&r.data[start..r.pos]);
-    let sha1 = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Ok((BlobProfile { name: name.to_string(), namespace: None, mode, sha1, offset: start }, own_ns))
+    hasher.update(profile);
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `flags` struct: hat flags, packed mode, audit; the mode as `unpack_profile()` derives it.

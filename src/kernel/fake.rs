@@ -26,8 +26,10 @@ pub enum Call {
 /// The fake's mutable state.
 #[derive(Debug, Default)]
 pub struct Inner {
-    /// Loaded profiles: name → (mode, sha1).
+    /// Loaded profiles: name → (mode, kernel hash).
     pub loaded: BTreeMap<String, (String, String)>,
+    /// The kernel hashes policy with SHA-256, as Linux 6.8 and later do; SHA-1 otherwise.
+    pub sha256: bool,
     /// Names per content hash: what the content defines when it compiles.
     pub names: BTreeMap<String, Vec<String>>,
     /// Content hashes whose policy the kernel refuses.
@@ -151,7 +153,8 @@ impl Kernel for FakeKernel {
             return Err(KernelError::Exists { file: file.to_path_buf() });
         }
         for p in &compiled.profiles {
-            inner.loaded.insert(p.name.clone(), (p.mode.to_string(), p.sha1.clone()));
+            let hash = if inner.sha256 { &p.sha256 } else { &p.sha1 };
+            inner.loaded.insert(p.name.clone(), (p.mode.to_string(), hash.clone()));
         }
         Ok(())
     }

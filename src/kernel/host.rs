@@ -17,11 +17,15 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, InFlight, Invocation, Output};
 use super::{CompileInput, CompileJob, Compiled, Kernel, KernelError, LoadKind, ParserObserver, ParserOp};
+use crate::kernel::blob;
 use crate::kernel::listing::{self, KernelProfile};
 use crate::kernel::parser_output::{self, Diagnostic};
 
 /// How many files one parser process gets at most, far below the argv limit.
 const BATCH: usize = 512;
+/// A compile batch gets one `--parser-timeout` per file, up to this many: the agent's
+/// liveness counts a sync stuck after 20 timeouts.
+const MAX_BATCH_TIMEOUTS: usize = 20;
 /// Deepest child nesting read from the kernel's policy tree (hats of hats are rare; the
 /// kernel itself bounds the depth).
 const MAX_CHILD_DEPTH: usize = 8;
@@ -33,12 +37,37 @@ pub struct HostKernel {
     timeout: Duration,
     scratch: PathBuf,
     jobs: u32,
+    /// Compile with [`RULES_ENFORCED`].
+    rules_enforced: bool,
     observer: Option<ParserObserver>,
     in_flight: InFlight,
     /// `apparmor_dir` is the kernel's securityfs: policy is written to it directly.
     direct: bool,
-    /// Compile for this feature set instead of the running kernel's (`--kernel-features`).
-    kernel_features: Option<PathBuf>,
+    /// Parser version, parser configuration and kernel features, as one text.
+    toolchain: String,
+}
+
+/// How `check` compiles a file.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckJob<'a> {
+    /// Searched for `include <…>` (`-I`), as the agent searches them.
+    pub include_dirs: &'a [PathBuf],
+    /// A kernel feature set to compile for (`-M`) instead of the running kernel's.
+    pub features: Option<&'a Path>,
+    /// A rule the kernel cannot enforce is an error, not a rule silently left out
+    /// (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g. `userns,` on Linux 6.1.
+    pub rules_enforced: bool,
+    /// Where the parser writes the compiled policy (`-o`).
+    pub output: &'a Path,
+}
+
+/// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
+const RULES_ENFORCED: [&str; 2] = ["--warn=rule-not-enforced", "--Werror=rule-not-enforced"];
+
+/// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0");
+/// 4 and later understand [`RULES_ENFORCED`].
+pub fn parser_major(version: &str) -> Option<u32> {
+    version.rsplit(' ').next()?.split('.').next()?.parse().ok()
 }
 
 impl HostKernel {
@@ -54,11 +83,29 @@ impl HostKernel {
             timeout,
             scratch,
             jobs: crate::defaults::PARSER_JOBS,
+            rules_enforced: false,
             observer: None,
             in_flight: InFlight::default(),
             direct,
-            kernel_features: None,
+            toolchain: String::new(),
         }
+    }
+
+    /// Records what shapes compiled policy besides the files: the parser's version (`-V`),
+    /// its configuration file (e.g. `policy-features=`) and the kernel's feature set.
+    pub fn with_parser_version(mut self, version: String, parser_conf: &Path) -> HostKernel {
+        let conf = fs::read(parser_conf).unwrap_or_default();
+        let features = super::features::digest(&self.apparmor_dir.join("features"));
+        self.toolchain = format!(
+            "{version}\nparser.conf {}\nfeatures {features}",
+            crate::scan::hex(&<sha2::Sha256 as sha2::Digest>::digest(&conf))
+        );
+        self
+    }
+
+    /// What [`HostKernel::with_parser_version`] recorded: part of every file's identity.
+    pub fn toolchain(&self) -> String {
+        self.toolchain.clone()
     }
 
     /// Compile jobs per parser process.
@@ -67,10 +114,11 @@ impl HostKernel {
         self
     }
 
-    /// Compiles for the feature set in `features` (a kernel's `apparmor/features` saved as a file),
-    /// so a host without AppArmor can name profiles; loading is unaffected.
-    pub fn with_kernel_features(mut self, features: PathBuf) -> HostKernel {
-        self.kernel_features = Some(features);
+    /// Makes a rule the kernel cannot enforce a compile error of its file (AppArmor 4 parsers:
+    /// `--Werror=rule-not-enforced`), instead of a profile loaded without it: `userns,` on Linux
+    /// 6.1 fails with "userns rules not enforced" rather than leaving user namespaces open.
+    pub fn with_rules_enforced(mut self, on: bool) -> HostKernel {
+        self.rules_enforced = on;
         self
     }
 
@@ -99,16 +147,45 @@ impl HostKernel {
         Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().trim().to_string())
     }
 
-    /// Compiles one file without loading it (`-Q -K`), for `check`.
-    pub fn check(&self, path: &Path) -> Result<(), KernelError> {
-        let args = vec!["-Q".into(), "-K".into(), path.into()];
+    /// Compiles one file without loading it (`-Q -K -o`), for `check`, and reads the policy the
+    /// parser wrote to `job.output`: the names are the compiled policy's, as for a load.
+    pub fn check(&self, path: &Path, job: &CheckJob<'_>) -> Result<Compiled, KernelError> {
+        let mut args: Vec<OsString> = vec!["-Q".into(), "-K".into(), "-o".into(), job.output.into()];
+        for dir in job.include_dirs {
+            args.extend(["-I".into(), dir.clone().into()]);
+        }
+        if let Some(f) = job.features {
+            args.extend(["-M".into(), f.into()]);
+        }
+        if job.rules_enforced {
+            args.extend(RULES_ENFORCED.map(OsString::from));
+        }
+        args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
-        if out.status.success() { Ok(()) } else { Err(rejected(&out)) }
+        if !out.status.success() {
+            return Err(rejected(&out));
+        }
+        let blob = fs::read(job.output).map_err(|source| KernelError::Read { path: job.output.to_path_buf(), source })?;
+        let bad = |source| KernelError::BadPolicy { file: path.to_path_buf(), source };
+        let compiled = Compiled::from_blob(blob).map_err(bad)?;
+        blob::check_self_contained(&compiled.profiles).map_err(bad)?;
+        Ok(compiled)
     }
 
     fn run(&self, op: ParserOp, args: Vec<OsString>, cwd: Option<&Path>, what: &str) -> Result<Output, KernelError> {
+        self.run_for(op, args, cwd, what, self.timeout)
+    }
+
+    fn run_for(
+        &self,
+        op: ParserOp,
+        args: Vec<OsString>,
+        cwd: Option<&Path>,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Output, KernelError> {
         let start = Instant::now();
-        let inv = Invocation { parser: &self.parser, args, cwd, timeout: self.timeout, what: what.to_string() };
+        let inv = Invocation { parser: &self.parser, args, cwd, timeout, what: what.to_string() };
         let result = process::run(&inv, &self.in_flight);
         if let Some(observe) = &self.observer {
             observe(op, start.elapsed(), matches!(&result, Ok(o) if o.status.success()));
@@ -131,16 +208,21 @@ impl HostKernel {
         let cache = stage.dir.join(format!("cache-{round}"));
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
-        args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
-        if let Some(f) = &self.kernel_features {
-            args.extend(["--kernel-features".into(), f.clone().into()]);
+        args.extend(job.include_dirs.iter().flat_map(|dir| [OsString::from("-I"), dir.clone().into()]));
+        if self.rules_enforced {
+            args.extend(RULES_ENFORCED.map(OsString::from));
         }
+        args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
+        args.extend(job.kernel_features.iter().flat_map(|f| [OsString::from("--kernel-features"), f.clone().into()]));
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
             [one] => inputs[*one].file.shown.display().to_string(),
             _ => format!("compiling {} files", chunk.len()),
         };
-        let (diagnostics, failure) = match self.run(ParserOp::Compile, args, Some(&job.cwd), &what) {
+        // --parser-timeout is per file: a batch of real profiles under a slow CPU takes many times
+        // one file's time. Capped where a sync would count as stuck (20 timeouts).
+        let timeout = self.timeout.saturating_mul(chunk.len().clamp(1, MAX_BATCH_TIMEOUTS) as u32);
+        let (diagnostics, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
             Ok(out) if out.status.success() => (Vec::new(), None),
             Ok(out) => (parser_output::diagnostics(&out.stderr_text()), Some(rejected(&out))),
             Err(e) => (Vec::new(), Some(e)),
@@ -232,7 +314,8 @@ impl Kernel for HostKernel {
             for entry in entries.flatten() {
                 let read = |f: &str| fs::read_to_string(entry.path().join(f));
                 // A profile replaced while we read can vanish: skip it.
-                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1")) else { continue };
+                // Linux 6.8 switched the policy hash to SHA-256 and named the file after it.
+                let (Ok(name), Ok(sha1)) = (read("name"), read("sha1").or_else(|_| read("sha256"))) else { continue };
                 let name = name.trim_end_matches('\n');
                 let full = if prefix.is_empty() { name.to_string() } else { format!("{prefix}//{name}") };
                 if depth < MAX_CHILD_DEPTH {
@@ -413,4 +496,14 @@ fn rejected(out: &Output) -> KernelError {
         });
     }
     KernelError::Rejected { diagnostics }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parser_major_reads_the_version_line() {
+        assert_eq!(super::parser_major("AppArmor parser version 4.1.0"), Some(4));
+        assert_eq!(super::parser_major("AppArmor parser version 3.0.8"), Some(3));
+        assert_eq!(super::parser_major("fake parser"), None);
+    }
 }

@@ -19,10 +19,13 @@ use parser_output::Diagnostic;
 
 /// Reader of compiled binary policy: the names, modes and hashes the kernel will see.
 pub mod blob;
+/// Compiled policy kept by identity in the state directory.
+pub mod cache;
 /// Which profiles still confine a running process (`/proc/*/task/*/attr/current`).
 pub mod confined;
 #[cfg(test)]
 pub mod fake;
+mod features;
 mod host;
 /// Parser of the kernel's `profiles` listing.
 pub mod listing;
@@ -31,7 +34,7 @@ pub mod parser_output;
 pub mod process;
 
 pub use blob::BlobProfile;
-pub use host::HostKernel;
+pub use host::{CheckJob, HostKernel, parser_major};
 pub use process::{InFlight, resolve_parser};
 
 /// The mode the agent loads a file in.
@@ -154,6 +157,11 @@ pub struct CompileInput<'a> {
 pub struct CompileJob {
     /// The parser's working directory: quoted relative includes resolve against it.
     pub cwd: PathBuf,
+    /// Added to the parser's include search path (`-I`), before parser.conf's and the base dir.
+    pub include_dirs: Vec<PathBuf>,
+    /// Compile for this feature set (a kernel's `apparmor/features` saved as a file) instead of the
+    /// running kernel's (`--kernel-features`), so a host without AppArmor can name profiles.
+    pub kernel_features: Option<PathBuf>,
 }
 
 /// A file compiled to binary policy, with what the kernel will show once it is loaded.

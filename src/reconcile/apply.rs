@@ -59,12 +59,16 @@ impl<K: Kernel> Reconciler<K> {
                 let owned = Owned {
                     file: l.plan.file.clone(),
                     sha256: l.source.sha256.clone(),
+                    identity: Some(l.source.identity.clone()),
                     loaded_at: at.clone(),
                     mode: l.plan.mode.as_str().to_string(),
                     kernel_mode: Some(p.mode.to_string()),
                     kernel_sha1: Some(p.sha1.clone()),
                 };
-                self.state.pending.insert(p.name.clone(), Pending { owned, expected_sha1: Some(p.sha1.clone()) });
+                self.state.pending.insert(
+                    p.name.clone(),
+                    Pending { owned, expected_sha1: Some(p.sha1.clone()), expected_sha256: Some(p.sha256.clone()) },
+                );
             }
         }
         self.persist();
@@ -157,7 +161,7 @@ impl<K: Kernel> Reconciler<K> {
                 // Even a load reported as failed counts as ours when the kernel shows exactly
                 // its policy: the write reached the kernel.
                 let k = after.top.get(&p.name);
-                if verdict.is_ok() || k.is_some_and(|k| k.sha1.is_some() && k.sha1 == pending.expected_sha1) {
+                if verdict.is_ok() || k.and_then(|k| k.sha1.as_deref()).is_some_and(|h| pending.expects(h)) {
                     let mut owned = pending.owned;
                     owned.kernel_mode = k.map(|k| k.mode.clone());
                     owned.kernel_sha1 = k.and_then(|k| k.sha1.clone());
@@ -265,7 +269,7 @@ impl<K: Kernel> Reconciler<K> {
     pub(super) fn resolve_pending(&mut self, observed: &BTreeMap<String, Observed>) {
         for (name, p) in std::mem::take(&mut self.state.pending) {
             let ours = match (observed.get(&name), &p.expected_sha1) {
-                (Some(k), Some(expected)) if k.sha1.is_some() => k.sha1.as_ref() == Some(expected),
+                (Some(Observed { sha1: Some(h), .. }), Some(_)) => p.expects(h),
                 // A kernel without policy hashes: the name was absent or ours when the load
                 // was planned, so what is there now is what we loaded.
                 (Some(k), _) => k.sha1.is_none(),
@@ -297,12 +301,12 @@ fn verify(l: &Load<'_>, after: &View) -> Result<(), String> {
         // Every top-level profile has a hash on a kernel that hashes policy; a child's is
         // checked where the kernel shows one.
         let must_hash = after.hashed && !p.name.contains("//");
-        if (must_hash || k.sha1.is_some()) && k.sha1.as_deref() != Some(p.sha1.as_str()) {
+        if (must_hash || k.sha1.is_some()) && !k.sha1.as_deref().is_some_and(|h| p.is_kernel_hash(h)) {
             return Err(format!(
                 "{file}: the kernel's hash of profile {:?} is {}, not the {} of the policy that was loaded",
                 p.name,
                 k.sha1.as_deref().unwrap_or("missing"),
-                p.sha1
+                p.hash_like(k.sha1.as_deref())
             ));
         }
     }

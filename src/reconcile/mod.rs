@@ -8,6 +8,7 @@ use std::time::SystemTime;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::kernel::cache::PolicyCache;
 use crate::kernel::confined;
 use crate::kernel::listing::top_level;
 use crate::kernel::{Compiled, Kernel, KernelError};
@@ -15,6 +16,7 @@ use crate::scan::{self, ScanError, ScanOptions, SourceFile};
 
 mod apply;
 mod desired;
+pub mod identity;
 pub mod plan;
 pub mod report;
 pub mod state;
@@ -35,6 +37,15 @@ pub struct Settings {
     pub policy: Policy,
     /// procfs, for the in-use check.
     pub proc_dir: PathBuf,
+    /// Where the parser finds includes; `include_dirs` are passed to it as `-I`.
+    pub search: identity::SearchPath,
+    /// Directories added to the parser's search path (`--include-dir`).
+    pub include_dirs: Vec<PathBuf>,
+    /// The parser's version, its configuration and the kernel's feature set: part of every
+    /// identity, so policy compiled by another parser or for another kernel is never reused.
+    pub toolchain: String,
+    /// Compiled policy by identity.
+    pub cache: PolicyCache,
 }
 
 /// A sync could not run at all (per-file problems are reported, not errors).
@@ -121,6 +132,8 @@ pub struct Planned {
     compiled: BTreeMap<String, Compiled>,
     /// Files compiled in this pass that did not compile, with the load they were due.
     compile_failures: BTreeMap<String, Operation>,
+    /// Files of the directory that other files include: not loaded on their own.
+    include_sources: BTreeSet<String>,
 }
 
 /// Owns the kernel handle and the ownership state between syncs.
@@ -133,6 +146,11 @@ pub struct Reconciler<K: Kernel> {
     save_error: Option<String>,
     settings: Settings,
     stop: CancellationToken,
+    resolver: identity::Resolver,
+    /// Content hashes of unchanged files, so a rescan reads only what changed.
+    memo: scan::HashMemo,
+    /// The includes of each file of the last pass, for `/profiles` and the watcher.
+    includes: BTreeMap<String, Vec<identity::Included>>,
     /// Children a replaced file no longer defines, still in the kernel (see `prune_children`).
     dropped_children: BTreeSet<String>,
 }
@@ -142,6 +160,7 @@ impl<K: Kernel> Reconciler<K> {
     pub fn new(kernel: K, store: StateStore, settings: Settings) -> Result<Self, SyncError> {
         let state = store.load()?;
         let saved = state.clone();
+        let resolver = identity::Resolver::new(settings.search.clone(), settings.scan.max_file_size, settings.toolchain.clone());
         Ok(Reconciler {
             kernel,
             store,
@@ -150,6 +169,9 @@ impl<K: Kernel> Reconciler<K> {
             save_error: None,
             settings,
             stop: CancellationToken::new(),
+            resolver,
+            memo: scan::HashMemo::default(),
+            includes: BTreeMap::new(),
             dropped_children: BTreeSet::new(),
         })
     }
@@ -174,7 +196,8 @@ impl<K: Kernel> Reconciler<K> {
     /// Computes what a sync would do now. Compiles the files whose names are unknown or
     /// that are to be loaded, without touching the kernel.
     pub fn plan(&mut self) -> Result<Planned, SyncError> {
-        let entries = scan::scan(&self.settings.profiles_dir, &self.settings.scan)?;
+        let entries = scan::scan_with(&self.settings.profiles_dir, &self.settings.scan, &mut self.memo)?;
+        let (entries, include_sources) = self.identify(entries);
         let observed = self.observe()?.top;
         self.resolve_pending(&observed);
         let desired::Desired { inputs, compiled, failed } = self.desired(entries, &observed)?;
@@ -194,7 +217,25 @@ impl<K: Kernel> Reconciler<K> {
                 FileInput::Broken { .. } => None,
             })
             .collect();
-        Ok(Planned { plan, observed, sources, compiled, compile_failures })
+        Ok(Planned { plan, observed, sources, compiled, compile_failures, include_sources })
+    }
+
+    /// Directories holding the files the profiles include, outside the profiles directory
+    /// (which is watched anyway): an edit there must wake a sync too.
+    pub fn include_dirs(&self) -> BTreeSet<PathBuf> {
+        let inside = |p: &std::path::Path| p.starts_with(&self.settings.profiles_dir);
+        self.includes
+            .values()
+            .flatten()
+            .filter_map(|i| {
+                if i.digest.as_deref() == Some(identity::DIRECTORY) {
+                    Some(i.path.clone())
+                } else {
+                    i.path.parent().map(PathBuf::from)
+                }
+            })
+            .filter(|d| !inside(d) && d.is_dir())
+            .collect()
     }
 
     /// One full pass: plan, record intent, act, verify, confirm, report.
@@ -216,7 +257,8 @@ impl<K: Kernel> Reconciler<K> {
         self.prune_names(&planned);
         self.persist();
         let plan = apply::settle(planned.plan.clone(), &run, &after.top, &self.state, &self.settings.policy);
-        let report = report::build(&plan, &self.state, &after.top, &run.removal_errors, now());
+        let mut report = report::build(&plan, &self.state, &after.top, &run.removal_errors, now());
+        self.describe_includes(&mut report, &planned.include_sources);
         Ok(Outcome { plan, counts: run.counts, report, state_error: self.save_error.clone() })
     }
 
@@ -253,11 +295,11 @@ impl<K: Kernel> Reconciler<K> {
         }
     }
 
-    /// Keeps cached names only for content that is in the directory now or still loaded.
+    /// Keeps cached names only for identities that is in the directory now or still loaded.
     fn prune_names(&mut self, planned: &Planned) {
-        let live: BTreeSet<&String> =
-            planned.sources.values().map(|s| &s.sha256).chain(self.state.profiles.values().map(|o| &o.sha256)).collect();
-        self.state.names.retain(|sha, _| live.contains(sha));
+        let owned = self.state.profiles.values().flat_map(|o| o.identity.iter().chain([&o.sha256]));
+        let live: BTreeSet<&String> = planned.sources.values().map(|s| &s.identity).chain(owned).collect();
+        self.state.names.retain(|id, _| live.contains(id));
     }
 
     fn observe(&self) -> Result<View, SyncError> {

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use globset::GlobSet;
 use serde::Serialize;
 
-use super::state::State;
+use super::state::{Owned, State};
 use crate::kernel::DesiredMode;
 use crate::scan::SourceFile;
 
@@ -37,7 +37,8 @@ pub enum FileInput {
 pub struct Observed {
     /// Mode from the listing.
     pub mode: String,
-    /// The kernel's hash of the loaded policy, where securityfs exposes it.
+    /// The kernel's hash of the loaded policy, where securityfs exposes it (SHA-1, or SHA-256
+    /// on Linux 6.8 and later).
     pub sha1: Option<String>,
 }
 
@@ -310,7 +311,7 @@ fn plan_file(
             let why = if adopt {
                 Why::Adopt
             } else {
-                match why_reload(&file.key, &file.sha256, names, mode, observed, state) {
+                match why_reload(file, names, mode, observed, state) {
                     None => return plan(FileAction::Unchanged),
                     Some(why) => why,
                 }
@@ -322,19 +323,19 @@ fn plan_file(
 
 /// `None` when the kernel already has exactly what the agent loaded from this content.
 fn why_reload(
-    key: &str,
-    sha256: &str,
+    file: &SourceFile,
     names: &[String],
     mode: DesiredMode,
     observed: &BTreeMap<String, Observed>,
     state: &State,
 ) -> Option<Why> {
-    let owned: Vec<_> = names.iter().map(|n| state.profiles.get(n).filter(|o| o.file == key)).collect();
+    let owned: Vec<_> = names.iter().map(|n| state.profiles.get(n).filter(|o| o.file == file.key)).collect();
     if owned.iter().any(Option::is_none) {
         return Some(if owned.iter().any(Option::is_some) { Why::Changed } else { Why::New });
     }
     let owned: Vec<_> = owned.into_iter().flatten().collect();
-    if owned.iter().any(|o| o.sha256 != sha256) {
+    let changed = |o: &&Owned| o.identity.as_ref().map_or(o.sha256 != file.sha256, |id| *id != file.identity);
+    if owned.iter().any(changed) {
         return Some(Why::Changed);
     }
     if owned.iter().any(|o| o.mode != mode.as_str()) {
@@ -366,7 +367,6 @@ pub fn broken(key: &str, error: String, observed: &BTreeMap<String, Observed>, s
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::state::Owned;
     use std::path::PathBuf;
 
     fn ready(key: &str, sha: &str, names: &[&str]) -> FileInput {
@@ -376,6 +376,7 @@ mod tests {
                 shown: PathBuf::from("/p").join(key),
                 real: PathBuf::from("/p").join(key),
                 sha256: sha.into(),
+                identity: sha.into(),
             },
             names: names.iter().map(|s| s.to_string()).collect(),
         }
@@ -387,6 +388,7 @@ mod tests {
         Owned {
             file: file.into(),
             sha256: sha.into(),
+            identity: Some(sha.into()),
             loaded_at: "t".into(),
             mode: "enforce".into(),
             kernel_mode: Some("enforce".into()),

@@ -26,11 +26,14 @@ pub enum ItemState {
     InUse,
     /// In the kernel and not loaded by apparmor-loader.
     Foreign,
+    /// A file of the directory that other files include (an abstraction shipped beside the
+    /// profiles): not loaded on its own; an edit reloads the files that include it.
+    Include,
 }
 
 impl ItemState {
     /// Every state, for metrics.
-    pub const ALL: [ItemState; 7] = [
+    pub const ALL: [ItemState; 8] = [
         ItemState::Loaded,
         ItemState::Stale,
         ItemState::Failed,
@@ -38,6 +41,7 @@ impl ItemState {
         ItemState::Orphaned,
         ItemState::InUse,
         ItemState::Foreign,
+        ItemState::Include,
     ];
 
     /// The reported spelling.
@@ -50,6 +54,7 @@ impl ItemState {
             ItemState::Orphaned => "orphaned",
             ItemState::InUse => "in-use",
             ItemState::Foreign => "foreign",
+            ItemState::Include => "include",
         }
     }
 
@@ -83,6 +88,19 @@ pub struct ProfileReport {
     pub error: Option<String>,
 }
 
+/// Hex digits of a profile's sha256 kept where versions are compared at a glance (the `digest` label
+/// of `apparmor_loader_profile_info`, the kubectl plugin's matrix): enough to tell versions apart and
+/// to match `/profiles` (whose `sha256` starts with them).
+pub const DIGEST_LEN: usize = 12;
+
+/// The `digest`/`mode` value of a profile without one (a failed or refused profile has neither).
+pub const NONE: &str = "none";
+
+/// The first [`DIGEST_LEN`] characters of a hex digest (all of it when shorter).
+pub fn short_digest(sha256: &str) -> &str {
+    sha256.get(..DIGEST_LEN).unwrap_or(sha256)
+}
+
 /// One file in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {
@@ -94,6 +112,9 @@ pub struct FileReport {
     pub error: Option<String>,
     /// Profiles it defines (for a broken file: those of its last good version).
     pub names: Vec<String>,
+    /// The files it includes, recursively, where the parser finds them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub includes: Vec<String>,
 }
 
 /// What `/profiles` shows.
@@ -153,7 +174,7 @@ pub fn build(
             }
             profiles.insert(name.clone(), p);
         }
-        files.push(FileReport { file: fp.file.clone(), state: item, error, names: fp.names.clone() });
+        files.push(FileReport { file: fp.file.clone(), state: item, error, names: fp.names.clone(), includes: Vec::new() });
     }
     for r in &plan.removals {
         let item = match r.action {

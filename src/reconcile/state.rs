@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::defaults;
 
-/// Version of the on-disk format this build writes. Version 1 (no journal) is still read.
-const FORMAT_VERSION: u32 = 2;
+/// Version of the on-disk format this build writes. Versions 1 (no journal) and 2 (no
+/// identities, no remembered failures) are still read.
+const FORMAT_VERSION: u32 = 3;
 
 /// One profile the agent loaded and therefore owns.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +27,11 @@ pub struct Owned {
     pub file: String,
     /// sha256 of the file content that was loaded.
     pub sha256: String,
+    /// Identity of what was loaded: content, includes, toolchain
+    /// ([`crate::reconcile::identity`]). Absent in a state written before identities existed:
+    /// then the content hash alone decides whether the file changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// RFC 3339 time of the load.
     pub loaded_at: String,
     /// Mode the agent asked for (`enforce` or `complain`).
@@ -34,8 +40,8 @@ pub struct Owned {
     /// itself says `flags=(complain)`; drift is a change from this, not from `mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_mode: Option<String>,
-    /// The kernel's own hash of the loaded policy (`policy/profiles/*/sha1`), when the kernel
-    /// exposes it; a different value later means someone replaced the profile behind our back.
+    /// The kernel's own hash of the loaded policy (`policy/profiles/*/sha1`, or `sha256` on
+    /// Linux 6.8 and later), when the kernel exposes it; a different value later means someone replaced the profile behind our back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_sha1: Option<String>,
 }
@@ -49,6 +55,18 @@ pub struct Pending {
     /// The kernel hash the load produces (computed from the compiled policy); `None` on a
     /// kernel that does not expose hashes.
     pub expected_sha1: Option<String>,
+    /// The same in SHA-256, what kernels from 6.8 on show instead (absent in state files
+    /// written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sha256: Option<String>,
+}
+
+impl Pending {
+    /// Whether the kernel's hash `kernel` (SHA-1 or SHA-256, whichever the kernel uses) is the
+    /// one this load produces.
+    pub fn expects(&self, kernel: &str) -> bool {
+        self.expected_sha1.as_deref() == Some(kernel) || self.expected_sha256.as_deref() == Some(kernel)
+    }
 }
 
 /// The whole state file.
@@ -67,6 +85,10 @@ pub struct State {
     /// files are not compiled again after a restart.
     #[serde(default)]
     pub names: BTreeMap<String, Vec<String>>,
+    /// Identities that did not compile, with the error naming the file: such a file is not
+    /// compiled again until its identity changes (restarts and resyncs run no parser for it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failures: BTreeMap<String, String>,
 }
 
 impl State {
@@ -156,7 +178,7 @@ impl StateStore {
         };
         let corrupt = |source| StateError::Corrupt { path: self.path.clone(), source };
         let VersionOnly { version } = serde_json::from_slice(&bytes).map_err(corrupt)?;
-        if version != 1 && version != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&version) {
             return Err(StateError::Version { path: self.path.clone(), found: version });
         }
         let mut state: State = serde_json::from_slice(&bytes).map_err(corrupt)?;
@@ -192,6 +214,7 @@ mod tests {
         Owned {
             file: "payment-api".into(),
             sha256: "ab".into(),
+            identity: Some("id".into()),
             loaded_at: "2026-11-28T00:00:00Z".into(),
             mode: "enforce".into(),
             kernel_mode: None,
@@ -206,8 +229,9 @@ mod tests {
         assert!(store.load().unwrap().profiles.is_empty());
         let mut s = State::empty();
         s.profiles.insert("payment-api".into(), owned());
-        s.pending.insert("x".into(), Pending { owned: owned(), expected_sha1: Some("k".into()) });
+        s.pending.insert("x".into(), Pending { owned: owned(), expected_sha1: Some("k".into()), expected_sha256: None });
         s.names.insert("ab".into(), vec!["payment-api".into()]);
+        s.failures.insert("cd".into(), "/p/x:3: syntax error".into());
         store.save(&s).unwrap();
         let back = store.load().unwrap();
         assert_eq!(back, s);
@@ -238,7 +262,7 @@ mod tests {
             ("{not json", "corrupt"),
             ("[]", "corrupt"),
             ("{}", "corrupt"),
-            (r#"{"version":3,"profiles":{}}"#, "format version 3"),
+            (r#"{"version":4,"profiles":{}}"#, "format version 4"),
             (r#"{"version":0}"#, "format version 0"),
             (r#"{"version":2,"profiles":{},"future":1}"#, "corrupt"),
             (r#"{"version":2,"profiles":{"a":{"file":"a","sha256":"s","loaded_at":"t","mode":"enforce","extra":1}}}"#, "corrupt"),

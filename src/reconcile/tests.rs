@@ -45,6 +45,13 @@ impl World {
                 modes: BTreeMap::new(),
             },
             proc_dir: self.proc_dir.path().to_path_buf(),
+            search: crate::reconcile::identity::SearchPath {
+                dirs: vec![self.dir.path().join("base")],
+                cwd: self.dir.path().to_path_buf(),
+            },
+            include_dirs: Vec::new(),
+            toolchain: "fake".into(),
+            cache: crate::kernel::cache::PolicyCache::new(self.state_dir.path().join("cache"), 0),
         };
         Reconciler::new(kernel, StateStore::new(self.state_dir.path()), settings).unwrap()
     }
@@ -348,12 +355,14 @@ fn pending_for_file(file: &str, content: &str, sha1: &str) -> Pending {
         owned: Owned {
             file: file.into(),
             sha256: sha(content),
+            identity: None,
             loaded_at: "t".into(),
             mode: "enforce".into(),
             kernel_mode: Some("enforce".into()),
             kernel_sha1: Some(sha1.into()),
         },
         expected_sha1: Some(sha1.into()),
+        expected_sha256: None,
     }
 }
 
@@ -395,4 +404,61 @@ fn a_failed_save_loads_nothing_and_is_retried() {
     let out = r.sync().unwrap();
     assert!(out.state_error.is_none() && out.all_good());
     assert!(StateStore::new(w.state_dir.path()).load().unwrap().profiles.contains_key("a"));
+}
+
+/// Linux 6.8 and later show `sha256` where older kernels show `sha1`: a load is verified, and
+/// owned, against whichever the kernel uses; a policy the kernel did not take still fails.
+#[test]
+fn a_sha256_kernel_verifies_loads_and_claims_interrupted_ones() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    k.0.lock().unwrap().sha256 = true;
+    w.write(&k, "a", "profile a {}", &["a"]);
+    let mut r = w.reconciler(k, false);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "a"), ItemState::Loaded);
+    let kernel_hash = r.kernel().hashes().unwrap()["a"].clone();
+    assert_eq!(kernel_hash.len(), 64, "the fake kernel shows SHA-256");
+    assert_eq!(r.state().profiles["a"].kernel_sha1.as_deref(), Some(kernel_hash.as_str()));
+    r.kernel().take_calls();
+
+    // An interrupted load of `b` that did reach the kernel: the intent recorded both hashes.
+    w.write(r.kernel(), "b", "profile b {}", &["b"]);
+    let blob = crate::kernel::fake::policy(&["b".into()], &sha("profile b {}"));
+    let compiled = crate::kernel::Compiled::from_blob(blob).unwrap().profiles[0].clone();
+    r.kernel().0.lock().unwrap().loaded.insert("b".into(), ("enforce".into(), compiled.sha256.clone()));
+    let mut st = r.state().clone();
+    let mut p = pending_for_file("b", "profile b {}", &compiled.sha1);
+    p.expected_sha256 = Some(compiled.sha256.clone());
+    st.names.insert(sha("profile b {}"), vec!["b".into()]);
+    st.pending.insert("b".into(), p);
+    StateStore::new(w.state_dir.path()).save(&st).unwrap();
+    let mut r = w.restart(r, false);
+    let out = r.sync().unwrap();
+    assert_eq!(state_of(&out, "b"), ItemState::Loaded);
+    assert!(r.state().profiles.contains_key("b"), "claimed by its SHA-256");
+    assert!(!r.kernel().take_calls().iter().any(|c| matches!(c, Call::Load(..))), "nothing reloaded");
+}
+
+/// A kernel that shows a SHA-256 that is not the compiled policy's fails the load's check:
+/// an edit the kernel acknowledged but did not apply keeps the old policy's hash.
+#[test]
+fn a_stale_sha256_fails_verification() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    k.0.lock().unwrap().sha256 = true;
+    w.write(&k, "a", "profile a {}", &["a"]);
+    let mut r = w.reconciler(k, false);
+    assert_eq!(state_of(&r.sync().unwrap(), "a"), ItemState::Loaded);
+    let edited = "profile a { /x r, }";
+    w.write(r.kernel(), "a", edited, &["a"]);
+    r.kernel().0.lock().unwrap().silently_ignore.insert(sha(edited));
+    let out = r.sync().unwrap();
+    let file = out.report.files.iter().find(|f| f.file == "a").unwrap();
+    let error = file.error.clone().unwrap_or_default();
+    assert!(error.contains("the kernel's hash of profile \"a\""), "{error}");
+    // The message puts the kernel's SHA-256 next to the policy's SHA-256, not its SHA-1.
+    let words: Vec<&str> = error.split_whitespace().map(|w| w.trim_end_matches(',')).filter(|w| w.len() == 64).collect();
+    assert_eq!(words.len(), 2, "{error}");
+    assert_ne!(words[0], words[1]);
 }

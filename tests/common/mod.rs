@@ -124,13 +124,13 @@ impl FakeSecurityfs {
         fs::read_to_string(self.apparmor().join("revision")).unwrap_or_default().trim().parse().unwrap_or(0)
     }
 
-    /// top-level name -> sha1 from `policy/profiles/<N>/{name,sha1}`.
+    /// top-level name -> kernel hash from `policy/profiles/<N>/{name,sha1 or sha256}`.
     pub fn sha1s(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         if let Ok(rd) = fs::read_dir(self.apparmor().join("policy/profiles")) {
             for e in rd.flatten() {
-                let (Ok(name), Ok(sha)) = (fs::read_to_string(e.path().join("name")), fs::read_to_string(e.path().join("sha1")))
-                else {
+                let hash = fs::read_to_string(e.path().join("sha1")).or_else(|_| fs::read_to_string(e.path().join("sha256")));
+                let (Ok(name), Ok(sha)) = (fs::read_to_string(e.path().join("name")), hash) else {
                     continue;
                 };
                 out.insert(name.trim_end().to_string(), sha.trim().to_string());

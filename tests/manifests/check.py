@@ -8,12 +8,13 @@ makes sure the tools exist).
              errors) against the Kubernetes 1.30, 1.31, 1.32 and 1.33 schemas
              of kubernetes-validate; custom resources are skipped by name
   docker     hadolint has nothing to say about the Dockerfile; its bases are
-             pinned; the image's root filesystem, assembled by the Dockerfile's
-             own step, holds a working parser and agent and no shell
+             pinned; the image's root filesystem, assembled by tools/image/rootfs.sh (the Dockerfile's
+             and make image's one step), holds a working parser and agent, no shell
   profiles   every profile compiles with apparmor_parser -Q against Debian
              12's kernel feature set, errors as file:line; every rule matters
              (profile_rules.py)
   properties the rendered YAML has the properties the issue asks for
+  monitoring the alert rules (promtool check + test rules) and the Grafana dashboard (monitoring.py)
   mutations  each property check is shown to fail on a broken copy
 
 Prints "ok"/"FAIL"/"SKIP" per check and ends with "N passed, M failed".
@@ -37,12 +38,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import profile_rules  # noqa: E402
 import cel_policies  # noqa: E402
 import gating_props  # noqa: E402
+import monitoring  # noqa: E402
 
 K8S_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
 # Custom resources: kubernetes-validate ships only the built-in API's schemas.
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "Prometheus Operator CRD, no schema in kubernetes-validate",
     ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD, no schema in kubernetes-validate",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD, no schema in kubernetes-validate (promtool checks its rules)",
 }
 CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                   "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
@@ -282,26 +285,6 @@ def dockerfile_instructions(text):
     return out
 
 
-def assembly_step(text):
-    lines = text.split("\n")
-    marks = [i for i, l in enumerate(lines) if l.startswith("# rootfs-assembly")]
-    if len(marks) != 1:
-        return None
-    i = marks[0]
-    while i < len(lines) and not lines[i].startswith("RUN "):
-        i += 1
-    parts = []
-    while i < len(lines):
-        line = lines[i]
-        if line.rstrip().endswith("\\"):
-            parts.append(line.rstrip()[:-1])
-            i += 1
-            continue
-        parts.append(line)
-        break
-    return "".join(parts)[len("RUN "):]
-
-
 def agent_binary(root):
     """$APPARMOR_LOADER_BIN, else the newest of the builds in target/ (a stale
     build of an older source tree must not be the one tested)."""
@@ -327,26 +310,24 @@ def check_docker(root, ck, tmp):
     instrs = dockerfile_instructions(text)
     froms = [(a, n) for i, a, n in instrs if i == "FROM"]
     for arg, n in froms:
-        image = arg.split()[0]
+        image = [w for w in arg.split() if not w.startswith("--")][0]
         pinned = image == "scratch" or "@sha256:" in image or bool(re.search(r":[^:/]*\d+\.\d+[^:/]*$", image))
         ck.ok(pinned and "$" not in image,
               f"docker: Dockerfile:{n}: base {image} is pinned by digest or exact version tag, written literally")
-    ck.ok(bool(froms) and froms[-1][0].split()[0] == "scratch",
+    ck.ok(bool(froms) and froms[-1][0].split()[-1] == "scratch",
           "docker: the final stage is FROM scratch (no shell or tools the agent does not run)")
     ck.ok(("ENTRYPOINT", '["apparmor-loader"]') in [(i, a) for i, a, _ in instrs],
           'docker: ENTRYPOINT ["apparmor-loader"]')
     ck.ok(("CMD", '["run"]') in [(i, a) for i, a, _ in instrs], 'docker: CMD ["run"]')
-    ck.ok(any(i == "RUN" and "cargo build --release --locked" in a for i, a, _ in instrs),
-          "docker: the binary is built with cargo build --release --locked")
-    ck.ok(any(i == "RUN" and re.search(r"apt-get install [^&]*--no-install-recommends[^&]*apparmor=\S+", a)
-              for i, a, _ in instrs),
-          "docker: apparmor is installed at a pinned version with --no-install-recommends")
+    ck.ok(any(i == "RUN" and "cargo auditable build --release --locked" in a for i, a, _ in instrs),
+          "docker: the binary is built with cargo auditable build --release --locked")
+    ck.ok(any(i == "RUN" and re.search(r"tools/debfetch\.sh extract \"?rootfs-\$TARGETARCH", a)
+              and "tools/image/rootfs.sh" in a for i, a, _ in instrs),
+          "docker: the root filesystem is tools/image/rootfs.sh (the step make image runs) fed with the "
+          "pinned packages of tools/debian.lock")
     ck.ok(not any(i == "USER" for i, _, _ in instrs),
           "docker: no USER: the agent must be uid 0 (explained in the Dockerfile)")
 
-    step = assembly_step(text)
-    if not ck.ok(step is not None, "docker: the Dockerfile has one '# rootfs-assembly' RUN step"):
-        return
     if os.geteuid() != 0:
         ck.skip("docker: image root filesystem checks need root (chroot, mknod)")
         return
@@ -356,10 +337,12 @@ def check_docker(root, ck, tmp):
                 "(make musl, cargo build, or APPARMOR_LOADER_BIN)")
         return
     rootfs = os.path.join(tmp, "rootfs")
-    env = dict(os.environ, ROOTFS=rootfs, AGENT=agent)
-    r = subprocess.run(["bash", "-o", "pipefail", "-c", step], env=env, capture_output=True, text=True, check=False)
-    if not ck.ok(r.returncode == 0, "docker: the rootfs-assembly step runs against this host's apparmor package"
-                 + (f": {r.stderr.strip()}" if r.returncode else "")):
+    debs = os.path.join(tmp, "debs")
+    step = (f"{root}/tools/debfetch.sh extract rootfs-amd64 {debs} && "
+            f"{root}/tools/image/rootfs.sh amd64 {debs} {rootfs} {agent}")
+    r = subprocess.run(["bash", "-o", "pipefail", "-c", step], capture_output=True, text=True, check=False)
+    if not ck.ok(r.returncode == 0, "docker: the image's rootfs assembly (tools/image/rootfs.sh) runs with the "
+                 "pinned packages" + (f": {r.stderr.strip()}" if r.returncode else "")):
         return
     shells = [p for p in ("bin/sh", "usr/bin/sh", "bin/bash", "usr/bin/bash", "bin/busybox", "usr/bin/busybox")
               if os.path.lexists(os.path.join(rootfs, p))]
@@ -981,6 +964,8 @@ def main():
         gating_props.check(rendered, root, ck)
         cel_policies.check(rendered, root, agent_binary(root), sorted(profile_files(root)), ck, tmp)
         cel_policies.check_mutations(rendered, ck)
+        print("== monitoring (alert rules with promtool, the Grafana dashboard)")
+        monitoring.check_monitoring(rendered, root, ck, tmp)
         print("== mutations (each check can fail)")
         check_mutations(rendered, root, args.features, ck, tmp)
     if ck.failed:

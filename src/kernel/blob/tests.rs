@@ -77,6 +77,22 @@ fn sha1_is_version_then_the_profile_entry() {
     assert_eq!(parse(&blob).unwrap()[0].sha1, expected_sha1(VERSION_3_0_8, &blob[start..]));
 }
 
+/// Linux 6.8+ (`policy/profiles/*/sha256`): the same bytes, hashed with SHA-256.
+#[test]
+fn sha256_is_version_then_the_profile_entry() {
+    let blob = one_profile(&Profile { data: &[("k", b"v")], ..spec(b"x") });
+    let p = &parse(&blob).unwrap()[0];
+    let mut h = sha2::Sha256::new();
+    h.update(VERSION_3_0_8.to_le_bytes());
+    h.update(&blob[16..]);
+    let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(p.sha256, want);
+    assert!(p.is_kernel_hash(&want) && p.is_kernel_hash(&p.sha1.clone()));
+    assert!(!p.is_kernel_hash(&want[..40]) && !p.is_kernel_hash(""));
+    assert_eq!(p.hash_like(Some(&want)), want);
+    assert_eq!(p.hash_like(Some("f0")), p.sha1);
+}
+
 #[test]
 fn modes_as_the_kernel_derives_them() {
     let cases: &[(u32, u32, Result<Mode, u32>)] = &[
@@ -303,6 +319,7 @@ fn self_contained_children_only() {
                 namespace: None,
                 mode: Mode::Enforce,
                 sha1: String::new(),
+                sha256: String::new(),
                 offset: i,
             })
             .collect()

@@ -125,5 +125,66 @@ tail -n $((n1 - n0)) /tmp/parser-calls.log | cut -c1-200 | sed 's/^/AAVM-INFO in
 can i0500 read /secret && info "i0500 new rule enforced" || fail "i0500 new version not enforced"
 b rss_1000_kib "$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' /proc/$AGENT_PID/status)"
 stop_agent
+# ---- 6. a real profile set (issue 17): Debian's apparmor-profiles{,-extra} with broken files -------------
+C=/aavm/corpus
+if [ -d $C/etc/apparmor.d ]; then
+  (cd $C/etc/apparmor.d && find . -type f) | while read -r f; do
+    [ -e "/etc/apparmor.d/$f" ] || { mkdir -p "$(dirname "/etc/apparmor.d/$f")"; cp "$C/etc/apparmor.d/$f" "/etc/apparmor.d/$f"; }
+  done
+  K=/tmp/corpus; mkdir -p $K
+  for f in $C/etc/apparmor.d/* $C/usr/share/apparmor/extra-profiles/*; do
+    [ -f "$f" ] || continue
+    case ${f##*/} in README*) continue ;; esac
+    cp "$f" $K/
+  done
+  printf 'profile broken-syntax {\n  /tmp/x r\n}\n' > $K/broken-syntax
+  printf 'profile broken-include {\n  include <local/no-such-file>\n  /tmp/y r,\n}\n' > $K/broken-include
+  b corpus_files "$(profile_files $K | wc -l)"
+  ABS=abstractions/X
+  b corpus_abstraction_k "$(grep -l "$ABS>" $K/* | wc -l)"
+  unload_all() { for n in $(sed 's/ ([a-z]*)$//' $AA/profiles | grep -v //); do printf '%s' "$n" > $AA/.remove; done; }
+  secs() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000000 }'; }
+  unload_all
+  info "corpus: one batched apparmor_parser -r"
+  aatime run /tmp/t.us apparmor_parser -r -K $K/* >/tmp/corpus-batch.out 2>&1
+  b corpus_batched_s "$(secs "$(cat /tmp/t.us)")"
+  NTOP=$(grep -vc // $AA/profiles); b corpus_profiles "$NTOP"
+  unload_all
+  info "corpus: one process per file"
+  aatime run /tmp/t.us sh -c "for f in $K/*; do apparmor_parser -r -K \$f >/dev/null 2>&1; done"
+  b corpus_per_file_s "$(secs "$(cat /tmp/t.us)")"
+  unload_all
+  printf '#!/bin/sh\necho "$*" >> /tmp/corpus-calls.log\nexec /sbin/apparmor_parser "$@"\n' > /tmp/corpus-parser
+  chmod 755 /tmp/corpus-parser; : > /tmp/corpus-calls.log
+  info "corpus: agent cold start, empty cache"
+  all_in() { [ "$(grep -vc // $AA/profiles)" -ge "$NTOP" ]; }
+  t0=$(aatime now)
+  start_agent --profiles $K --state-dir /tmp/st-corpus --parser /tmp/corpus-parser --resync-interval 5s
+  wait_until 6000 all_in || fail "corpus: agent did not load $NTOP profiles"
+  b corpus_cold_s "$(secs "$(aatime since $t0)")"
+  sleep 2; n0=$(wc -l < /tmp/corpus-calls.log); sleep 30; n1=$(wc -l < /tmp/corpus-calls.log)
+  b corpus_idle_parser_calls "$((n1 - n0))"
+  snap() { for n in $(sed 's/ ([a-z]*)$//' $AA/profiles | grep -v //); do echo "$n $(ksha1 "$n")"; done | md5sum; }
+  moved() { [ "$(snap)" != "$S0" ]; }
+  f=$K/usr.sbin.dnsmasq; S0=$(snap); n0=$(wc -l < /tmp/corpus-calls.log)
+  sed -i 's|^}$|  /etc/aavm-bench-edit r,\n}|' "$f"
+  wait_until 1200 moved || fail "corpus: the edit of $f was not applied"
+  sleep 3; b corpus_edit_parser_calls "$(( $(wc -l < /tmp/corpus-calls.log) - n0 ))"
+  S0=$(snap); n0=$(wc -l < /tmp/corpus-calls.log)
+  printf '  /etc/aavm-bench-abstraction r,\n' >> /etc/apparmor.d/$ABS
+  wait_until 3000 moved || fail "corpus: the edit of $ABS reached no profile"
+  sleep 5; b corpus_abstraction_edit_parser_calls "$(( $(wc -l < /tmp/corpus-calls.log) - n0 ))"
+  stop_agent
+  info "corpus: reboot (kernel emptied, state dir kept)"
+  unload_all; n0=$(wc -l < /tmp/corpus-calls.log)
+  t0=$(aatime now)
+  start_agent --profiles $K --state-dir /tmp/st-corpus --parser /tmp/corpus-parser
+  wait_until 6000 all_in || fail "corpus: agent did not reload $NTOP profiles after the reboot"
+  b corpus_reboot_s "$(secs "$(aatime since $t0)")"
+  info "corpus: reboot ran $(( $(wc -l < /tmp/corpus-calls.log) - n0 )) parser processes: $(tail -n +$((n0 + 1)) /tmp/corpus-calls.log | cut -c1-40 | tr '\n' ';')"
+  stop_agent
+else
+  fail "no corpus in the initramfs: run 'make corpus' before 'tests/vm/aavm.sh build'"
+fi
 pass "benchmark ran"
 finish

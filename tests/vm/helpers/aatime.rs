@@ -38,7 +38,7 @@
 //!                                     the kernel acknowledged; 1 if the socket or the send failed
 //!
 //! SPEC: `file:PATH` (whole content), `sha1:NAME` (sha1 of kernel profile NAME from
-//! SECURITYFS/apparmor/policy/profiles/*/{name,sha1}), `listing:NAME` (NAME's line in the profiles listing),
+//! SECURITYFS/apparmor/policy/profiles/*/{name,sha1 or sha256}), `listing:NAME` (NAME's line in the profiles listing),
 //! `rev:` (the policy revision, read without blocking; 0 before the first load).
 #![allow(clippy::all)]
 use std::io::{Read, Write};
@@ -217,7 +217,7 @@ impl Spec {
                 if let Some(d) = &self.cached_dir {
                     let name = std::fs::read_to_string(d.join("name")).unwrap_or_default();
                     if name.trim_end() == self.arg {
-                        if let Ok(s) = std::fs::read_to_string(d.join("sha1")) {
+                        if let Some(s) = kernel_hash(d) {
                             return s;
                         }
                     }
@@ -231,7 +231,7 @@ impl Spec {
                     let p = e.path();
                     let name = std::fs::read_to_string(p.join("name")).unwrap_or_default();
                     if name.trim_end() == self.arg {
-                        let s = std::fs::read_to_string(p.join("sha1")).unwrap_or_else(|_| "<missing>".into());
+                        let s = kernel_hash(&p).unwrap_or_else(|| "<missing>".into());
                         self.cached_dir = Some(p);
                         return s;
                     }
@@ -241,6 +241,11 @@ impl Spec {
             _ => die("SPEC kind must be file:, sha1: or listing:"),
         }
     }
+}
+
+/// The kernel's hash of a loaded profile: `sha1` up to Linux 6.7, `sha256` from 6.8 on.
+fn kernel_hash(dir: &std::path::Path) -> Option<String> {
+    std::fs::read_to_string(dir.join("sha1")).or_else(|_| std::fs::read_to_string(dir.join("sha256"))).ok()
 }
 
 fn die(m: &str) -> ! {

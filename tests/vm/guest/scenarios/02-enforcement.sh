@@ -22,7 +22,7 @@ check_fails "enf-test: exec /bin/true denied" can enf-test exec /bin/true
 confined_bg enf-test /usr/local/bin/aatime probe sleep 5; sp=$BG_PID; sleep 0.3
 check_eq "attr/current of a confined process" "$(cat /proc/$sp/attr/current)" "enf-test (enforce)"
 kill $sp 2>/dev/null; wait $sp 2>/dev/null
-wait_until 20 sh -c 'dmesg | grep -q "apparmor=\"DENIED\" operation=\"open\" profile=\"enf-test\" name=\"/secret\""' \
+wait_until 20 sh -c 'dmesg | grep -q "apparmor=\"DENIED\" operation=\"open\" \(class=\"file\" \)\?profile=\"enf-test\" name=\"/secret\""' \
   && pass "kernel logged DENIED open /secret for enf-test" || fail "no DENIED line for enf-test /secret"
 
 if kloaded payment-api; then

@@ -1,0 +1,285 @@
+//! `kubectl apparmor_loader`: the same binary, invoked as `kubectl-apparmor_loader` (a symlink on PATH),
+//! asks every agent pod through the API server's pods proxy with the user's kubeconfig, so nobody has to
+//! reach the nodes: `profiles` prints the node × profile matrix, `denials` the recent denials of all nodes.
+//!
+//! Requests, in order: one pod list (`GET /api/v1/namespaces/NS/pods?labelSelector=…`), then per running
+//! pod `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/profiles` (or `/proxy/denials?…`), at most
+//! [`PARALLEL`] at a time. Access needs `get`/`list` on `pods` and `get` on `pods/proxy` in the namespace.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
+use kube::config::KubeConfigOptions;
+use kube::{Client, Config};
+use serde_json::Value;
+
+use self::matrix::{NodeRow, ProfilesAnswer};
+use crate::audit::DenialsResponse;
+use crate::audit::display::format_record;
+use crate::cli::Verdict;
+
+/// The node × profile matrix built from each agent's `/profiles` answer (pure).
+pub mod matrix;
+
+/// Agent pods asked at once.
+pub const PARALLEL: usize = 16;
+/// How long one request (the pod list, one agent's answer) may take.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The agent's port when its pod names no `http` port.
+pub const DEFAULT_PORT: u16 = 9741;
+
+/// `kubectl apparmor_loader`: what every node's agent says, through the API server.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl apparmor_loader", version)]
+pub struct PluginCli {
+    /// Namespace of the agent pods.
+    #[arg(short = 'n', long, global = true, default_value = "apparmor-loader")]
+    pub namespace: String,
+    /// Label selector of the agent pods.
+    #[arg(short = 'l', long, global = true, default_value = "app.kubernetes.io/name=apparmor-loader")]
+    pub selector: String,
+    /// The kubeconfig context to use (default: the current one).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// What to show.
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// The plugin's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Node × profile matrix: state, mode and short digest of each managed profile on each node.
+    Profiles {
+        /// Only these profiles (repeatable).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+    },
+    /// Recent denials of every node, oldest first.
+    Denials {
+        /// Only this profile's (and its children's) denials.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Records per node (the agent caps a page at 500).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+/// One agent pod to ask.
+#[derive(Debug, Clone)]
+struct Target {
+    node: String,
+    pod: String,
+    port: u16,
+    /// Why it cannot be asked (not running).
+    skip: Option<String>,
+}
+
+/// Runs the plugin; `Verdict::Failures` when some agent could not be asked.
+pub fn run(cli: &PluginCli) -> anyhow::Result<Verdict> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let client = client(cli.context.as_deref()).await?;
+        let targets = targets(&client, &cli.namespace, &cli.selector).await?;
+        match &cli.command {
+            PluginCommand::Profiles { profiles } => show_profiles(&client, cli, targets, profiles).await,
+            PluginCommand::Denials { profile, limit } => show_denials(&client, cli, targets, profile.as_deref(), *limit).await,
+        }
+    })
+}
+
+/// A client from the user's kubeconfig (`KUBECONFIG` or `~/.kube/config`, `--context`), as kubectl's.
+async fn client(context: Option<&str>) -> anyhow::Result<Client> {
+    let options = KubeConfigOptions { context: context.map(str::to_string), ..KubeConfigOptions::default() };
+    let mut config =
+        Config::from_kubeconfig(&options).await.context("cannot use the kubeconfig (KUBECONFIG or ~/.kube/config)")?;
+    // A 503 from the pods proxy means that node's agent is down: say so at once, as kubectl would,
+    // instead of retrying with backoff; and do not wait on a hung agent longer than it would answer.
+    config.default_retry = false;
+    config.read_timeout = Some(REQUEST_TIMEOUT);
+    Client::try_from(config).context("cannot build the Kubernetes client")
+}
+
+/// The agent pods, each with its node and port.
+async fn targets(client: &Client, ns: &str, selector: &str) -> anyhow::Result<Vec<Target>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .with_context(|| format!("cannot list pods in namespace {ns} with selector {selector}"))?;
+    anyhow::ensure!(!list.items.is_empty(), "no pods in namespace {ns} match {selector}");
+    Ok(list.items.iter().map(target).collect())
+}
+
+fn target(pod: &Pod) -> Target {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let spec = pod.spec.as_ref();
+    let node = spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| "-".into());
+    let port = spec
+        .into_iter()
+        .flat_map(|s| &s.containers)
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some("http"))
+        .and_then(|p| u16::try_from(p.container_port).ok())
+        .unwrap_or(DEFAULT_PORT);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".into());
+    let skip = (phase != "Running").then(|| format!("pod is {phase}"));
+    Target { node, pod: name, port, skip }
+}
+
+/// GETs `path_and_query` of every target's agent through the pods proxy, [`PARALLEL`] at a time; the
+/// answers come back in the targets' order.
+async fn ask_all(client: &Client, ns: &str, targets: &[Target], path_and_query: &str) -> Vec<Result<String, String>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        if let Some(why) = &t.skip {
+            let why = why.clone();
+            tasks.spawn(async move { (i, Err(why)) });
+            continue;
+        }
+        let url = format!("/api/v1/namespaces/{ns}/pods/{}:{}/proxy/{path_and_query}", t.pod, t.port);
+        let (client, limit) = (client.clone(), limit.clone());
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await;
+            let request = http::Request::get(&url).body(Vec::new()).map_err(|e| e.to_string());
+            let answer = match request {
+                Ok(r) => client.request_text(r).await.map_err(|e| describe(&e)),
+                Err(e) => Err(e),
+            };
+            (i, answer)
+        });
+    }
+    let mut out: Vec<Result<String, String>> = vec![Err("not asked".into()); targets.len()];
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((i, answer)) = done {
+            out[i] = answer;
+        }
+    }
+    out
+}
+
+async fn show_profiles(client: &Client, cli: &PluginCli, targets: Vec<Target>, only: &[String]) -> anyhow::Result<Verdict> {
+    let answers = ask_all(client, &cli.namespace, &targets, "profiles").await;
+    let rows: Vec<NodeRow> = targets
+        .iter()
+        .zip(answers)
+        .map(|(t, a)| {
+            match a.and_then(|body| {
+                serde_json::from_str::<ProfilesAnswer>(&body).map_err(|e| format!("not a /profiles answer: {e}"))
+            }) {
+                Ok(answer) => matrix::row(&t.node, &t.pod, answer, only),
+                Err(e) => matrix::unreachable(&t.node, &t.pod, e),
+            }
+        })
+        .collect();
+    let failures = rows.iter().any(|r| r.error.is_some());
+    let m = matrix::build(rows);
+    match cli.output {
+        Output::Text => print!("{}", matrix::render(&m)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+    }
+    Ok(if failures { Verdict::Failures } else { Verdict::Ok })
+}
+
+async fn show_denials(
+    client: &Client,
+    cli: &PluginCli,
+    targets: Vec<Target>,
+    profile: Option<&str>,
+    limit: usize,
+) -> anyhow::Result<Verdict> {
+    let mut query = format!("denials?limit={limit}");
+    if let Some(p) = profile {
+        query.push_str("&profile=");
+        query.push_str(&encode_query_value(p));
+    }
+    let answers = ask_all(client, &cli.namespace, &targets, &query).await;
+    let mut nodes = Vec::new();
+    let mut lines: Vec<(String, String)> = Vec::new();
+    let mut failures = false;
+    for (t, a) in targets.iter().zip(answers) {
+        let parsed = a.and_then(|body| serde_json::from_str::<Value>(&body).map_err(|e| format!("not a /denials answer: {e}")));
+        let (value, error) = match parsed {
+            Ok(v) => (v, None),
+            Err(e) => (Value::Null, Some(e)),
+        };
+        failures |= error.is_some();
+        match (&error, serde_json::from_value::<DenialsResponse>(value.clone())) {
+            (None, Ok(resp)) => {
+                for e in &resp.snapshot.records {
+                    lines
+                        .push((e.received_at.clone(), format!("{}  {}", t.node, format_record(&e.record, e.container.as_ref()))));
+                }
+            }
+            (None, Err(e)) => lines.push((String::new(), format!("{}  error: not a /denials answer: {e}", t.node))),
+            (Some(e), _) => lines.push((String::new(), format!("{}  error: {}", t.node, matrix::printable(e)))),
+        }
+        nodes.push(serde_json::json!({"node": t.node, "pod": t.pod, "answer": value, "error": error}));
+    }
+    match cli.output {
+        Output::Text => {
+            lines.sort();
+            lines.iter().for_each(|(_, l)| println!("{l}"));
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?),
+    }
+    Ok(if failures { Verdict::Failures } else { Verdict::Ok })
+}
+
+/// An error in one line: the API server's own words for a Status (the pods proxy's 503 when the agent
+/// does not answer), else the client's.
+fn describe(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encodes a query value (profile names may hold `/`, spaces, anything).
+fn encode_query_value(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::invoked_as_plugin;
+
+    #[test]
+    fn only_the_plugin_name_dispatches() {
+        assert!(invoked_as_plugin("kubectl-apparmor_loader"));
+        assert!(invoked_as_plugin("/usr/local/bin/kubectl-apparmor_loader"));
+        assert!(!invoked_as_plugin("apparmor-loader"));
+        assert!(!invoked_as_plugin("/tmp/kubectl-apparmor_loader/apparmor-loader"));
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(encode_query_value("web//child x&y"), "web%2F%2Fchild%20x%26y");
+    }
+}
