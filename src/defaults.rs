@@ -11,10 +11,16 @@ pub const APPARMOR_SUBDIR: &str = "apparmor";
 pub const PARSER: &str = "apparmor_parser";
 /// Where Debian, Ubuntu and SUSE install the parser when it is not on `PATH`.
 pub const PARSER_FALLBACK: &str = "/sbin/apparmor_parser";
+/// Debian's pinned kernel feature set (package `apparmor`): what `admission-policy` compiles for on
+/// a host whose kernel has no AppArmor.
+pub const PARSER_KERNEL_FEATURES: &str = "/usr/share/apparmor-features/features";
 /// Where the agent records which profiles it owns.
 pub const STATE_DIR: &str = "/var/lib/apparmor-loader";
 /// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "state.json";
+/// Node Feature Discovery's local feature file (nfd-worker's `features.d/`, a host directory): labels
+/// for the loaded profiles. Written only when its directory exists, i.e. is mounted into the agent.
+pub const NFD_FEATURES_FILE: &str = "/etc/kubernetes/node-feature-discovery/features.d/apparmor-loader";
 /// The parser's configuration file: its `Include` lines are part of the include search path.
 pub const PARSER_CONF: &str = "/etc/apparmor/parser.conf";
 /// The parser's base directory, searched last for `include <…>`.

@@ -6,12 +6,15 @@
 pub mod agent;
 /// Denial monitoring: audit record sources, parser, ring buffer, metrics and rule suggestions.
 pub mod audit;
-/// The operator's subcommands: sync, diff, check, status, unload, inspect, denials, suggest.
+/// The operator's subcommands: sync, diff, check, status, unload, inspect, denials, suggest,
+/// admission-policy, clear-node-features.
 pub mod cli;
 /// Flags, environment and the YAML config file, merged into settings.
 pub mod config;
 /// Named defaults for every host path and tunable.
 pub mod defaults;
+/// Keeping pods off nodes that lack their profiles: NFD labels, the node taint, the admission policy.
+pub mod gating;
 /// The seam to the kernel: securityfs, `apparmor_parser`, compiled policy, the listing, `/proc`.
 pub mod kernel;
 /// Checks that AppArmor and the parser are usable; the one way to build the host kernel handle.

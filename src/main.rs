@@ -7,6 +7,7 @@ use anyhow::Context;
 use apparmor_loader::agent;
 use apparmor_loader::cli::audit::{CliError as AuditCliError, DenialsArgs, SuggestArgs, SuggestInput};
 use apparmor_loader::cli::check::{self, CheckArgs};
+use apparmor_loader::cli::gating;
 use apparmor_loader::cli::inspect::{self, InspectArgs};
 #[cfg(feature = "kubectl-plugin")]
 use apparmor_loader::cli::kubectl;
@@ -64,6 +65,8 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyho
         Command::Status { json } => commands::status(&host, *json),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force } => commands::unload(&host, names, *force),
+        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir)),
+        Command::ClearNodeFeatures => gating::clear_node_features(&host),
         Command::Inspect { files, binary, complain, kernel, json } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args)

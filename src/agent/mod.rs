@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use self::http::AgentState;
 use crate::agent::metrics::Metrics;
 use crate::config::{HostSettings, RunSettings};
+use crate::gating::Gates;
 use crate::kernel::Kernel;
 use crate::reconcile::plan::Operation;
 use crate::reconcile::state::StateStore;
@@ -100,7 +101,9 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     watch_revision(revision, run.debounce, tx);
 
     let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), managed, rx, timing, includes, shutdown.clone()));
+    let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
+    let published = Published { managed, gates };
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, rx, timing, includes, shutdown.clone()));
     shutdown.cancelled().await;
     drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
@@ -217,6 +220,13 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
     }
 }
 
+/// Where a sync's result goes besides the HTTP state: the denial monitor's set of managed profiles
+/// and the node's gates (feature file, taint).
+struct Published {
+    managed: audit::ProfileSet,
+    gates: Gates,
+}
+
 /// How often the loop resyncs and how long it coalesces events.
 struct Timing {
     resync_interval: Duration,
@@ -226,7 +236,7 @@ struct Timing {
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<AgentState>,
-    managed: audit::ProfileSet,
+    mut published: Published,
     mut rx: mpsc::Receiver<Trigger>,
     timing: Timing,
     mut includes: IncludeWatch,
@@ -260,7 +270,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
         let result =
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
         includes.update(reconciler.lock().expect("reconciler lock").include_dirs());
-        if publish(&shared, &managed, trigger, started, result) {
+        if publish(&shared, &mut published, trigger, started, result) {
             retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
         }
     }
@@ -269,10 +279,11 @@ async fn reconcile_loop<K: Kernel + 'static>(
 }
 
 /// Logs a sync's result and publishes it to the HTTP state, the metrics and the denial monitor's
-/// profile set. True when the ownership record could not be written, so the sync is retried soon.
+/// profile set, and brings the node's gates (feature file, taint) in line. True when the ownership
+/// record could not be written, so the sync is retried soon.
 fn publish(
     shared: &AgentState,
-    managed: &audit::ProfileSet,
+    published: &mut Published,
     trigger: Trigger,
     started: Instant,
     result: Result<Outcome, SyncError>,
@@ -296,7 +307,9 @@ fn publish(
             } else {
                 tracing::debug!(trigger = ?trigger, elapsed_ms = started.elapsed().as_millis() as u64, "sync done, nothing changed");
             }
-            managed.replace(outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone()));
+            let managed = outcome.report.profiles.iter().filter(|p| p.state != ItemState::Foreign).map(|p| p.name.clone());
+            published.managed.replace(managed);
+            published.gates.after_sync(&outcome.report);
             shared.publish(outcome.report);
             outcome.state_error.map(|e| shared.publish_error(e)).is_some()
         }

@@ -1,5 +1,5 @@
 //! The one-shot subcommands an operator runs by hand on a node: `sync`, `diff`, `check`,
-//! `status`, `unload`.
+//! `status`, `unload` (the others in the submodules).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,10 +20,12 @@ use crate::reconcile::{ItemState, Reconciler};
 pub mod audit;
 /// `check`: compile profile files without loading them, a gate for GitOps pipelines.
 pub mod check;
+/// `admission-policy` and `clear-node-features`: the gates' subcommands.
+pub mod gating;
 /// `inspect`: names, modes and kernel sha1s of compiled profile files, compared with the kernel.
 pub mod inspect;
 /// `kubectl apparmor_loader`: the binary invoked as `kubectl-apparmor_loader` asks every agent pod
-/// through the API server (feature `kubectl-plugin`, the only code with a Kubernetes client).
+/// through the API server (feature `kubectl-plugin`; the agent's own client is `run --node-taint`'s, src/gating/taint.rs).
 #[cfg(feature = "kubectl-plugin")]
 pub mod kubectl;
 

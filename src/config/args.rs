@@ -63,6 +63,10 @@ pub struct GlobalArgs {
     /// Log filter, e.g. `info` or `apparmor_loader=debug` [default: info].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Node Feature Discovery local feature file: node labels for the loaded profiles, written after
+    /// every sync when its directory exists [default: /etc/kubernetes/node-feature-discovery/features.d/apparmor-loader].
+    #[arg(long, global = true, env = "APPARMOR_LOADER_NODE_FEATURES_FILE", value_name = "PATH")]
+    pub node_features_file: Option<PathBuf>,
 }
 
 /// Flags of the subcommands that reconcile a directory.
@@ -131,6 +135,34 @@ pub struct RunArgs {
     /// Wait this long for more file events before rescanning [default: 50ms].
     #[arg(long, env = "APPARMOR_LOADER_DEBOUNCE", value_name = "DURATION")]
     pub debounce: Option<humantime::Duration>,
+    /// Remove the taint apparmor-loader.io/not-ready:NoSchedule from this node once every profile is
+    /// loaded, put it back if one is lost (talks to the API server; needs --node-name and a token).
+    #[arg(long, env = "APPARMOR_LOADER_NODE_TAINT")]
+    pub node_taint: bool,
+    /// This node's name, for --node-taint (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "APPARMOR_LOADER_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+/// Flags of `admission-policy`.
+#[derive(Debug, Clone, Args)]
+pub struct AdmissionPolicyArgs {
+    /// The directory of profile files.
+    #[arg(long, value_name = "DIR")]
+    pub profiles: PathBuf,
+    /// Also read subdirectories.
+    #[arg(long)]
+    pub recursive: bool,
+    /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
+    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
+    pub include_dir: Vec<PathBuf>,
+    /// Compile for this kernel feature set (a saved `apparmor/features`) [default: the running
+    /// kernel's; on a host without AppArmor, /usr/share/apparmor-features/features].
+    #[arg(long, value_name = "FILE")]
+    pub kernel_features: Option<PathBuf>,
+    /// Write to this file instead of standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// The subcommands.
@@ -237,6 +269,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a ValidatingAdmissionPolicy (and binding) that rejects Pods and pod templates naming a
+    /// Localhost AppArmor profile the directory does not define.
+    AdmissionPolicy(AdmissionPolicyArgs),
+    /// Remove the Node Feature Discovery feature file, so the node loses its AppArmor labels
+    /// (before uninstalling apparmor-loader; a running agent writes it again after its next sync).
+    ClearNodeFeatures,
     /// Print a shell completion script: `apparmor-loader completions bash > /etc/bash_completion.d/apparmor-loader`.
     Completions {
         /// The shell.

@@ -37,6 +37,9 @@ pub struct FileConfig {
     pub(super) kmsg: Option<PathBuf>,
     pub(super) audit_log: Option<PathBuf>,
     pub(super) denials_buffer: Option<usize>,
+    pub(super) node_features_file: Option<PathBuf>,
+    pub(super) node_taint: Option<bool>,
+    pub(super) node_name: Option<String>,
 }
 
 /// `listen:` in the config file: one address, a comma-separated list, or a YAML list.

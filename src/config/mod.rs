@@ -14,7 +14,7 @@ mod args;
 mod check;
 mod file;
 
-pub use args::{AuditArgs, Cli, Command, GlobalArgs, LogFormat, ReconcileArgs, RunArgs};
+pub use args::{AdmissionPolicyArgs, AuditArgs, Cli, Command, GlobalArgs, LogFormat, ReconcileArgs, RunArgs};
 pub use file::FileConfig;
 
 /// A settings problem; the message names the file or flag.
@@ -94,6 +94,11 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// `--node-taint` without a node name.
+    #[error(
+        "--node-taint needs this node's name: pass --node-name, set APPARMOR_LOADER_NODE_NAME (the downward API's spec.nodeName) or `node_name:` in the config file"
+    )]
+    NoNodeName,
     /// An `--adopt` glob does not parse.
     #[error("invalid --adopt glob {glob:?}")]
     Glob {
@@ -126,6 +131,8 @@ pub struct HostSettings {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// The Node Feature Discovery feature file.
+    pub node_features_file: PathBuf,
 }
 
 impl HostSettings {
@@ -222,6 +229,8 @@ pub struct RunSettings {
     pub resync_interval: Duration,
     /// Debounce window.
     pub debounce: Duration,
+    /// With --node-taint: this node's name.
+    pub node_taint: Option<String>,
 }
 
 /// Merges flags (which already include the environment) over the config file over defaults.
@@ -263,6 +272,11 @@ impl Resolver {
             parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
             log_level: self.log_level(g.log_level.as_ref())?,
+            node_features_file: g
+                .node_features_file
+                .clone()
+                .or_else(|| f.node_features_file.clone())
+                .unwrap_or_else(|| defaults::NFD_FEATURES_FILE.into()),
         })
     }
 
@@ -354,7 +368,18 @@ impl Resolver {
                 check::RESYNC_RANGE,
             )?,
             debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE, check::DEBOUNCE_RANGE)?,
+            node_taint: self.node_taint(a)?,
         })
+    }
+
+    /// `--node-taint`: off unless asked for; then this node's name, which it cannot do without.
+    fn node_taint(&self, a: &RunArgs) -> Result<Option<String>, ConfigError> {
+        let f = &self.file;
+        if !(a.node_taint || f.node_taint.unwrap_or(false)) {
+            return Ok(None);
+        }
+        let name = a.node_name.clone().or_else(|| f.node_name.clone()).filter(|n| !n.is_empty());
+        name.map(Some).ok_or(ConfigError::NoNodeName)
     }
 }
 

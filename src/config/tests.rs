@@ -118,6 +118,24 @@ fn missing_profiles_is_a_clear_error() {
 }
 
 #[test]
+fn node_taint_is_off_by_default_and_needs_the_node_name() {
+    let r = Resolver::new(None).unwrap();
+    let run = |args: &[&str]| {
+        let c = cli(args);
+        let host = r.host(&c.global).unwrap();
+        let Command::Run(a) = &c.command else { panic!() };
+        (r.run(a, &host).map(|s| s.node_taint), host.node_features_file)
+    };
+    let (taint, features) = run(&["run", "--profiles", "/p"]);
+    assert_eq!(taint.unwrap(), None);
+    assert_eq!(features, Path::new(defaults::NFD_FEATURES_FILE));
+    assert!(matches!(run(&["run", "--profiles", "/p", "--node-taint"]).0, Err(ConfigError::NoNodeName)));
+    let (taint, features) = run(&["--node-features-file", "/f", "run", "--profiles", "/p", "--node-taint", "--node-name", "n1"]);
+    assert_eq!(taint.unwrap().as_deref(), Some("n1"));
+    assert_eq!(features, Path::new("/f"));
+}
+
+#[test]
 fn include_dirs_and_cache_size_come_from_flags_or_the_file() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("config.yaml");

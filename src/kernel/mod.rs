@@ -159,6 +159,9 @@ pub struct CompileJob {
     pub cwd: PathBuf,
     /// Added to the parser's include search path (`-I`), before parser.conf's and the base dir.
     pub include_dirs: Vec<PathBuf>,
+    /// Compile for this feature set (a kernel's `apparmor/features` saved as a file) instead of the
+    /// running kernel's (`--kernel-features`), so a host without AppArmor can name profiles.
+    pub kernel_features: Option<PathBuf>,
 }
 
 /// A file compiled to binary policy, with what the kernel will show once it is loaded.

@@ -139,7 +139,11 @@ impl<K: Kernel> Reconciler<K> {
             .zip(&contents)
             .filter_map(|(file, c)| c.as_ref().ok().map(|bytes| CompileInput { file, bytes }))
             .collect();
-        let job = CompileJob { cwd: self.settings.profiles_dir.clone(), include_dirs: self.settings.include_dirs.clone() };
+        let job = CompileJob {
+            cwd: self.settings.profiles_dir.clone(),
+            include_dirs: self.settings.include_dirs.clone(),
+            kernel_features: None,
+        };
         let mut compiled = self.kernel.compile(&inputs, &job).map_err(SyncError::Compile)?.into_iter();
         let mut out = Vec::new();
         for (file, content) in files.iter().zip(contents) {

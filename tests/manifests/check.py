@@ -36,6 +36,8 @@ from kubernetes_validate import utils as kv_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import profile_rules  # noqa: E402
+import cel_policies  # noqa: E402
+import gating_props  # noqa: E402
 import monitoring  # noqa: E402
 
 K8S_VERSIONS = ["1.30", "1.31", "1.32", "1.33"]
@@ -45,7 +47,8 @@ CRD_KINDS = {
     ("argoproj.io/v1alpha1", "Application"): "Argo CD CRD, no schema in kubernetes-validate",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "Prometheus Operator CRD, no schema in kubernetes-validate (promtool checks its rules)",
 }
-CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                  "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 AGENT = "apparmor-loader"
 PROFILES_CM = "apparmor-loader-profiles"
 CONFIG_CM = "apparmor-loader-config"
@@ -54,6 +57,7 @@ CONFIG_KEYS = {
     "securityfs", "parser", "state_dir", "proc", "parser_timeout", "log_format", "log_level", "profiles",
     "recursive", "max_file_size", "adopt", "unload_removed", "default_mode", "modes", "listen",
     "resync_interval", "debounce", "audit_source", "kmsg", "audit_log", "denials_buffer",
+    "node_features_file", "node_taint", "node_name",
 }
 DEFAULT_LISTEN = "127.0.0.1:9741"
 # Hosts the agent may listen on in a pod: the pod's IP (the node's on the host network) and loopback.
@@ -519,6 +523,10 @@ def check_loader(rel, docs, root, ck):
     want_paths = [("/sys/kernel/security", "Directory"), ("/var/lib/apparmor-loader", "DirectoryOrCreate")]
     if auditlog:
         want_paths = sorted(want_paths + [("/var/log/audit", "Directory")])
+    features_file = env_value(c, "APPARMOR_LOADER_NODE_FEATURES_FILE")
+    if features_file:
+        # components/nfd-labels: Node Feature Discovery's features.d, where the agent writes one file.
+        want_paths = sorted(want_paths + [(os.path.dirname(features_file), "DirectoryOrCreate")])
     ck.ok(hostpaths == want_paths, f"{rel}: host paths are exactly securityfs (Directory), the state dir "
                                    f"(DirectoryOrCreate){' and /var/log/audit' if auditlog else ''} ({hostpaths})")
     if auditlog:
@@ -540,7 +548,10 @@ def check_loader(rel, docs, root, ck):
               f"{rel}: hostNetwork, because audit multicast reaches only the initial network namespace")
     else:
         ck.ok(not spec.get("hostNetwork"), f"{rel}: no hostNetwork (the denial monitor does not use netlink)")
-    ck.ok(spec.get("automountServiceAccountToken") is False, f"{rel}: no service account token in the pod")
+    # Only the node-taint mode talks to the API server; every other variant mounts no token.
+    wants_token = env_value(c, "APPARMOR_LOADER_NODE_TAINT") == "true"
+    ck.ok(spec.get("automountServiceAccountToken") is wants_token,
+          f"{rel}: " + ("the node-taint mode mounts the token" if wants_token else "no service account token in the pod"))
     sa = one(docs, "ServiceAccount", spec.get("serviceAccountName"))
     ck.ok(sa is not None and sa.get("automountServiceAccountToken") is False,
           f"{rel}: the ServiceAccount exists and has automountServiceAccountToken: false")
@@ -949,6 +960,10 @@ def main():
         print("== properties")
         properties(rendered, root, ck)
         check_config_with_agent(rendered, root, ck, tmp)
+        print("== gating (node labels, node taint, admission policies; CEL with cel-python)")
+        gating_props.check(rendered, root, ck)
+        cel_policies.check(rendered, root, agent_binary(root), sorted(profile_files(root)), ck, tmp)
+        cel_policies.check_mutations(rendered, ck)
         print("== monitoring (alert rules with promtool, the Grafana dashboard)")
         monitoring.check_monitoring(rendered, root, ck, tmp)
         print("== mutations (each check can fail)")

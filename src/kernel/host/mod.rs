@@ -179,13 +179,12 @@ impl HostKernel {
         let cache = stage.dir.join(format!("cache-{round}"));
         let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
         args.push(format!("-j{}", self.jobs).into());
-        for dir in &job.include_dirs {
-            args.extend(["-I".into(), dir.clone().into()]);
-        }
+        args.extend(job.include_dirs.iter().flat_map(|dir| [OsString::from("-I"), dir.clone().into()]));
         if self.rules_enforced {
             args.extend(RULES_ENFORCED.map(OsString::from));
         }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
+        args.extend(job.kernel_features.iter().flat_map(|f| [OsString::from("--kernel-features"), f.clone().into()]));
         args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
         let what = match chunk {
             [one] => inputs[*one].file.shown.display().to_string(),
