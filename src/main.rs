@@ -37,7 +37,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e.into()),
     };
-    let host = match resolver.host(&cli.global) {
+    let host = match resolver.host(&cli) {
         Ok(h) => h,
         Err(e) => return fail(&e.into()),
     };
@@ -57,21 +57,21 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyho
         }
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
-        Command::Check { paths, include_dir, features, json, strict_names } => {
+        Command::Check { paths, include_dir, features, json, strict_names, .. } => {
             let (paths, features, json, strict_names) = (paths.clone(), features.clone(), *json, *strict_names);
             let include_dirs = resolver.include_dirs(include_dir);
             check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names })
         }
-        Command::Status { json } => commands::status(&host, *json),
+        Command::Status { json, .. } => commands::status(&host, *json),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
-        Command::Unload { names, force } => commands::unload(&host, names, *force),
+        Command::Unload { names, force, .. } => commands::unload(&host, names, *force),
         Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir)),
-        Command::ClearNodeFeatures => gating::clear_node_features(&host),
-        Command::Inspect { files, binary, complain, kernel, json } => {
+        Command::ClearNodeFeatures(_) => gating::clear_node_features(&host),
+        Command::Inspect { files, binary, complain, kernel, json, .. } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args)
         }
-        Command::Denials { profile, follow, json, all, audit } => {
+        Command::Denials { profile, follow, json, all, audit, .. } => {
             let a = resolver.audit(audit, &host.proc_dir)?;
             let (follow, json, all) = (*follow, *json, *all);
             let (source, paths) = (a.source, a.paths);
@@ -85,7 +85,7 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyho
                 resolve_containers: true,
             })
         }
-        Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit } => {
+        Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit, .. } => {
             resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
                 let input = if from.is_empty() {
                     SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) }

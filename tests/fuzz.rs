@@ -213,7 +213,7 @@ fn config_loader_never_panics() {
         std::fs::write(&path, input).unwrap();
         let cli = Cli::try_parse_from(["apparmor-loader", "run", "--config", path.to_str().unwrap()]).unwrap();
         let Ok(resolver) = Resolver::new(cli.global.config.as_deref()) else { return };
-        let Ok(host) = resolver.host(&cli.global) else { return };
+        let Ok(host) = resolver.host(&cli) else { return };
         let Command::Run(args) = &cli.command else { unreachable!() };
         if let Ok(run) = resolver.run(args, &host) {
             assert!(!run.resync_interval.is_zero() && !host.parser_timeout.is_zero());

@@ -13,8 +13,8 @@ use tempfile::TempDir;
 
 fn inspect(sfs: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.arg("--parser").arg(fake_parser()).arg("--securityfs").arg(sfs).env_remove("FAKE_PARSER_LOG");
-    cmd.arg("inspect").args(args).output().unwrap()
+    cmd.arg("inspect").arg("--parser").arg(fake_parser()).arg("--securityfs").arg(sfs).env_remove("FAKE_PARSER_LOG");
+    cmd.args(args).output().unwrap()
 }
 
 fn json(o: &Output) -> Value {

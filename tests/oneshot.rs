@@ -281,7 +281,7 @@ fn unload_removes_managed_and_needs_force_for_foreign() {
 }
 
 #[test]
-fn every_flag_from_environment_and_global_flags_anywhere() {
+fn every_flag_from_environment_and_host_flags_after_the_subcommand() {
     let env = TestEnv::new();
     two(&env);
     let mut cmd = std::process::Command::new(BIN);
@@ -296,13 +296,45 @@ fn every_flag_from_environment_and_global_flags_anywhere() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(env.kernel.has("alpha"));
 
-    // Global flags before the subcommand.
+    // Host flags after the subcommand; global ones (logging) anywhere.
     env.write("gamma", &profile("gamma", &[]));
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(env.env_args()).arg("sync").arg("--profiles").arg(&env.profiles).env("FAKE_PARSER_LOG", &env.calls);
+    cmd.args(["--log-level", "debug", "sync"]).args(env.env_args()).arg("--profiles").arg(&env.profiles);
+    cmd.env("FAKE_PARSER_LOG", &env.calls);
     let o = run_with_deadline(cmd);
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(env.kernel.has("gamma"));
+}
+
+/// Each subcommand lists and takes only its own flags: a host flag it would ignore is a usage
+/// error naming the flag, before anything runs.
+#[test]
+fn a_flag_the_subcommand_does_not_use_is_refused() {
+    let help = |sub: &str| {
+        let o = std::process::Command::new(BIN).args([sub, "--help"]).output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let denials = help("denials");
+    for absent in ["--parser", "--state-dir", "--parser-timeout", "--securityfs", "--profiles"] {
+        assert!(!denials.contains(absent), "denials --help lists {absent}:\n{denials}");
+    }
+    assert!(denials.contains("--proc") && denials.contains("--audit-source") && denials.contains("--log-level"));
+    let check = help("check");
+    assert!(check.contains("--parser") && check.contains("--parser-timeout") && !check.contains("--state-dir"), "{check}");
+    let run = help("run");
+    for flag in ["--securityfs", "--parser", "--state-dir", "--proc", "--parser-timeout", "--node-features-file", "--listen"] {
+        assert!(run.contains(flag), "run --help lacks {flag}");
+    }
+    for (args, flag) in [
+        (&["denials", "--parser", "/x"][..], "--parser"),
+        (&["check", "--state-dir", "/x", "f"][..], "--state-dir"),
+        (&["status", "--parser-jobs", "2"][..], "--parser-jobs"),
+        (&["--proc", "/x", "sync", "--profiles", "/p"][..], "--proc"),
+    ] {
+        let o = std::process::Command::new(BIN).args(args).env_remove("APPARMOR_LOADER_PARSER").output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains(flag), "{args:?}: {}", show(&o));
+    }
 }
 
 #[test]

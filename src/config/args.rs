@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use super::host_args::{CompileHostArgs, KernelArgs, LoadHostArgs, NodeFeaturesArgs, ParserArgs, ProcArgs, StateArgs};
 use crate::audit::SourceSpec;
 use crate::defaults;
 use crate::kernel::DesiredMode;
@@ -32,41 +33,19 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand accepts.
+/// Flags every subcommand accepts; the host's paths and the parser are each subcommand's own
+/// ([`super::host_args`]).
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// YAML config file; every flag can be set there (snake_case keys). Flags and environment win.
     #[arg(long, global = true, env = "APPARMOR_LOADER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Where securityfs is mounted [default: /sys/kernel/security]. If its apparmor/ directory is missing
-    /// and this is the default path, it is mounted (root only).
-    #[arg(long, global = true, env = "APPARMOR_LOADER_SECURITYFS", value_name = "DIR")]
-    pub securityfs: Option<PathBuf>,
-    /// The AppArmor parser [default: apparmor_parser on PATH, then /sbin/apparmor_parser].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER", value_name = "PATH")]
-    pub parser: Option<PathBuf>,
-    /// Where ownership is recorded (state.json) [default: /var/lib/apparmor-loader].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_STATE_DIR", value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// procfs, scanned for processes still confined by a profile before removing it [default: /proc].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
-    pub proc: Option<PathBuf>,
-    /// Kill a parser process that runs longer than this per file it compiles (at most 20 times this) [default: 30s].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
-    pub parser_timeout: Option<humantime::Duration>,
-    /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_PARSER_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub parser_jobs: Option<u32>,
     /// Log format [default: plain].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Log filter, e.g. `info` or `apparmor_loader=debug` [default: info].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_LEVEL", value_name = "FILTER")]
     pub log_level: Option<String>,
-    /// Node Feature Discovery local feature file: node labels for the loaded profiles, written after
-    /// every sync when its directory exists [default: /etc/kubernetes/node-feature-discovery/features.d/apparmor-loader].
-    #[arg(long, global = true, env = "APPARMOR_LOADER_NODE_FEATURES_FILE", value_name = "PATH")]
-    pub node_features_file: Option<PathBuf>,
 }
 
 /// Flags of the subcommands that reconcile a directory.
@@ -97,6 +76,9 @@ pub struct ReconcileArgs {
     /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
     #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=defaults::MAX_CACHE_SIZE))]
     pub cache_size: Option<u64>,
+    /// Kernel, parser, state and procfs.
+    #[command(flatten)]
+    pub host: LoadHostArgs,
 }
 
 /// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
@@ -142,6 +124,9 @@ pub struct RunArgs {
     /// This node's name, for --node-taint (the DaemonSet passes spec.nodeName).
     #[arg(long, env = "APPARMOR_LOADER_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
+    /// The NFD feature file.
+    #[command(flatten)]
+    pub node_features: NodeFeaturesArgs,
 }
 
 /// Flags of `admission-policy`.
@@ -163,6 +148,9 @@ pub struct AdmissionPolicyArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Kernel and parser.
+    #[command(flatten)]
+    pub host: CompileHostArgs,
 }
 
 /// The subcommands.
@@ -195,12 +183,21 @@ pub enum Command {
         /// `usr.bin.foo`).
         #[arg(long)]
         strict_names: bool,
+        /// Kernel and parser.
+        #[command(flatten)]
+        host: CompileHostArgs,
     },
     /// Show the kernel's profiles with their mode and whether apparmor-loader manages them.
     Status {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// The kernel.
+        #[command(flatten)]
+        kernel: KernelArgs,
+        /// Ownership.
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Print AppArmor denials (and complain-mode allowances) from the kernel's audit stream.
     Denials {
@@ -219,6 +216,9 @@ pub enum Command {
         /// Audit record source.
         #[command(flatten)]
         audit: AuditArgs,
+        /// procfs, for the pods of the denials.
+        #[command(flatten)]
+        proc: ProcArgs,
     },
     /// Turn recorded denials of a profile into the rules that would allow them (never writes a profile).
     Suggest {
@@ -249,6 +249,9 @@ pub enum Command {
         /// Audit record source.
         #[command(flatten)]
         audit: AuditArgs,
+        /// procfs, for the pods of live records.
+        #[command(flatten)]
+        proc: ProcArgs,
     },
     /// Compile profile files (or read compiled policy) and print each profile's mode and the
     /// sha1 the kernel will show for it; with --kernel, whether the kernel runs exactly that.
@@ -268,13 +271,19 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// The kernel (for --kernel and its features).
+        #[command(flatten)]
+        securityfs: KernelArgs,
+        /// The parser.
+        #[command(flatten)]
+        parser: ParserArgs,
     },
     /// Print a ValidatingAdmissionPolicy (and binding) that rejects Pods and pod templates naming a
     /// Localhost AppArmor profile the directory does not define.
     AdmissionPolicy(AdmissionPolicyArgs),
     /// Remove the Node Feature Discovery feature file, so the node loses its AppArmor labels
     /// (before uninstalling apparmor-loader; a running agent writes it again after its next sync).
-    ClearNodeFeatures,
+    ClearNodeFeatures(NodeFeaturesArgs),
     /// Print a shell completion script: `apparmor-loader completions bash > /etc/bash_completion.d/apparmor-loader`.
     Completions {
         /// The shell.
@@ -289,6 +298,9 @@ pub enum Command {
         /// Also remove profiles apparmor-loader did not load.
         #[arg(long)]
         force: bool,
+        /// Kernel, parser, state and procfs.
+        #[command(flatten)]
+        host: LoadHostArgs,
     },
 }
 

@@ -13,9 +13,13 @@ use crate::kernel::DesiredMode;
 mod args;
 mod check;
 mod file;
+mod host_args;
 
 pub use args::{AdmissionPolicyArgs, AuditArgs, Cli, Command, GlobalArgs, LogFormat, ReconcileArgs, RunArgs};
 pub use file::FileConfig;
+pub use host_args::{
+    CompileHostArgs, HostFlags, KernelArgs, LoadHostArgs, NodeFeaturesArgs, ParserArgs, ProcArgs, StateArgs, TimeoutArgs,
+};
 
 /// A settings problem; the message names the file or flag.
 #[derive(Debug, thiserror::Error)]
@@ -247,32 +251,33 @@ impl Resolver {
     }
 
     /// Host settings.
-    pub fn host(&self, g: &GlobalArgs) -> Result<HostSettings, ConfigError> {
+    pub fn host(&self, cli: &Cli) -> Result<HostSettings, ConfigError> {
         let f = &self.file;
-        let securityfs = g.securityfs.clone().or_else(|| f.securityfs.clone()).unwrap_or_else(|| defaults::SECURITYFS.into());
+        let (g, h) = (&cli.global, &cli.host_flags());
+        let securityfs = h.securityfs.clone().or_else(|| f.securityfs.clone()).unwrap_or_else(|| defaults::SECURITYFS.into());
         Ok(HostSettings {
             securityfs_is_default: securityfs == Path::new(defaults::SECURITYFS),
             securityfs,
-            parser: g
+            parser: h
                 .parser
                 .clone()
                 .or_else(|| f.parser.clone())
                 .map(|p| if p.components().count() > 1 { anchored(p) } else { p }),
             state_dir: anchored(
-                g.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
+                h.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
             ),
-            proc_dir: g.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
+            proc_dir: h.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
             parser_timeout: self.duration(
-                g.parser_timeout,
+                h.parser_timeout,
                 "parser_timeout",
                 &f.parser_timeout,
                 defaults::PARSER_TIMEOUT,
                 check::PARSER_TIMEOUT_RANGE,
             )?,
-            parser_jobs: g.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
+            parser_jobs: h.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
             log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
             log_level: self.log_level(g.log_level.as_ref())?,
-            node_features_file: g
+            node_features_file: h
                 .node_features_file
                 .clone()
                 .or_else(|| f.node_features_file.clone())

@@ -17,7 +17,7 @@ fn flags_win_over_file_which_wins_over_defaults() {
     let c = cli(&["run", "--resync-interval", "5s", "--config", path.to_str().unwrap()]);
     let r = Resolver::new(c.global.config.as_deref()).unwrap();
     let Command::Run(args) = &c.command else { panic!() };
-    let host = r.host(&c.global).unwrap();
+    let host = r.host(&c).unwrap();
     let run = r.run(args, &host).unwrap();
     assert_eq!(run.resync_interval, Duration::from_secs(5));
     assert_eq!(run.reconcile.profiles, PathBuf::from("/from/file"));
@@ -26,7 +26,7 @@ fn flags_win_over_file_which_wins_over_defaults() {
     assert_eq!(run.reconcile.modes["payment-api"], DesiredMode::Complain);
     assert_eq!(run.debounce, defaults::DEBOUNCE);
     assert_eq!(run.listen, vec!["127.0.0.1:9741".parse::<SocketAddr>().unwrap()], "loopback unless told otherwise");
-    let host = r.host(&c.global).unwrap();
+    let host = r.host(&c).unwrap();
     assert_eq!(host.log_format, LogFormat::Json);
     assert_eq!(host.securityfs, PathBuf::from(defaults::SECURITYFS));
     assert!(host.securityfs_is_default);
@@ -44,7 +44,7 @@ fn config_errors_name_the_file_and_line() {
     let r = Resolver::new(Some(&path)).unwrap();
     let c = cli(&["run", "--profiles", "/p"]);
     let Command::Run(args) = &c.command else { panic!() };
-    let host = r.host(&c.global).unwrap();
+    let host = r.host(&c).unwrap();
     assert!(r.run(args, &host).unwrap_err().to_string().contains("debounce"));
     std::fs::write(&path, "modes: {x: loud}\n").unwrap();
     assert!(Resolver::new(Some(&path)).is_err());
@@ -61,7 +61,7 @@ fn listen_takes_several_addresses() {
         let c = cli(&argv);
         let r = Resolver::new(c.global.config.as_deref())?;
         let Command::Run(a) = &c.command else { panic!() };
-        r.run(a, &r.host(&c.global)?).map(|run| run.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
+        r.run(a, &r.host(&c)?).map(|run| run.listen.iter().map(ToString::to_string).collect::<Vec<_>>())
     };
     let both = vec!["10.1.2.3:9741".to_string(), "127.0.0.1:9741".to_string()];
     assert_eq!(run_with("listen: 10.1.2.3:9741,127.0.0.1:9741\n", &[]).unwrap(), both);
@@ -89,7 +89,7 @@ fn out_of_range_values_are_refused_naming_their_origin() {
         let c = cli(&argv);
         let r = Resolver::new(c.global.config.as_deref())?;
         let Command::Run(a) = &c.command else { panic!() };
-        r.run(a, &r.host(&c.global)?)
+        r.run(a, &r.host(&c)?)
     };
     let cases: [(&str, &[&str], &str); 9] = [
         ("", &["--resync-interval", "0s"], "--resync-interval: resync_interval = 0s"),
@@ -122,7 +122,7 @@ fn node_taint_is_off_by_default_and_needs_the_node_name() {
     let r = Resolver::new(None).unwrap();
     let run = |args: &[&str]| {
         let c = cli(args);
-        let host = r.host(&c.global).unwrap();
+        let host = r.host(&c).unwrap();
         let Command::Run(a) = &c.command else { panic!() };
         (r.run(a, &host).map(|s| s.node_taint), host.node_features_file)
     };
@@ -130,7 +130,7 @@ fn node_taint_is_off_by_default_and_needs_the_node_name() {
     assert_eq!(taint.unwrap(), None);
     assert_eq!(features, Path::new(defaults::NFD_FEATURES_FILE));
     assert!(matches!(run(&["run", "--profiles", "/p", "--node-taint"]).0, Err(ConfigError::NoNodeName)));
-    let (taint, features) = run(&["--node-features-file", "/f", "run", "--profiles", "/p", "--node-taint", "--node-name", "n1"]);
+    let (taint, features) = run(&["run", "--node-features-file", "/f", "--profiles", "/p", "--node-taint", "--node-name", "n1"]);
     assert_eq!(taint.unwrap().as_deref(), Some("n1"));
     assert_eq!(features, Path::new("/f"));
 }

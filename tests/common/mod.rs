@@ -546,7 +546,7 @@ impl TestEnv {
         out
     }
 
-    /// `apparmor-loader <args...> <env args>` with the fake parser's log set.
+    /// `apparmor-loader <args...>` with this environment's host settings and the fake parser's log set.
     pub fn command(&self, args: &[&str]) -> Command {
         self.command_except(args, &[])
     }
@@ -559,13 +559,22 @@ impl TestEnv {
     /// `cmd` (the binary, or a wrapper that execs it with what follows) with `args`, the global flags
     /// less `skip`, and a clean environment.
     fn prepare(&self, mut cmd: Command, args: &[&str], skip: &[&str]) -> Command {
-        cmd.args(args).args(self.env_args_except(skip));
+        cmd.args(args);
         cmd.env("FAKE_PARSER_LOG", &self.calls);
         cmd.env_remove("FAKE_PARSER_DELAY_MS");
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("APPARMOR_LOADER_") {
                 cmd.env_remove(k);
             }
+        }
+        // Through the environment: each subcommand takes only the host flags it uses, and a
+        // variable of a flag it does not have is ignored, as in a DaemonSet's env.
+        for pair in self.env_args_except(skip).chunks(2) {
+            let var = format!(
+                "APPARMOR_LOADER_{}",
+                pair[0].to_string_lossy().trim_start_matches("--").replace('-', "_").to_uppercase()
+            );
+            cmd.env(var, &pair[1]);
         }
         cmd.stdin(Stdio::null());
         cmd
