@@ -110,7 +110,7 @@ mkdir -p "$tmp/root-bin" && cp -P "$bin"/* "$tmp/root-bin/"
 ln -s "$(command -v rustup)" "$tmp/root-bin/rustup"
 ln -s "$(python3 -c 'import sys; print(sys.executable)')" "$tmp/root-bin/python3"
 run "no apt-get: one line, exit 1" \
-  "prereqs: missing qemu-system-x86_64, readelf, cpio, cargo-auditable (no apt-get, no cargo, so nothing was installed); install them with: apt-get install qemu-system-x86 binutils cpio && cargo install --locked cargo-auditable@0.7.7" \
+  "prereqs: missing qemu-system-x86_64, readelf, cpio, x86_64-linux-musl-gcc, cargo-auditable (no apt-get, no cargo, so nothing was installed); install them with: apt-get install qemu-system-x86 binutils cpio musl-tools && cargo install --locked cargo-auditable@0.7.7" \
   env PATH="$tmp/root-bin" "$script" demo
 
 printf '%s\n' 'qemu-system-x86_64  apt:qemu-system-x86      t' \
@@ -127,7 +127,7 @@ run "no cargo, no pip: one line, exit 1" \
   env PATH="$bin" PREREQS_TABLE="$tmp/table-kinds" "$script" t
 
 run "no rustup: one line, exit 1" \
-  "prereqs: missing rustup, cargo-auditable (no rustup, no cargo, so nothing was installed); install them with: curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none && . \"\$HOME/.cargo/env\" && (cd $tmp/repo && rustup toolchain install) && cargo install --locked cargo-auditable@0.7.7" \
+  "prereqs: missing rustup, x86_64-linux-musl-gcc, cargo-auditable (no rustup, no apt-get, no cargo, so nothing was installed); install them with: curl --proto '=https' -sSf https://sh.rustup.rs | sh -s -- -y --default-toolchain none && . \"\$HOME/.cargo/env\" && (cd $tmp/repo && rustup toolchain install) && apt-get install musl-tools && cargo install --locked cargo-auditable@0.7.7" \
   env PATH="$bin" "$script" musl
 
 echo "$pass passed, $fail failed"
