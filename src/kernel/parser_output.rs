@@ -93,16 +93,45 @@ fn parse_error_line(line: &str) -> Option<Diagnostic> {
         return Some(Diagnostic { file: None, line: n.trim().parse().ok(), message: message.to_string() });
     }
     if let Some(rest) = line.strip_prefix("Warning converted to Error from profile ") {
-        // NAME (FILE): MESSAGE; a profile name has no " (" but a path may, so split at the first.
-        let (name, rest) = rest.split_once(" (")?;
-        let (file, message) = rest.split_once("): ")?;
-        return Some(Diagnostic { file: Some(file.to_string()), line: None, message: format!("profile {name}: {message}") });
+        return profile_warning(rest);
     }
     if let Some(rest) = line.strip_prefix("File ") {
         let file = rest.strip_suffix(" not found, skipping...")?;
         return Some(Diagnostic { file: Some(file.to_string()), line: None, message: "file not found".to_string() });
     }
     None
+}
+
+/// `NAME (FILE): MESSAGE` as a diagnostic of FILE: "profile NAME: MESSAGE". A profile name has
+/// no " (" but a path may, so it splits at the first.
+fn profile_warning(rest: &str) -> Option<Diagnostic> {
+    let (name, rest) = rest.split_once(" (")?;
+    let (file, message) = rest.split_once("): ")?;
+    Some(Diagnostic { file: Some(file.to_string()), line: None, message: format!("profile {name}: {message}") })
+}
+
+/// Rule classes whose "not enforced" warning is not an error. No upstream kernel mediates D-Bus
+/// (dbus-daemon does, in user space, only where the kernel exports dbus in its features), yet the
+/// distributions' own profiles carry dbus rules: failing them would fail Debian's and Ubuntu's
+/// profiles on every kernel a node runs, where the parser itself only warns.
+const TOLERATED_UNENFORCED: &[&str] = &["dbus"];
+
+/// The rules the kernel will not enforce, one error per file and rule class, from an AppArmor 4
+/// parser run with `--warn=rule-not-enforced`: `Warning from profile NAME (FILE): CLASS rules
+/// not enforced` (e.g. `userns,` against Linux 6.1's features). Such a profile would load with the
+/// rule left out, so its file fails instead; [`TOLERATED_UNENFORCED`] classes stay warnings.
+pub fn unenforced(stderr: &str) -> Vec<Diagnostic> {
+    let stderr = printable(stderr);
+    stderr
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Warning from profile "))
+        .filter(|rest| rest.ends_with(" rules not enforced"))
+        .filter_map(profile_warning)
+        .filter(|d| {
+            let class = d.message.rsplit(": ").next().unwrap_or_default();
+            !TOLERATED_UNENFORCED.iter().any(|t| class == format!("{t} rules not enforced"))
+        })
+        .collect()
 }
 
 /// Splits `HEAD: MESSAGE` at the first `: ` that follows the location part.
@@ -172,6 +201,31 @@ mod tests {
             assert_eq!(d[0].file.as_deref(), file, "{input:?}");
             assert_eq!(d[0].line, line, "{input:?}");
             assert_eq!(d[0].message, message, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn unenforced_rules_table() {
+        // apparmor_parser 4.1 with --warn=rule-not-enforced against Linux 6.1's features.
+        let cases: [(&str, &[&str]); 5] = [
+            (
+                "Warning from profile uns (/p/uns): userns rules not enforced\n",
+                &["/p/uns: profile uns: userns rules not enforced"],
+            ),
+            // dbus is mediated by no upstream kernel: the distributions' profiles must still load.
+            ("Warning from profile /usr/bin/totem (/p/usr.bin.totem): dbus rules not enforced\n", &[]),
+            (
+                "Warning from profile p (/p/my (1)/p): dbus rules not enforced\nWarning from profile p (/p/my (1)/p): mqueue rules not enforced\n",
+                &["/p/my (1)/p: profile p: mqueue rules not enforced"],
+            ),
+            // Other warnings are not about enforcement.
+            ("Warning from profile p (/p/p): some other thing\nWarning: unknown flag\n", &[]),
+            // A class name that merely ends like a tolerated one is not tolerated.
+            ("Warning from profile p (/p/p): nodbus rules not enforced\n", &["/p/p: profile p: nodbus rules not enforced"]),
+        ];
+        for (input, want) in cases {
+            let got: Vec<String> = unenforced(input).iter().map(ToString::to_string).collect();
+            assert_eq!(got, want, "{input:?}");
         }
     }
 

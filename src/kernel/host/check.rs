@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{HostKernel, ParserOp, RULES_ENFORCED, rejected};
-use crate::kernel::{Compiled, KernelError, blob};
+use crate::kernel::{Compiled, KernelError, blob, parser_output};
 
 /// How `check` compiles a file.
 #[derive(Debug, Clone, Copy)]
@@ -14,8 +14,9 @@ pub struct CheckJob<'a> {
     pub include_dirs: &'a [PathBuf],
     /// A kernel feature set to compile for (`-M`) instead of the running kernel's.
     pub features: Option<&'a Path>,
-    /// A rule the kernel cannot enforce is an error, not a rule silently left out
-    /// (`--Werror=rule-not-enforced`, AppArmor 4 parsers), e.g. `userns,` on Linux 6.1.
+    /// A rule the kernel cannot enforce is an error, not a rule silently left out (AppArmor 4
+    /// parsers' `--warn=rule-not-enforced`, read by `parser_output::unenforced`), e.g. `userns,`
+    /// on Linux 6.1; dbus rules, which no upstream kernel enforces, stay allowed.
     pub rules_enforced: bool,
     /// Where the parser writes the compiled policy (`-o`).
     pub output: &'a Path,
@@ -33,12 +34,16 @@ impl HostKernel {
             args.extend(["-M".into(), f.into()]);
         }
         if job.rules_enforced {
-            args.extend(RULES_ENFORCED.map(OsString::from));
+            args.push(RULES_ENFORCED.into());
         }
         args.push(path.into());
         let out = self.run(ParserOp::Check, args, None, &path.display().to_string())?;
         if !out.status.success() {
             return Err(rejected(&out));
+        }
+        let unenforced = parser_output::unenforced(&out.stderr_text());
+        if !unenforced.is_empty() {
+            return Err(KernelError::Rejected { diagnostics: unenforced });
         }
         let blob = fs::read(job.output).map_err(|source| KernelError::Read { path: job.output.to_path_buf(), source })?;
         let bad = |source| KernelError::BadPolicy { file: path.to_path_buf(), source };

@@ -50,8 +50,10 @@ pub struct HostKernel {
     toolchain: String,
 }
 
-/// The AppArmor 4 parser flags that turn a rule the kernel would not enforce into an error.
-const RULES_ENFORCED: [&str; 2] = ["--warn=rule-not-enforced", "--Werror=rule-not-enforced"];
+/// The AppArmor 4 parser flag that names each rule the kernel would not enforce; the files
+/// [`parser_output::unenforced`] finds in its warnings fail. Not `--Werror=rule-not-enforced`:
+/// that fails the distributions' dbus rules too, which no upstream kernel enforces.
+const RULES_ENFORCED: &str = "--warn=rule-not-enforced";
 
 /// The major version in `apparmor_parser -V`'s first line ("AppArmor parser version 4.1.0");
 /// 4 and later understand [`RULES_ENFORCED`].
@@ -181,7 +183,7 @@ impl HostKernel {
         args.push(format!("-j{}", self.jobs).into());
         args.extend(job.include_dirs.iter().flat_map(|dir| [OsString::from("-I"), dir.clone().into()]));
         if self.rules_enforced {
-            args.extend(RULES_ENFORCED.map(OsString::from));
+            args.push(RULES_ENFORCED.into());
         }
         args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
         args.extend(job.kernel_features.iter().flat_map(|f| [OsString::from("--kernel-features"), f.clone().into()]));
@@ -193,10 +195,13 @@ impl HostKernel {
         // --parser-timeout is per file: a batch of real profiles under a slow CPU takes many times
         // one file's time. Capped where a sync would count as stuck (20 timeouts).
         let timeout = self.timeout.saturating_mul(chunk.len().clamp(1, MAX_BATCH_TIMEOUTS) as u32);
-        let (diagnostics, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
-            Ok(out) if out.status.success() => (Vec::new(), None),
-            Ok(out) => (parser_output::diagnostics(&out.stderr_text()), Some(rejected(&out))),
-            Err(e) => (Vec::new(), Some(e)),
+        let (diagnostics, unenforced, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
+            Ok(out) if out.status.success() => (Vec::new(), parser_output::unenforced(&out.stderr_text()), None),
+            Ok(out) => {
+                let text = out.stderr_text();
+                (parser_output::diagnostics(&text), parser_output::unenforced(&text), Some(rejected(&out)))
+            }
+            Err(e) => (Vec::new(), Vec::new(), Some(e)),
         };
         let blobs = cached_blobs(&cache);
         let results = chunk
@@ -204,6 +209,22 @@ impl HostKernel {
             .map(|&i| {
                 let input = &inputs[i];
                 let staged = stage.file(i);
+                let of_file = |diags: &[Diagnostic]| -> Vec<Diagnostic> {
+                    diags
+                        .iter()
+                        .filter(|d| d.file.as_deref() == Some(&*staged.to_string_lossy()))
+                        .cloned()
+                        .map(|mut d| {
+                            parser_output::rename_file(&mut d, &staged, &input.file.shown);
+                            d
+                        })
+                        .collect()
+                };
+                // Compiled without a rule the kernel cannot enforce: never loaded.
+                let unenforced = of_file(&unenforced);
+                if !unenforced.is_empty() {
+                    return Some(Err(KernelError::Rejected { diagnostics: unenforced }));
+                }
                 if let Some(path) = blobs.get(&stage.name(i)) {
                     // A parser killed mid-write leaves a truncated file: ambiguous, not broken.
                     let bytes = fs::read(path).ok()?;
@@ -212,15 +233,7 @@ impl HostKernel {
                             .map_err(|source| KernelError::BadPolicy { file: input.file.shown.clone(), source }),
                     );
                 }
-                let mine: Vec<Diagnostic> = diagnostics
-                    .iter()
-                    .filter(|d| d.file.as_deref() == Some(&*staged.to_string_lossy()))
-                    .cloned()
-                    .map(|mut d| {
-                        parser_output::rename_file(&mut d, &staged, &input.file.shown);
-                        d
-                    })
-                    .collect();
+                let mine = of_file(&diagnostics);
                 (!mine.is_empty()).then_some(Err(KernelError::Rejected { diagnostics: mine }))
             })
             .collect();
