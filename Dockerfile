@@ -43,6 +43,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     esac \
     && rustup target add "$triple" \
     && cargo auditable build --release --locked --target "$triple" --bin apparmor-loader \
+         --no-default-features --features agent \
     && install -D -m 0755 "target/$triple/release/apparmor-loader" /out/apparmor-loader
 
 # --- rootfs ------------------------------------------------------------------

@@ -7,12 +7,14 @@ MUSL_TARGET := x86_64-unknown-linux-musl
 ARM64_TARGET := aarch64-unknown-linux-musl
 # The VM, the image and the benchmarks want the release build; tests/setup builds with a cheaper profile.
 MUSL_PROFILE ?= release
+# The node build (the VM, the image): Cargo.toml's `agent` feature set, without the kubectl plugin.
+AGENT_FEATURES := --no-default-features --features agent
 PREREQS := tools/prereqs.sh
 AAVM := tests/vm/aavm.sh
 
 # Prerequisites are made left to right, so the tools are installed before anything uses them.
 .NOTPARALLEL:
-.PHONY: test test-rust test-setup test-manifests test-vm test-image image musl musl-arm64 demo bench fmt corpus features man dist test-dist
+.PHONY: test test-rust test-setup test-manifests test-vm test-image image musl musl-arm64 dist-bins demo bench fmt corpus features man dist test-dist
 
 ## Everything: format, lints, unit + integration tests, the fresh-machine set-up, manifests, then the
 ## real-kernel VM suite.
@@ -41,14 +43,23 @@ test-setup: prereqs-test-setup
 test-manifests: prereqs-test-manifests musl
 	bash tests/manifests/run.sh
 
-## The static binary that goes into the VM and the image; `cargo auditable` embeds its dependency list
+## The static node binary that goes into the VM and the image; `cargo auditable` embeds its dependency list
 ## (a .dep-v0 section scanners such as trivy and grype read).
 musl: prereqs-musl
-	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(MUSL_TARGET)
+	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(MUSL_TARGET) --bin apparmor-loader $(AGENT_FEATURES)
 
 ## The same for arm64, cross-linked with rust-lld (.cargo/config.toml).
 musl-arm64: prereqs-musl-arm64
-	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(ARM64_TARGET) --bin apparmor-loader
+	$(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $(ARM64_TARGET) --bin apparmor-loader $(AGENT_FEATURES)
+
+## The release archives' binaries: every default feature, the kubectl plugin included, copied out to
+## target/dist-bin/TRIPLE/ at once (the next `make musl` puts the node build back in target/TRIPLE/).
+dist-bins: prereqs-musl prereqs-musl-arm64
+	for t in $(MUSL_TARGET) $(ARM64_TARGET); do \
+	  $(CARGO) auditable build --profile $(MUSL_PROFILE) --locked --target $$t --bin apparmor-loader \
+	  && install -D -m 0755 target/$$t/$(MUSL_PROFILE)/apparmor-loader target/dist-bin/$$t/apparmor-loader \
+	  || exit 1; \
+	done
 
 ## Man pages from the clap definitions: target/man/apparmor-loader.1 and apparmor-loader-SUBCOMMAND.1.
 man: prereqs-test-rust
@@ -56,7 +67,7 @@ man: prereqs-test-rust
 
 ## Release archives: target/dist/apparmor-loader-VERSION-{x86_64,aarch64}.tar.gz (binary, man pages,
 ## completions) and SHA256SUMS, reproducible from the commit.
-dist: prereqs-dist musl musl-arm64 man
+dist: prereqs-dist dist-bins man
 	tools/dist.sh
 
 ## The archives hold what they should, for the right architecture, and rebuild to the same bytes.

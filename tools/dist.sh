@@ -3,7 +3,7 @@
 # each with the static binary, the man pages (`make man`) and the shell completions, plus SHA256SUMS.
 # The image stays lean; these are for operators who install the tool on a node or a workstation.
 #
-#   tools/dist.sh            (after `make musl musl-arm64 man`; `make dist` runs them)
+#   tools/dist.sh            (after `make dist-bins man`; `make dist` runs them)
 #
 # Reproducible: every file's time is the last commit's (SOURCE_DATE_EPOCH), owners are 0, the order is
 # sorted and gzip stores no name or time, so two runs on the same commit give the same bytes.
@@ -11,19 +11,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "dist: $*" >&2; exit 1; }
 
-PROFILE=${MUSL_PROFILE:-release}
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 OUT=target/dist
 [ -n "$VERSION" ] || die "no version in Cargo.toml"
 [ -f target/man/apparmor-loader.1 ] || die "target/man is empty: run \`make man\` first"
-HOST_BIN=target/x86_64-unknown-linux-musl/$PROFILE/apparmor-loader
-[ -x "$HOST_BIN" ] || die "$HOST_BIN missing: run \`make musl\` first"
+HOST_BIN=target/dist-bin/x86_64-unknown-linux-musl/apparmor-loader
+[ -x "$HOST_BIN" ] || die "$HOST_BIN missing: run \`make dist-bins\` first"
 
 rm -rf "$OUT" && mkdir -p "$OUT"
 for arch in x86_64 aarch64; do
-  bin=target/$arch-unknown-linux-musl/$PROFILE/apparmor-loader
-  [ -x "$bin" ] || die "$bin missing: run \`make musl${arch/x86_64/}${arch/aarch64/-arm64}\` first"
+  bin=target/dist-bin/$arch-unknown-linux-musl/apparmor-loader
+  [ -x "$bin" ] || die "$bin missing: run \`make dist-bins\` first"
   name=apparmor-loader-$VERSION-$arch
   root=$OUT/stage/$name
   install -D -m 0755 "$bin" "$root/bin/apparmor-loader"

@@ -8,7 +8,7 @@ fail() { echo "test-dist: FAIL: $*" >&2; exit 1; }
 tools/dist.sh >/dev/null
 first=$(cat target/dist/SHA256SUMS)
 (cd target/dist && sha256sum -c --quiet SHA256SUMS) || fail "SHA256SUMS does not match the archives"
-subcommands=$(target/x86_64-unknown-linux-musl/${MUSL_PROFILE:-release}/apparmor-loader --help |
+subcommands=$(target/dist-bin/x86_64-unknown-linux-musl/apparmor-loader --help |
   sed -n '/^Commands:/,/^$/p' | awk 'NR>1 && $1 != "" && $1 != "help" {print $1}')
 [ "$(echo "$subcommands" | wc -l)" -ge 10 ] || fail "too few subcommands in --help: $subcommands"
 for arch in x86_64 aarch64; do
@@ -25,6 +25,12 @@ for arch in x86_64 aarch64; do
   for sub in $subcommands; do
     grep -q "^\.TH apparmor-loader-$sub 1" "$root/share/man/man1/apparmor-loader-$sub.1" || fail "$arch: no man page for $sub"
   done
+  # The archives are where operators get the kubectl plugin (the image carries the node build only).
+  if [ $arch = x86_64 ]; then
+    ln -s "$root/bin/apparmor-loader" "$dir/kubectl-apparmor_loader"
+    "$dir/kubectl-apparmor_loader" --help 2>&1 | grep -q "^Usage: kubectl-apparmor_loader" ||
+      fail "$arch: the binary is not the kubectl plugin when called kubectl-apparmor_loader"
+  fi
   grep -q "complete -F" "$root/share/bash-completion/completions/apparmor-loader" || fail "$arch: bash completion"
   grep -q "^#compdef apparmor-loader" "$root/share/zsh/site-functions/_apparmor-loader" || fail "$arch: zsh completion"
   [ -s "$root/share/fish/vendor_completions.d/apparmor-loader.fish" ] || fail "$arch: fish completion"

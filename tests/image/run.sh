@@ -83,6 +83,12 @@ assert any(c["name"] == "tokio" for c in b["components"])' "$R/usr/share/doc/app
   fi
   v=$("${run[@]}" "$([ $arch = amd64 ] || echo "$R")/usr/local/bin/apparmor-loader" --version 2>&1)
   t "$arch: apparmor-loader --version runs ($v)" grep -q "apparmor-loader $VERSION" <<<"$v"
+  # The node build (Cargo feature `agent`): called by the kubectl plugin's name it says it has no plugin.
+  # The binary is static, so it runs from outside the root filesystem under its plugin name.
+  ln -sf "$R/usr/local/bin/apparmor-loader" "$WORK/kubectl-apparmor_loader"
+  emu=(); [ $arch = amd64 ] || emu=(qemu-aarch64-static)
+  k=$("${emu[@]}" "$WORK/kubectl-apparmor_loader" --help 2>&1 || true)
+  t "$arch: the node build, without the kubectl plugin" grep -q "built without the kubectl plugin" <<<"$k"
   p=$("${run[@]}" "$([ $arch = amd64 ] || echo "$R")/usr/sbin/apparmor_parser" -V 2>&1 | head -1)
   t "$arch: apparmor_parser -V runs ($p)" grep -q "AppArmor parser version 4\." <<<"$p"
 done

@@ -321,6 +321,10 @@ def check_docker(root, ck, tmp):
     ck.ok(("CMD", '["run"]') in [(i, a) for i, a, _ in instrs], 'docker: CMD ["run"]')
     ck.ok(any(i == "RUN" and "cargo auditable build --release --locked" in a for i, a, _ in instrs),
           "docker: the binary is built with cargo auditable build --release --locked")
+    agent = re.search(r"^AGENT_FEATURES := (.+)$", open(os.path.join(root, "Makefile")).read(), re.M)
+    ck.ok(bool(agent) and any(i == "RUN" and " ".join(agent.group(1).split()) in " ".join(a.split())
+                              for i, a, _ in instrs),
+          "docker: the binary has the node build's features, as `make musl` (Makefile AGENT_FEATURES)")
     ck.ok(any(i == "RUN" and re.search(r"tools/debfetch\.sh extract \"?rootfs-\$TARGETARCH", a)
               and "tools/image/rootfs.sh" in a for i, a, _ in instrs),
           "docker: the root filesystem is tools/image/rootfs.sh (the step make image runs) fed with the "
