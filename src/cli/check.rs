@@ -57,8 +57,8 @@ impl FileCheck {
     }
 }
 
-/// Runs `check`: exit 0 when every file passes, 1 otherwise.
-pub fn check(host: &HostSettings, args: &CheckArgs) -> anyhow::Result<Verdict> {
+/// Runs `check`, the verdicts on `out`: exit 0 when every file passes, 1 otherwise.
+pub fn check(host: &HostSettings, args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let (kernel, rules_enforced) = check_kernel(host, args.features.as_deref())?;
     let scratch = Scratch::new()?;
     let mut results = Vec::new();
@@ -76,7 +76,7 @@ pub fn check(host: &HostSettings, args: &CheckArgs) -> anyhow::Result<Verdict> {
     if args.strict_names {
         mark_misnamed(&mut results);
     }
-    print(&results, args.json)?;
+    print(&results, args.json, out)?;
     Ok(if results.iter().all(|r| r.ok) { Verdict::Ok } else { Verdict::Failures })
 }
 
@@ -177,10 +177,9 @@ pub fn names_file(profile: &str, file_name: &str) -> bool {
     bare == file_name || (bare.starts_with('/') && bare[1..].replace('/', ".") == file_name)
 }
 
-fn print(results: &[FileCheck], json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print(results: &[FileCheck], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut out, results)?;
+        serde_json::to_writer_pretty(&mut *out, results)?;
         writeln!(out)?;
         return Ok(());
     }

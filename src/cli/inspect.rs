@@ -72,9 +72,9 @@ struct ProfileReport {
     kernel: Option<KernelMatch>,
 }
 
-/// Runs `inspect`. Fails (exit 1) when a file does not compile or parse, or with `--kernel` when
-/// a profile is not loaded exactly as compiled.
-pub fn inspect(host: &HostSettings, args: &InspectArgs) -> anyhow::Result<Verdict> {
+/// Runs `inspect`, the report on `out`. Fails (exit 1) when a file does not compile or parse, or
+/// with `--kernel` when a profile is not loaded exactly as compiled.
+pub fn inspect(host: &HostSettings, args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let blobs = if args.binary {
         args.files
             .iter()
@@ -115,7 +115,7 @@ pub fn inspect(host: &HostSettings, args: &InspectArgs) -> anyhow::Result<Verdic
         }
         reports.push(report);
     }
-    print(&reports, args.json)?;
+    print(&reports, args.json, out)?;
     let bad = reports
         .iter()
         .any(|r| r.error.is_some() || r.profiles.iter().any(|p| p.kernel.is_some_and(|k| k != KernelMatch::Loaded)));
@@ -222,10 +222,9 @@ fn kernel_profiles(apparmor: &Path, namespace: Option<&str>) -> anyhow::Result<B
     Ok(out)
 }
 
-fn print(reports: &[FileReport], json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print(reports: &[FileReport], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut out, reports)?;
+        serde_json::to_writer_pretty(&mut *out, reports)?;
         writeln!(out)?;
         return Ok(());
     }

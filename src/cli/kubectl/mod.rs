@@ -6,6 +6,7 @@
 //! pod `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/profiles` (or `/proxy/denials?…`), at most
 //! [`PARALLEL`] at a time. Access needs `get`/`list` on `pods` and `get` on `pods/proxy` in the namespace.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -91,17 +92,24 @@ struct Target {
     skip: Option<String>,
 }
 
-/// Runs the plugin; `Verdict::Failures` when some agent could not be asked.
-pub fn run(cli: &PluginCli) -> anyhow::Result<Verdict> {
+/// Runs the plugin, its report on `out`; `Verdict::Failures` when some agent could not be asked.
+pub fn run(cli: &PluginCli, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    // Only the asking is async; the answers are printed afterwards, by the pure functions below.
+    let (targets, answers) = runtime.block_on(async {
         let client = client(cli.context.as_deref()).await?;
         let targets = targets(&client, &cli.namespace, &cli.selector).await?;
-        match &cli.command {
-            PluginCommand::Profiles { profiles } => show_profiles(&client, cli, targets, profiles).await,
-            PluginCommand::Denials { profile, limit } => show_denials(&client, cli, targets, profile.as_deref(), *limit).await,
-        }
-    })
+        let path_and_query = match &cli.command {
+            PluginCommand::Profiles { .. } => "profiles".to_string(),
+            PluginCommand::Denials { profile, limit } => denials_query(profile.as_deref(), *limit),
+        };
+        let answers = ask_all(&client, &cli.namespace, &targets, &path_and_query).await;
+        anyhow::Ok((targets, answers))
+    })?;
+    match &cli.command {
+        PluginCommand::Profiles { profiles } => show_profiles(&targets, answers, profiles, cli.output, out),
+        PluginCommand::Denials { .. } => show_denials(&targets, answers, cli.output, out),
+    }
 }
 
 /// A client from the user's kubeconfig (`KUBECONFIG` or `~/.kube/config`, `--context`), as kubectl's.
@@ -175,8 +183,15 @@ async fn ask_all(client: &Client, ns: &str, targets: &[Target], path_and_query: 
     out
 }
 
-async fn show_profiles(client: &Client, cli: &PluginCli, targets: Vec<Target>, only: &[String]) -> anyhow::Result<Verdict> {
-    let answers = ask_all(client, &cli.namespace, &targets, "profiles").await;
+/// Prints the node × profile matrix from the agents' `/profiles` answers (one per target, in order;
+/// `only`: `--profile`); `Verdict::Failures` when some agent gave none.
+fn show_profiles(
+    targets: &[Target],
+    answers: Vec<Result<String, String>>,
+    only: &[String],
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let rows: Vec<NodeRow> = targets
         .iter()
         .zip(answers)
@@ -191,26 +206,31 @@ async fn show_profiles(client: &Client, cli: &PluginCli, targets: Vec<Target>, o
         .collect();
     let failures = rows.iter().any(|r| r.error.is_some());
     let m = matrix::build(rows);
-    match cli.output {
-        Output::Text => print!("{}", matrix::render(&m)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+    match output {
+        Output::Text => out.write_all(matrix::render(&m).as_bytes())?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?,
     }
     Ok(if failures { Verdict::Failures } else { Verdict::Ok })
 }
 
-async fn show_denials(
-    client: &Client,
-    cli: &PluginCli,
-    targets: Vec<Target>,
-    profile: Option<&str>,
-    limit: usize,
-) -> anyhow::Result<Verdict> {
+/// The agents' `/denials` request: at most `limit` records each, of `profile` only when given.
+fn denials_query(profile: Option<&str>, limit: usize) -> String {
     let mut query = format!("denials?limit={limit}");
     if let Some(p) = profile {
         query.push_str("&profile=");
         query.push_str(&encode_query_value(p));
     }
-    let answers = ask_all(client, &cli.namespace, &targets, &query).await;
+    query
+}
+
+/// Prints the agents' `/denials` answers (one per target, in order): as text every node's records
+/// merged oldest first, or as JSON every answer whole; `Verdict::Failures` when some agent gave none.
+fn show_denials(
+    targets: &[Target],
+    answers: Vec<Result<String, String>>,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let mut nodes = Vec::new();
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut failures = false;
@@ -233,12 +253,14 @@ async fn show_denials(
         }
         nodes.push(serde_json::json!({"node": t.node, "pod": t.pod, "answer": value, "error": error}));
     }
-    match cli.output {
+    match output {
         Output::Text => {
             lines.sort();
-            lines.iter().for_each(|(_, l)| println!("{l}"));
+            for (_, l) in &lines {
+                writeln!(out, "{l}")?;
+            }
         }
-        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?)?,
     }
     Ok(if failures { Verdict::Failures } else { Verdict::Ok })
 }
