@@ -253,3 +253,6 @@ pub fn suggest(args: &audit::SuggestArgs, out: &mut dyn Write) -> anyhow::Result
     audit::run_suggest(args, out, &stop)?;
     Ok(Verdict::Ok)
 }
+
+#[cfg(test)]
+mod tests;
