@@ -1,6 +1,7 @@
 //! The `apparmor-loader` binary: parse flags, set up logging, dispatch, map the outcome to
 //! an exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -42,48 +43,49 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.into()),
     };
     init_tracing(host.log_format, &host.log_level);
-    match dispatch(&cli.command, &resolver, host) {
+    let verdict = match &cli.command {
+        // The agent runs for as long as the node does: it must not hold the stdout lock meanwhile.
+        Command::Run(args) => {
+            resolver.run(args, &host).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok)
+        }
+        command => dispatch(command, &resolver, host, &mut std::io::stdout().lock()),
+    };
+    match verdict {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,
         Ok(Verdict::Failures) => ExitCode::FAILURE,
         Err(e) => fail(&e),
     }
 }
 
-/// Runs the subcommand with its resolved settings.
-fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyhow::Result<Verdict> {
+/// Runs a one-shot subcommand with its resolved settings; it prints its report on `out` (the
+/// locked stdout), errors and refusals on stderr.
+fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     match command {
-        Command::Run(args) => {
-            resolver.run(args, &host).map_err(Into::into).and_then(|run| run_agent(host, run)).map(|()| Verdict::Ok)
-        }
-        Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r)),
-        Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r)),
+        Command::Run(_) => unreachable!("the agent is started by main, without the stdout lock"),
+        Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r, out)),
+        Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r, out)),
         Command::Check { paths, include_dir, features, json, strict_names, .. } => {
             let (paths, features, json, strict_names) = (paths.clone(), features.clone(), *json, *strict_names);
             let include_dirs = resolver.include_dirs(include_dir);
-            check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names })
+            check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names }, out)
         }
-        Command::Status { json, .. } => commands::status(&host, *json),
+        Command::Status { json, .. } => commands::status(&host, *json, out),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
-        Command::Unload { names, force, .. } => commands::unload(&host, names, *force),
-        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir)),
-        Command::ClearNodeFeatures(_) => gating::clear_node_features(&host),
+        Command::Unload { names, force, .. } => commands::unload(&host, names, *force, out, &mut std::io::stderr()),
+        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir), out),
+        Command::ClearNodeFeatures(_) => gating::clear_node_features(&host, out),
         Command::Inspect { files, binary, complain, kernel, json, .. } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
-            inspect::inspect(&host, &args)
+            inspect::inspect(&host, &args, out)
         }
         Command::Denials { profile, follow, json, all, audit, .. } => {
             let a = resolver.audit(audit, &host.proc_dir)?;
             let (follow, json, all) = (*follow, *json, *all);
             let (source, paths) = (a.source, a.paths);
-            commands::denials(&DenialsArgs {
-                profile: profile.clone(),
-                follow,
-                json,
-                all,
-                source,
-                paths,
-                resolve_containers: true,
-            })
+            commands::denials(
+                &DenialsArgs { profile: profile.clone(), follow, json, all, source, paths, resolve_containers: true },
+                out,
+            )
         }
         Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit, .. } => {
             resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
@@ -93,7 +95,7 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings) -> anyho
                     SuggestInput::Files(from.clone())
                 };
                 let (collapse, json, trust_userspace) = (*collapse, *json, *trust_userspace);
-                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace })
+                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace }, out)
             })
         }
     }
@@ -114,7 +116,7 @@ fn completions(shell: clap_complete::Shell) -> ExitCode {
 
 #[cfg(feature = "kubectl-plugin")]
 fn kubectl_plugin() -> ExitCode {
-    match kubectl::run(&kubectl::PluginCli::parse()) {
+    match kubectl::run(&kubectl::PluginCli::parse(), &mut std::io::stdout().lock()) {
         Ok(Verdict::Ok) => ExitCode::SUCCESS,
         Ok(Verdict::Failures) => ExitCode::FAILURE,
         Err(e) => fail(&e),

@@ -57,8 +57,8 @@ impl FileCheck {
     }
 }
 
-/// Runs `check`: exit 0 when every file passes, 1 otherwise.
-pub fn check(host: &HostSettings, args: &CheckArgs) -> anyhow::Result<Verdict> {
+/// Runs `check`, the verdicts on `out`: exit 0 when every file passes, 1 otherwise.
+pub fn check(host: &HostSettings, args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let (kernel, rules_enforced) = check_kernel(host, args.features.as_deref())?;
     let scratch = Scratch::new()?;
     let mut results = Vec::new();
@@ -76,7 +76,7 @@ pub fn check(host: &HostSettings, args: &CheckArgs) -> anyhow::Result<Verdict> {
     if args.strict_names {
         mark_misnamed(&mut results);
     }
-    print(&results, args.json)?;
+    print(&results, args.json, out)?;
     Ok(if results.iter().all(|r| r.ok) { Verdict::Ok } else { Verdict::Failures })
 }
 
@@ -177,10 +177,9 @@ pub fn names_file(profile: &str, file_name: &str) -> bool {
     bare == file_name || (bare.starts_with('/') && bare[1..].replace('/', ".") == file_name)
 }
 
-fn print(results: &[FileCheck], json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print(results: &[FileCheck], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut out, results)?;
+        serde_json::to_writer_pretty(&mut *out, results)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -218,6 +217,78 @@ impl Drop for Scratch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::tests::{fake_parser, host, written};
+
+    /// A good file `web` and a file `bad` with a rule on line 2 that lacks its comma.
+    fn good_and_bad(dir: &Path) -> (PathBuf, PathBuf) {
+        let (good, bad) = (dir.join("web"), dir.join("bad"));
+        std::fs::write(&good, "profile web {\n  /srv/** r,\n}\n").unwrap();
+        std::fs::write(&bad, "profile bad {\n  /x r\n}\n").unwrap();
+        (good, bad)
+    }
+
+    #[test]
+    fn text_has_a_line_per_file_and_the_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (good, bad) = good_and_bad(tmp.path());
+        let args = CheckArgs { paths: vec![good.clone(), bad.clone()], ..CheckArgs::default() };
+        let mut out = Vec::new();
+        assert_eq!(check(&host(tmp.path(), Some(fake_parser())), &args, &mut out).unwrap(), Verdict::Failures);
+        let text = written(out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0], format!("ok      {} (web)", good.display()));
+        assert!(lines[1].starts_with(&format!("error   {}:2: ", bad.display())), "{text}");
+        assert_eq!(lines[2], "2 checked, 1 with errors");
+
+        let args = CheckArgs { paths: vec![good.clone()], ..CheckArgs::default() };
+        let mut out = Vec::new();
+        assert_eq!(check(&host(tmp.path(), Some(fake_parser())), &args, &mut out).unwrap(), Verdict::Ok);
+        assert_eq!(written(out), format!("ok      {} (web)\n1 checked, 0 with errors\n", good.display()));
+    }
+
+    #[test]
+    fn json_is_one_array_with_an_object_per_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (good, bad) = good_and_bad(tmp.path());
+        let args = CheckArgs { paths: vec![good.clone(), bad.clone()], json: true, ..CheckArgs::default() };
+        let mut out = Vec::new();
+        assert_eq!(check(&host(tmp.path(), Some(fake_parser())), &args, &mut out).unwrap(), Verdict::Failures);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let files = v.as_array().expect("a JSON array");
+        assert_eq!(files.len(), 2, "{v}");
+        let ok = serde_json::json!({"file": good.display().to_string(), "ok": true, "line": null, "message": null, "profiles": ["web"]});
+        assert_eq!(files[0], ok);
+        assert_eq!(files[1]["file"], bad.display().to_string());
+        assert_eq!(
+            (&files[1]["ok"], &files[1]["line"], &files[1]["profiles"]),
+            (&false.into(), &2.into(), &serde_json::json!([]))
+        );
+        let message = files[1]["message"].as_str().expect("a message");
+        assert!(message.starts_with(&format!("{}:2: ", bad.display())), "{message}");
+        assert!(out.ends_with(b"]\n"), "one document and a newline");
+    }
+
+    #[test]
+    fn a_directory_with_one_profile_in_two_files_fails_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("profiles");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("web"), "profile web {\n}\n").unwrap();
+        std::fs::write(dir.join("web-copy"), "profile web {\n  /srv/** r,\n}\n").unwrap();
+        let args = CheckArgs { paths: vec![dir.clone()], ..CheckArgs::default() };
+        let mut out = Vec::new();
+        assert_eq!(check(&host(tmp.path(), Some(fake_parser())), &args, &mut out).unwrap(), Verdict::Failures);
+        let (web, copy) = (dir.join("web").display().to_string(), dir.join("web-copy").display().to_string());
+        assert_eq!(
+            written(out),
+            format!(
+                "error   {web}: profile \"web\" is also defined in {copy}\n\
+                 error   {copy}: profile \"web\" is also defined in {web}\n\
+                 2 checked, 2 with errors\n"
+            )
+        );
+    }
 
     fn ok(file: &str, profiles: &[&str]) -> FileCheck {
         FileCheck {

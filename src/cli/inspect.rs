@@ -72,9 +72,9 @@ struct ProfileReport {
     kernel: Option<KernelMatch>,
 }
 
-/// Runs `inspect`. Fails (exit 1) when a file does not compile or parse, or with `--kernel` when
-/// a profile is not loaded exactly as compiled.
-pub fn inspect(host: &HostSettings, args: &InspectArgs) -> anyhow::Result<Verdict> {
+/// Runs `inspect`, the report on `out`. Fails (exit 1) when a file does not compile or parse, or
+/// with `--kernel` when a profile is not loaded exactly as compiled.
+pub fn inspect(host: &HostSettings, args: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let blobs = if args.binary {
         args.files
             .iter()
@@ -115,7 +115,7 @@ pub fn inspect(host: &HostSettings, args: &InspectArgs) -> anyhow::Result<Verdic
         }
         reports.push(report);
     }
-    print(&reports, args.json)?;
+    print(&reports, args.json, out)?;
     let bad = reports
         .iter()
         .any(|r| r.error.is_some() || r.profiles.iter().any(|p| p.kernel.is_some_and(|k| k != KernelMatch::Loaded)));
@@ -222,10 +222,9 @@ fn kernel_profiles(apparmor: &Path, namespace: Option<&str>) -> anyhow::Result<B
     Ok(out)
 }
 
-fn print(reports: &[FileReport], json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+fn print(reports: &[FileReport], json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
-        serde_json::to_writer_pretty(&mut out, reports)?;
+        serde_json::to_writer_pretty(&mut *out, reports)?;
         writeln!(out)?;
         return Ok(());
     }
@@ -244,4 +243,118 @@ fn print(reports: &[FileReport], json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::tests::{host, written};
+    use crate::kernel::fake;
+
+    /// Compiled policy for `names` (as the fake kernel compiles it), written to `dir/file`, and its
+    /// profiles' kernel hashes as the blob reader reads them.
+    fn blob(dir: &Path, file: &str, names: &[&str]) -> (PathBuf, Vec<String>) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let bytes = fake::policy(&names, &"c".repeat(64));
+        let path = dir.join(file);
+        fs::write(&path, &bytes).unwrap();
+        (path, blob::parse(&bytes).unwrap().into_iter().map(|p| p.sha1).collect())
+    }
+
+    /// A top-level profile in the fake securityfs's `policy/profiles` tree.
+    fn in_kernel(host: &HostSettings, n: u32, name: &str, mode: &str, sha1: &str) {
+        let d = host.apparmor_dir().join(format!("policy/profiles/{n}"));
+        fs::create_dir_all(&d).unwrap();
+        for (f, v) in [("name", name), ("mode", mode), ("sha1", sha1)] {
+            fs::write(d.join(f), format!("{v}\n")).unwrap();
+        }
+    }
+
+    fn args(files: Vec<PathBuf>) -> InspectArgs {
+        InspectArgs { files, binary: true, complain: false, kernel: false, json: false }
+    }
+
+    #[test]
+    fn text_names_each_profile_with_mode_and_sha1_and_each_unreadable_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (two, sha1s) = blob(tmp.path(), "two.bin", &["api", "web"]);
+        let junk = tmp.path().join("junk.bin");
+        fs::write(&junk, b"not policy").unwrap();
+        let mut out = Vec::new();
+        let verdict = inspect(&host(tmp.path(), None), &args(vec![two.clone(), junk.clone()]), &mut out).unwrap();
+        assert_eq!(verdict, Verdict::Failures, "a file that does not parse fails");
+        let text = written(out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], format!("{}:", two.display()));
+        assert_eq!(lines[1], format!("  enforce   {}  api", sha1s[0]));
+        assert_eq!(lines[2], format!("  enforce   {}  web", sha1s[1]));
+        assert!(
+            lines[3].starts_with(&format!("{}: error: ", junk.display()))
+                && lines[3].len() > junk.display().to_string().len() + 9
+        );
+        assert_ne!(sha1s[0], sha1s[1]);
+
+        let mut out = Vec::new();
+        let mut complain = args(vec![two.clone()]);
+        complain.complain = true;
+        assert_eq!(inspect(&host(tmp.path(), None), &complain, &mut out).unwrap(), Verdict::Ok);
+        let text = written(out);
+        assert!(text.lines().skip(1).all(|l| l.starts_with("  complain  ")), "{text}");
+    }
+
+    #[test]
+    fn kernel_says_loaded_different_or_absent_and_fails_unless_all_are_loaded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let host = host(tmp.path(), None);
+        let (two, sha1s) = blob(tmp.path(), "two.bin", &["api", "web"]);
+        in_kernel(&host, 1, "web", "enforce", &sha1s[1]);
+        let mut a = args(vec![two.clone()]);
+        a.kernel = true;
+        let mut out = Vec::new();
+        assert_eq!(inspect(&host, &a, &mut out).unwrap(), Verdict::Failures, "api is not loaded");
+        let expected =
+            format!("{}:\n  enforce   {}  api  absent\n  enforce   {}  web  loaded\n", two.display(), sha1s[0], sha1s[1]);
+        assert_eq!(written(out), expected);
+
+        in_kernel(&host, 2, "api", "complain", &sha1s[0]);
+        a.json = true;
+        let mut out = Vec::new();
+        assert_eq!(inspect(&host, &a, &mut out).unwrap(), Verdict::Failures, "api runs in another mode");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["file"], two.display().to_string());
+        assert!(v[0]["error"].is_null(), "{v}");
+        let profiles = v[0]["profiles"].as_array().unwrap();
+        assert_eq!(profiles.len(), 2);
+        assert_eq!(
+            (&profiles[0]["name"], &profiles[0]["mode"], &profiles[0]["kernel"]),
+            (&"api".into(), &"enforce".into(), &"different".into())
+        );
+        assert_eq!(
+            (&profiles[1]["name"], &profiles[1]["sha1"], &profiles[1]["kernel"]),
+            (&"web".into(), &sha1s[1].clone().into(), &"loaded".into())
+        );
+        assert!(profiles[0]["namespace"].is_null() && profiles[0]["sha256"].as_str().is_some_and(|s| s.len() == 64), "{v}");
+
+        in_kernel(&host, 2, "api", "enforce", &sha1s[0]);
+        let mut out = Vec::new();
+        assert_eq!(inspect(&host, &a, &mut out).unwrap(), Verdict::Ok, "both loaded exactly as compiled");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["profiles"][0]["kernel"], "loaded");
+    }
+
+    #[test]
+    fn without_kernel_json_has_no_kernel_field() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (one, sha1s) = blob(tmp.path(), "one.bin", &["web"]);
+        let mut a = args(vec![one]);
+        a.json = true;
+        let mut out = Vec::new();
+        assert_eq!(inspect(&host(tmp.path(), None), &a, &mut out).unwrap(), Verdict::Ok);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        let p = v[0]["profiles"][0].as_object().unwrap();
+        let keys: std::collections::BTreeSet<&str> = p.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["mode", "name", "namespace", "sha1", "sha256"].into_iter().collect());
+        assert_eq!(p["sha1"], sha1s[0].as_str());
+    }
 }

@@ -1,8 +1,9 @@
 //! The one-shot subcommands an operator runs by hand on a node: `sync`, `diff`, `check`,
 //! `status`, `unload` (the others in the submodules).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Context;
 use serde::Serialize;
@@ -52,11 +53,15 @@ fn reconciler(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Reco
     Ok(Reconciler::new(kernel, StateStore::new(&host.state_dir), settings)?)
 }
 
-/// `sync`: one pass, a line per file.
-pub fn sync(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdict> {
-    let mut rec = reconciler(host, r)?;
+/// `sync`: one pass on the host's kernel, a line per file on `out`.
+pub fn sync(host: &HostSettings, r: &ReconcileSettings, out: &mut dyn Write) -> anyhow::Result<Verdict> {
+    sync_on(&mut reconciler(host, r)?, out)
+}
+
+/// The body of `sync`, on any kernel (a fake one in the unit tests): one pass, a line per file
+/// and per profile left without its file, then the counts.
+pub fn sync_on<K: Kernel>(rec: &mut Reconciler<K>, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let outcome = rec.sync()?;
-    let mut out = std::io::stdout().lock();
     for f in &outcome.report.files {
         match &f.error {
             Some(e) => writeln!(out, "{:<8} {}: {e}", f.state.as_str(), f.file)?,
@@ -79,11 +84,15 @@ pub fn sync(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdic
     Ok(if outcome.all_good() { Verdict::Ok } else { Verdict::Failures })
 }
 
-/// `diff`: the plan, without acting.
-pub fn diff(host: &HostSettings, r: &ReconcileSettings) -> anyhow::Result<Verdict> {
-    let mut rec = reconciler(host, r)?;
+/// `diff`: the plan for the host's kernel, without acting, on `out`.
+pub fn diff(host: &HostSettings, r: &ReconcileSettings, out: &mut dyn Write) -> anyhow::Result<Verdict> {
+    diff_on(&mut reconciler(host, r)?, out)
+}
+
+/// The body of `diff`, on any kernel: a line per file and per removal; never a failure, since
+/// nothing was tried.
+pub fn diff_on<K: Kernel>(rec: &mut Reconciler<K>, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let plan = rec.plan()?.plan;
-    let mut out = std::io::stdout().lock();
     for f in &plan.files {
         let names = f.names.join(", ");
         match &f.action {
@@ -122,11 +131,17 @@ struct StatusRow {
     loaded_at: Option<String>,
 }
 
-/// `status`: the kernel's profiles, managed or foreign.
-pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
+/// `status`: the host kernel's profiles, managed or foreign, on `out`.
+pub fn status(host: &HostSettings, json: bool, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let kernel = preflight::host_kernel(host, Needs::List)?;
+    status_on(&kernel, &StateStore::new(&host.state_dir), json, out)
+}
+
+/// The body of `status`: every profile of `kernel`, owned when the state file names its
+/// top-level profile; a table with a count line, or a JSON array.
+pub fn status_on(kernel: &impl Kernel, store: &StateStore, json: bool, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let listing = kernel.listing()?;
-    let state = StateStore::new(&host.state_dir).load()?;
+    let state = store.load()?;
     let rows: Vec<StatusRow> = listing
         .iter()
         .map(|p| {
@@ -142,9 +157,8 @@ pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
             }
         })
         .collect();
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
+        serde_json::to_writer_pretty(&mut *out, &rows)?;
         writeln!(out)?;
     } else {
         let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
@@ -159,21 +173,52 @@ pub fn status(host: &HostSettings, json: bool) -> anyhow::Result<Verdict> {
     Ok(Verdict::Ok)
 }
 
-/// `unload`: remove profiles by name; foreign ones and ones still in use need `--force`.
-pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Result<Verdict> {
+/// `unload`: remove profiles by name; foreign ones and ones still in use need `--force`. A line
+/// per removed profile on `out`, an `error:` line per refusal on `err` (stderr).
+pub fn unload(
+    host: &HostSettings,
+    names: &[String],
+    force: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let kernel = preflight::host_kernel(host, Needs::Load)?;
-    let store = StateStore::new(&host.state_dir);
+    let request = UnloadRequest { names, force, proc_dir: &host.proc_dir };
+    unload_on(&kernel, &StateStore::new(&host.state_dir), &request, out, err)
+}
+
+/// What `unload` was asked, and where to find the processes a removal would unconfine.
+#[derive(Debug, Clone, Copy)]
+pub struct UnloadRequest<'a> {
+    /// The profiles to remove, in order.
+    pub names: &'a [String],
+    /// Remove foreign and in-use profiles too.
+    pub force: bool,
+    /// procfs, scanned for the profiles that still confine a task (`kernel::confined::in_use`).
+    pub proc_dir: &'a Path,
+}
+
+/// The body of `unload`, on any kernel: a `removed` line on `out` per profile removed, an
+/// `error:` line on `err` per refusal (the others are still removed); the state file forgets
+/// what went.
+pub fn unload_on(
+    kernel: &impl Kernel,
+    store: &StateStore,
+    request: &UnloadRequest<'_>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let mut state = store.load()?;
-    let loaded: BTreeMap<String, ()> = kernel.listing()?.into_iter().map(|p| (p.name, ())).collect();
-    let in_use =
-        crate::kernel::confined::in_use(&host.proc_dir).with_context(|| format!("cannot scan {}", host.proc_dir.display()))?;
+    let loaded: BTreeSet<String> = kernel.listing()?.into_iter().map(|p| p.name).collect();
+    let proc_dir = request.proc_dir;
+    let in_use = crate::kernel::confined::in_use(proc_dir).with_context(|| format!("cannot scan {}", proc_dir.display()))?;
     let mut verdict = Verdict::Ok;
-    for name in names {
-        let refusal = if !loaded.contains_key(name) {
+    for name in request.names {
+        let refusal = if !loaded.contains(name) {
             Some(format!("{name}: not loaded in the kernel"))
-        } else if !force && !state.profiles.contains_key(name) {
+        } else if !request.force && !state.profiles.contains_key(name) {
             Some(format!("{name}: not loaded by apparmor-loader (foreign); pass --force to remove it anyway"))
-        } else if !force && in_use.contains(name) {
+        } else if !request.force && in_use.contains(name) {
             Some(format!(
                 "{name}: processes are still confined by it and would become unconfined; pass --force to remove it anyway"
             ))
@@ -181,32 +226,33 @@ pub fn unload(host: &HostSettings, names: &[String], force: bool) -> anyhow::Res
             None
         };
         if let Some(r) = refusal {
-            eprintln!("error: {r}");
+            writeln!(err, "error: {r}")?;
             verdict = Verdict::Failures;
             continue;
         }
         kernel.unload(name).with_context(|| format!("cannot remove {name}"))?;
         state.profiles.remove(name);
-        println!("removed {name}");
+        writeln!(out, "removed {name}")?;
     }
     store.save(&state)?;
     Ok(verdict)
 }
 
-/// `denials`: print records from the audit source; a token cancelled by SIGINT/SIGTERM ends `--follow`.
-pub fn denials(args: &audit::DenialsArgs) -> anyhow::Result<Verdict> {
+/// `denials`: print records from the audit source on `out`; a token cancelled by SIGINT/SIGTERM ends `--follow`.
+pub fn denials(args: &audit::DenialsArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
     crate::signals::cancel_on_signals(&stop, None)?;
-    let mut out = std::io::stdout().lock();
-    audit::print_denials(args, &mut out, &stop)?;
+    audit::print_denials(args, out, &stop)?;
     Ok(Verdict::Ok)
 }
 
-/// `suggest`: print the rules that would allow the recorded denials of one profile.
-pub fn suggest(args: &audit::SuggestArgs) -> anyhow::Result<Verdict> {
+/// `suggest`: print on `out` the rules that would allow the recorded denials of one profile.
+pub fn suggest(args: &audit::SuggestArgs, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let stop = CancellationToken::new();
     crate::signals::cancel_on_signals(&stop, None)?;
-    let mut out = std::io::stdout().lock();
-    audit::run_suggest(args, &mut out, &stop)?;
+    audit::run_suggest(args, out, &stop)?;
     Ok(Verdict::Ok)
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@
 //! pod `GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/profiles` (or `/proxy/denials?…`), at most
 //! [`PARALLEL`] at a time. Access needs `get`/`list` on `pods` and `get` on `pods/proxy` in the namespace.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -91,17 +92,24 @@ struct Target {
     skip: Option<String>,
 }
 
-/// Runs the plugin; `Verdict::Failures` when some agent could not be asked.
-pub fn run(cli: &PluginCli) -> anyhow::Result<Verdict> {
+/// Runs the plugin, its report on `out`; `Verdict::Failures` when some agent could not be asked.
+pub fn run(cli: &PluginCli, out: &mut dyn Write) -> anyhow::Result<Verdict> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    // Only the asking is async; the answers are printed afterwards, by the pure functions below.
+    let (targets, answers) = runtime.block_on(async {
         let client = client(cli.context.as_deref()).await?;
         let targets = targets(&client, &cli.namespace, &cli.selector).await?;
-        match &cli.command {
-            PluginCommand::Profiles { profiles } => show_profiles(&client, cli, targets, profiles).await,
-            PluginCommand::Denials { profile, limit } => show_denials(&client, cli, targets, profile.as_deref(), *limit).await,
-        }
-    })
+        let path_and_query = match &cli.command {
+            PluginCommand::Profiles { .. } => "profiles".to_string(),
+            PluginCommand::Denials { profile, limit } => denials_query(profile.as_deref(), *limit),
+        };
+        let answers = ask_all(&client, &cli.namespace, &targets, &path_and_query).await;
+        anyhow::Ok((targets, answers))
+    })?;
+    match &cli.command {
+        PluginCommand::Profiles { profiles } => show_profiles(&targets, answers, profiles, cli.output, out),
+        PluginCommand::Denials { .. } => show_denials(&targets, answers, cli.output, out),
+    }
 }
 
 /// A client from the user's kubeconfig (`KUBECONFIG` or `~/.kube/config`, `--context`), as kubectl's.
@@ -175,8 +183,15 @@ async fn ask_all(client: &Client, ns: &str, targets: &[Target], path_and_query: 
     out
 }
 
-async fn show_profiles(client: &Client, cli: &PluginCli, targets: Vec<Target>, only: &[String]) -> anyhow::Result<Verdict> {
-    let answers = ask_all(client, &cli.namespace, &targets, "profiles").await;
+/// Prints the node × profile matrix from the agents' `/profiles` answers (one per target, in order;
+/// `only`: `--profile`); `Verdict::Failures` when some agent gave none.
+fn show_profiles(
+    targets: &[Target],
+    answers: Vec<Result<String, String>>,
+    only: &[String],
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let rows: Vec<NodeRow> = targets
         .iter()
         .zip(answers)
@@ -191,26 +206,31 @@ async fn show_profiles(client: &Client, cli: &PluginCli, targets: Vec<Target>, o
         .collect();
     let failures = rows.iter().any(|r| r.error.is_some());
     let m = matrix::build(rows);
-    match cli.output {
-        Output::Text => print!("{}", matrix::render(&m)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+    match output {
+        Output::Text => out.write_all(matrix::render(&m).as_bytes())?,
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?,
     }
     Ok(if failures { Verdict::Failures } else { Verdict::Ok })
 }
 
-async fn show_denials(
-    client: &Client,
-    cli: &PluginCli,
-    targets: Vec<Target>,
-    profile: Option<&str>,
-    limit: usize,
-) -> anyhow::Result<Verdict> {
+/// The agents' `/denials` request: at most `limit` records each, of `profile` only when given.
+fn denials_query(profile: Option<&str>, limit: usize) -> String {
     let mut query = format!("denials?limit={limit}");
     if let Some(p) = profile {
         query.push_str("&profile=");
         query.push_str(&encode_query_value(p));
     }
-    let answers = ask_all(client, &cli.namespace, &targets, &query).await;
+    query
+}
+
+/// Prints the agents' `/denials` answers (one per target, in order): as text every node's records
+/// merged oldest first, or as JSON every answer whole; `Verdict::Failures` when some agent gave none.
+fn show_denials(
+    targets: &[Target],
+    answers: Vec<Result<String, String>>,
+    output: Output,
+    out: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let mut nodes = Vec::new();
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut failures = false;
@@ -233,12 +253,14 @@ async fn show_denials(
         }
         nodes.push(serde_json::json!({"node": t.node, "pod": t.pod, "answer": value, "error": error}));
     }
-    match cli.output {
+    match output {
         Output::Text => {
             lines.sort();
-            lines.iter().for_each(|(_, l)| println!("{l}"));
+            for (_, l) in &lines {
+                writeln!(out, "{l}")?;
+            }
         }
-        Output::Json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?),
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&serde_json::json!({ "nodes": nodes }))?)?,
     }
     Ok(if failures { Verdict::Failures } else { Verdict::Ok })
 }
@@ -281,5 +303,110 @@ mod tests {
     #[test]
     fn query_values_are_encoded() {
         assert_eq!(encode_query_value("web//child x&y"), "web%2F%2Fchild%20x%26y");
+        assert_eq!(denials_query(None, 100), "denials?limit=100");
+        assert_eq!(denials_query(Some("web//x"), 20), "denials?limit=20&profile=web%2F%2Fx");
+    }
+
+    fn target(node: &str) -> Target {
+        Target { node: node.into(), pod: format!("agent-{node}"), port: DEFAULT_PORT, skip: None }
+    }
+
+    fn written(out: Vec<u8>) -> String {
+        String::from_utf8(out).unwrap()
+    }
+
+    const WEB: &str = r#"{"profiles":[
+        {"name":"web","state":"loaded","mode":"enforce","sha256":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","file":"web"},
+        {"name":"docker-default","state":"foreign","mode":"enforce","sha256":null,"file":null}]}"#;
+
+    #[test]
+    fn profiles_print_the_matrix_with_a_row_per_node() {
+        let targets = [target("n1"), target("n2"), target("n3")];
+        let answers = || vec![Ok(WEB.to_string()), Err("pod is Pending".to_string()), Ok("{}".to_string())];
+        let mut out = Vec::new();
+        assert_eq!(show_profiles(&targets, answers(), &[], Output::Text, &mut out).unwrap(), Verdict::Failures);
+        let text = written(out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "NODE  POD       web                          NOT READY");
+        assert_eq!(lines[1], "n1    agent-n1  loaded enforce aaaaaaaaaaaa  -");
+        assert_eq!(lines[2], "n2    agent-n2  error: pod is Pending");
+        assert!(lines[3].starts_with("n3    agent-n3  error: not a /profiles answer: missing field `profiles`"), "{text}");
+
+        let mut out = Vec::new();
+        assert_eq!(show_profiles(&targets[..1], answers(), &[], Output::Json, &mut out).unwrap(), Verdict::Ok);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["versions"]["web"]["majority"], "aaaaaaaaaaaa");
+        assert_eq!(v["nodes"][0]["node"], "n1");
+        let cell = &v["nodes"][0]["profiles"]["web"];
+        assert_eq!((&cell["state"], &cell["mode"], &cell["majority"]), (&"loaded".into(), &"enforce".into(), &true.into()));
+        assert!(v["nodes"][0]["profiles"].get("docker-default").is_none(), "foreign profiles are left out: {v}");
+        assert!(out.ends_with(b"}\n"));
+
+        let mut out = Vec::new();
+        show_profiles(&targets[..1], answers(), &["other".into()], Output::Text, &mut out).unwrap();
+        assert_eq!(written(out), "NODE  POD       NOT READY\nn1    agent-n1  -\n", "--profile keeps only that column");
+    }
+
+    /// An agent's `/denials` answer holding one record per `(received_at, audit log line)`, as the
+    /// agent serialises it (a stored record is the parsed record plus its id and arrival time).
+    fn denials_answer(records: &[(&str, &str)]) -> String {
+        let records: Vec<Value> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (at, line))| {
+                let mut r = serde_json::to_value(crate::audit::parse_line(line).unwrap().unwrap()).unwrap();
+                r["id"] = i.into();
+                r["received_at"] = (*at).into();
+                r
+            })
+            .collect();
+        let source = serde_json::to_value(crate::audit::SourceStatus::default()).unwrap();
+        let total = records.len();
+        serde_json::json!({"source": source, "records": records, "total": total, "capacity": 100, "next_after": 0, "more": false})
+            .to_string()
+    }
+
+    const DENIED_WEB: &str = r#"type=AVC msg=audit(1796432400.120:311): apparmor="DENIED" operation="open" class="file" profile="web" name="/etc/shadow" pid=4121 comm="cat" requested_mask="r" denied_mask="r" fsuid=33 ouid=0"#;
+    const DENIED_PAY: &str = r#"type=AVC msg=audit(1796432401.500:87): apparmor="DENIED" operation="capable" class="cap" profile="payment-api" pid=2290 comm="payment-api" capability=13  capname="net_raw""#;
+
+    #[test]
+    fn denials_merge_every_node_oldest_first_after_the_errors() {
+        let targets = [target("node-b"), target("node-a"), target("node-c"), target("node-d")];
+        let answers = || {
+            vec![
+                Ok(denials_answer(&[("2026-12-05T01:00:02Z", DENIED_PAY)])),
+                Ok(denials_answer(&[("2026-12-05T01:00:01Z", DENIED_WEB)])),
+                Err("pod is Pending".to_string()),
+                Ok("<html>".to_string()),
+            ]
+        };
+        let mut out = Vec::new();
+        assert_eq!(show_denials(&targets, answers(), Output::Text, &mut out).unwrap(), Verdict::Failures);
+        let text = written(out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "node-c  error: pod is Pending");
+        assert!(lines[1].starts_with("node-d  error: not a /denials answer: "), "{text}");
+        assert!(lines[2].starts_with("node-a  2026-12-05T01:00:00.120Z DENIED web open /etc/shadow"), "{text}");
+        assert!(lines[3].starts_with("node-b  2026-12-05T01:00:01.500Z DENIED payment-api capable capability=net_raw"), "{text}");
+
+        let mut out = Vec::new();
+        assert_eq!(show_denials(&targets[..2], answers(), Output::Json, &mut out).unwrap(), Verdict::Ok);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        let nodes = v["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(
+            (&nodes[0]["node"], &nodes[0]["pod"], &nodes[0]["error"]),
+            (&"node-b".into(), &"agent-node-b".into(), &Value::Null)
+        );
+        assert_eq!(nodes[1]["answer"]["records"][0]["name"], "/etc/shadow");
+        assert_eq!(nodes[1]["answer"]["records"][0]["received_at"], "2026-12-05T01:00:01Z");
+
+        let mut out = Vec::new();
+        show_denials(&targets[2..3], vec![Err("pod is Pending".into())], Output::Json, &mut out).unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["nodes"][0]["error"], "pod is Pending");
+        assert_eq!(v["nodes"][0]["answer"], Value::Null);
     }
 }
