@@ -212,6 +212,25 @@ pub fn unload_on(
     let loaded: BTreeSet<String> = kernel.listing()?.into_iter().map(|p| p.name).collect();
     let proc_dir = request.proc_dir;
     let in_use = crate::kernel::confined::in_use(proc_dir).with_context(|| format!("cannot scan {}", proc_dir.display()))?;
+    let outcome = remove_each(kernel, &mut state, request, (&loaded, &in_use), out, err);
+    // Saved whatever happened after the first removal (a later one refused, a closed stdout): a
+    // profile gone from the kernel but still in the state would later be taken for ours.
+    match (outcome, store.save(&state)) {
+        (outcome, Ok(())) => outcome,
+        (Ok(_), Err(saving)) => Err(saving.into()),
+        (Err(e), Err(saving)) => Err(anyhow::Error::from(saving).context(format!("{e:#}; the state was not saved either"))),
+    }
+}
+
+/// `unload`'s loop: removes each name it may from the kernel and from `state`.
+fn remove_each(
+    kernel: &impl Kernel,
+    state: &mut crate::reconcile::state::State,
+    request: &UnloadRequest<'_>,
+    (loaded, in_use): (&BTreeSet<String>, &BTreeSet<String>),
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> anyhow::Result<Verdict> {
     let mut verdict = Verdict::Ok;
     for name in request.names {
         let refusal = if !loaded.contains(name) {
@@ -234,7 +253,6 @@ pub fn unload_on(
         state.profiles.remove(name);
         writeln!(out, "removed {name}")?;
     }
-    store.save(&state)?;
     Ok(verdict)
 }
 

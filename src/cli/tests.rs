@@ -240,3 +240,33 @@ fn unload_removes_what_it_may_and_refuses_the_rest_on_the_error_writer() {
     assert_eq!((written(out), written(err)), ("removed docker-default\nremoved api\n".into(), String::new()));
     assert!(w.store().load().unwrap().profiles.is_empty());
 }
+
+/// A stdout that is gone (`apparmor-loader unload web | head -0`).
+struct ClosedPipe;
+
+impl Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn unload_saves_the_state_even_when_its_output_fails() {
+    let w = World::new();
+    let k = FakeKernel::default();
+    w.write(&k, "web", "profile web {}", &["web"]);
+    w.write(&k, "api", "profile api {}", &["api"]);
+    let mut r = w.reconciler(k);
+    sync_on(&mut r, &mut Vec::new()).unwrap();
+    let names = vec!["web".to_string(), "api".to_string()];
+    let request = UnloadRequest { names: &names, force: false, proc_dir: w.proc_dir.path() };
+    let e = unload_on(r.kernel(), &w.store(), &request, &mut ClosedPipe, &mut Vec::new()).unwrap_err();
+    assert!(format!("{e:#}").to_lowercase().contains("broken pipe"), "{e:#}");
+    // web left the kernel before the write failed; api was never touched.
+    assert!(!r.kernel().0.lock().unwrap().loaded.contains_key("web"));
+    let state = w.store().load().unwrap();
+    assert_eq!(state.profiles.keys().collect::<Vec<_>>(), vec!["api"], "web is gone from the kernel, so from the state");
+}
