@@ -23,7 +23,8 @@ pub struct ParserArgs {
     /// The AppArmor parser [default: apparmor_parser on PATH, then /sbin/apparmor_parser].
     #[arg(long, env = "APPARMOR_LOADER_PARSER", value_name = "PATH")]
     pub parser: Option<PathBuf>,
-    /// Compile jobs per parser process (bounds its memory on many-core nodes) [default: 4].
+    /// Compile jobs per parser process (bounds its memory on many-core nodes; an AppArmor 4
+    /// parser runs one, so that its warnings can be read) [default: 4].
     #[arg(long, env = "APPARMOR_LOADER_PARSER_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parser_jobs: Option<u32>,
 }

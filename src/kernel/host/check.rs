@@ -42,8 +42,14 @@ impl HostKernel {
             return Err(rejected(&out));
         }
         let unenforced = parser_output::unenforced(&out.stderr_text());
-        if !unenforced.is_empty() {
-            return Err(KernelError::Rejected { diagnostics: unenforced });
+        if !unenforced.errors.is_empty() {
+            return Err(KernelError::Rejected { diagnostics: unenforced.errors });
+        }
+        if unenforced.garbled {
+            let message = format!("the parser's warnings could not be read: {}", out.stderr_text().trim());
+            return Err(KernelError::Rejected {
+                diagnostics: vec![parser_output::Diagnostic { file: None, line: None, message }],
+            });
         }
         let blob = fs::read(job.output).map_err(|source| KernelError::Read { path: job.output.to_path_buf(), source })?;
         let bad = |source| KernelError::BadPolicy { file: path.to_path_buf(), source };

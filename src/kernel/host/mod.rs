@@ -30,6 +30,7 @@ const MAX_BATCH_TIMEOUTS: usize = 20;
 const MAX_CHILD_DEPTH: usize = 8;
 
 mod check;
+mod compile;
 pub use check::CheckJob;
 
 /// The real kernel.
@@ -165,80 +166,6 @@ impl HostKernel {
         }
         tracing::debug!(op = op.as_str(), parser = %self.parser.display(), elapsed_ms = start.elapsed().as_millis() as u64, what, "parser call");
         result
-    }
-
-    /// One compile process for `chunk` (indices into `inputs`, staged as `stage/files/<i>`).
-    /// Each file ends up compiled, rejected with a diagnostic that names it, or ambiguous
-    /// (`None`: the parser stopped or died before it said anything about it).
-    fn compile_round(
-        &self,
-        stage: &Stage,
-        round: usize,
-        chunk: &[usize],
-        inputs: &[CompileInput<'_>],
-        job: &CompileJob,
-    ) -> (Vec<Option<Result<Compiled, KernelError>>>, Option<KernelError>) {
-        let cache = stage.dir.join(format!("cache-{round}"));
-        let mut args: Vec<OsString> = vec!["-Q".into(), "-T".into(), "-W".into(), "-L".into(), cache.clone().into()];
-        args.push(format!("-j{}", self.jobs).into());
-        args.extend(job.include_dirs.iter().flat_map(|dir| [OsString::from("-I"), dir.clone().into()]));
-        if self.rules_enforced {
-            args.push(RULES_ENFORCED.into());
-        }
-        args.extend(["--subdomainfs".into(), self.apparmor_dir.clone().into()]);
-        args.extend(job.kernel_features.iter().flat_map(|f| [OsString::from("--kernel-features"), f.clone().into()]));
-        args.extend(chunk.iter().map(|&i| stage.file(i).into_os_string()));
-        let what = match chunk {
-            [one] => inputs[*one].file.shown.display().to_string(),
-            _ => format!("compiling {} files", chunk.len()),
-        };
-        // --parser-timeout is per file: a batch of real profiles under a slow CPU takes many times
-        // one file's time. Capped where a sync would count as stuck (20 timeouts).
-        let timeout = self.timeout.saturating_mul(chunk.len().clamp(1, MAX_BATCH_TIMEOUTS) as u32);
-        let (diagnostics, unenforced, failure) = match self.run_for(ParserOp::Compile, args, Some(&job.cwd), &what, timeout) {
-            Ok(out) if out.status.success() => (Vec::new(), parser_output::unenforced(&out.stderr_text()), None),
-            Ok(out) => {
-                let text = out.stderr_text();
-                (parser_output::diagnostics(&text), parser_output::unenforced(&text), Some(rejected(&out)))
-            }
-            Err(e) => (Vec::new(), Vec::new(), Some(e)),
-        };
-        let blobs = cached_blobs(&cache);
-        let results = chunk
-            .iter()
-            .map(|&i| {
-                let input = &inputs[i];
-                let staged = stage.file(i);
-                let of_file = |diags: &[Diagnostic]| -> Vec<Diagnostic> {
-                    diags
-                        .iter()
-                        .filter(|d| d.file.as_deref() == Some(&*staged.to_string_lossy()))
-                        .cloned()
-                        .map(|mut d| {
-                            parser_output::rename_file(&mut d, &staged, &input.file.shown);
-                            d
-                        })
-                        .collect()
-                };
-                // Compiled without a rule the kernel cannot enforce: never loaded.
-                let unenforced = of_file(&unenforced);
-                if !unenforced.is_empty() {
-                    return Some(Err(KernelError::Rejected { diagnostics: unenforced }));
-                }
-                if let Some(path) = blobs.get(&stage.name(i)) {
-                    // A parser killed mid-write leaves a truncated file: ambiguous, not broken.
-                    let bytes = fs::read(path).ok()?;
-                    return Some(
-                        Compiled::from_blob(bytes)
-                            .map_err(|source| KernelError::BadPolicy { file: input.file.shown.clone(), source }),
-                    );
-                }
-                let mine = of_file(&diagnostics);
-                (!mine.is_empty()).then_some(Err(KernelError::Rejected { diagnostics: mine }))
-            })
-            .collect();
-        let _ = fs::remove_dir_all(&cache);
-        (results, failure)
     }
 
     fn load_with_parser(&self, file: &Path, compiled: &Compiled, kind: LoadKind) -> Result<(), KernelError> {
