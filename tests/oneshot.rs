@@ -575,3 +575,62 @@ fn a_kernel_with_only_sha256_hashes_verifies_and_inspects() {
     assert_eq!(v[0]["profiles"][0]["sha256"].as_str(), Some(hashes["alpha"].as_str()));
     let _ = files;
 }
+
+/// A parser that says what an AppArmor 4 parser says with `--warn=rule-not-enforced` on a kernel
+/// lacking userns and dbus mediation, then runs the fake parser. `GARBLE=1`: the two warnings come
+/// interleaved, as parallel compile workers write them.
+fn warning_parser(env: &TestEnv) -> std::path::PathBuf {
+    let path = env.tmp.path().join("warning-parser");
+    let script = format!(
+        r#"#!/bin/sh
+case " $* " in *" -Q "*)
+  for a in "$@"; do
+    [ -f "$a" ] || continue
+    grep -q 'userns,' "$a" && uns=$a
+    grep -q 'dbus send,' "$a" && bus=$a
+  done
+  if [ -n "$GARBLE" ] && [ -n "$uns" ] && [ -n "$bus" ]; then
+    printf 'Warning from profile uns (%s' "$uns" >&2
+    printf 'Warning from profile bus (%s): dbus rules not enforced\n): userns rules not enforced\n' "$bus" >&2
+  else
+    [ -n "$uns" ] && echo "Warning from profile uns ($uns): userns rules not enforced" >&2
+    [ -n "$bus" ] && echo "Warning from profile bus ($bus): dbus rules not enforced" >&2
+  fi;;
+esac
+exec {} "$@"
+"#,
+        fake_parser().display()
+    );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A rule the kernel would leave out fails its file, which is never loaded; a dbus rule (no
+/// upstream kernel enforces one; the distributions' profiles are full of them) is no error; and a
+/// warning cut in two loads nothing on trust: every file is compiled again, alone.
+#[test]
+fn a_rule_the_kernel_would_not_enforce_fails_its_file() {
+    for garble in [false, true] {
+        let env = TestEnv::new();
+        env.write("uns", &profile("uns", &["/x r", "userns"]));
+        env.write("bus", &profile("bus", &["/x r", "dbus send"]));
+        env.write("plain", &profile("plain", &["/x r"]));
+        let mut cmd = env.command_except(&["sync", "--profiles", env.profiles.to_str().unwrap()], &["--parser"]);
+        cmd.env("APPARMOR_LOADER_PARSER", warning_parser(&env));
+        if garble {
+            cmd.env("GARBLE", "1");
+        }
+        let o = run_with_deadline(cmd);
+        let text = out(&o);
+        assert_eq!(o.status.code(), Some(1), "garble={garble}: {text}");
+        assert!(text.contains("profile uns: userns rules not enforced"), "garble={garble}: {text}");
+        assert!(!env.kernel.has("uns"), "garble={garble}: uns loaded without its rule: {text}");
+        assert!(env.kernel.has("bus") && env.kernel.has("plain"), "garble={garble}: {text}");
+        let compiles: Vec<Vec<String>> =
+            env.calls().into_iter().map(|c| c.argv).filter(|argv| argv.iter().any(|a| a == "-Q")).collect();
+        assert!(compiles.iter().all(|a| a.iter().any(|x| x == "-j1") && a.iter().any(|x| x == "--warn=rule-not-enforced")));
+        // Cut: the batch, then each file alone (the fake's singles do not garble: one file, one warning).
+        assert_eq!(compiles.len(), if garble { 4 } else { 1 }, "garble={garble}: {compiles:?}");
+    }
+}
