@@ -64,22 +64,22 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings, out: &mu
         Command::Run(_) => unreachable!("the agent is started by main, without the stdout lock"),
         Command::Sync(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::sync(&host, &r, out)),
         Command::Diff(args) => resolver.reconcile(args).map_err(Into::into).and_then(|r| commands::diff(&host, &r, out)),
-        Command::Check { paths, include_dir, features, json, strict_names, .. } => {
+        Command::Check { paths, include, features, json, strict_names, .. } => {
             let (paths, features, json, strict_names) = (paths.clone(), features.clone(), *json, *strict_names);
-            let include_dirs = resolver.include_dirs(include_dir);
+            let include_dirs = resolver.include_dirs(include);
             check::check(&host, &CheckArgs { paths, include_dirs, features, json, strict_names }, out)
         }
         Command::Status { json, .. } => commands::status(&host, *json, out),
         Command::Completions { .. } => unreachable!("answered before the config file is read"),
         Command::Unload { names, force, .. } => commands::unload(&host, names, *force, out, &mut std::io::stderr()),
-        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include_dir), out),
+        Command::AdmissionPolicy(args) => gating::admission_policy(&host, args, &resolver.include_dirs(&args.include), out),
         Command::ClearNodeFeatures(_) => gating::clear_node_features(&host, out),
         Command::Inspect { files, binary, complain, kernel, json, .. } => {
             let args = InspectArgs { files: files.clone(), binary: *binary, complain: *complain, kernel: *kernel, json: *json };
             inspect::inspect(&host, &args, out)
         }
         Command::Denials { profile, follow, json, all, audit, .. } => {
-            let a = resolver.audit(audit, &host.proc_dir)?;
+            let a = resolver.audit(audit, &host.proc_dir);
             let (follow, json, all) = (*follow, *json, *all);
             let (source, paths) = (a.source, a.paths);
             commands::denials(
@@ -88,15 +88,14 @@ fn dispatch(command: &Command, resolver: &Resolver, host: HostSettings, out: &mu
             )
         }
         Command::Suggest { profile, from, live: _, duration, collapse, json, trust_userspace, audit, .. } => {
-            resolver.audit(audit, &host.proc_dir).map_err(Into::into).and_then(|a| {
-                let input = if from.is_empty() {
-                    SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) }
-                } else {
-                    SuggestInput::Files(from.clone())
-                };
-                let (collapse, json, trust_userspace) = (*collapse, *json, *trust_userspace);
-                commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace }, out)
-            })
+            let a = resolver.audit(audit, &host.proc_dir);
+            let input = if from.is_empty() {
+                SuggestInput::Live { source: a.source, paths: a.paths, duration: duration.map(Into::into) }
+            } else {
+                SuggestInput::Files(from.clone())
+            };
+            let (collapse, json, trust_userspace) = (*collapse, *json, *trust_userspace);
+            commands::suggest(&SuggestArgs { profile: profile.clone(), input, collapse, json, trust_userspace }, out)
         }
     }
 }

@@ -7,15 +7,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use super::host_args::{CompileHostArgs, KernelArgs, LoadHostArgs, NodeFeaturesArgs, ParserArgs, ProcArgs, StateArgs};
+use super::values;
 use crate::audit::SourceSpec;
-use crate::defaults;
 use crate::kernel::DesiredMode;
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// Human-readable lines.
+    /// Human-readable lines; the default.
+    #[default]
     Plain,
     /// One JSON object per line, for cluster log pipelines.
     Json,
@@ -35,10 +36,12 @@ pub struct Cli {
 
 /// Flags every subcommand accepts; the host's paths and the parser are each subcommand's own
 /// ([`super::host_args`]).
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct GlobalArgs {
     /// YAML config file; every flag can be set there (snake_case keys). Flags and environment win.
     #[arg(long, global = true, env = "APPARMOR_LOADER_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// Log format [default: plain].
     #[arg(long, global = true, env = "APPARMOR_LOADER_LOG_FORMAT", value_enum)]
@@ -49,7 +52,8 @@ pub struct GlobalArgs {
 }
 
 /// Flags of the subcommands that reconcile a directory.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct ReconcileArgs {
     /// The directory of profile files (a ConfigMap volume, usually).
     #[arg(long, env = "APPARMOR_LOADER_PROFILES", value_name = "DIR")]
@@ -69,23 +73,37 @@ pub struct ReconcileArgs {
     /// Mode for profiles without an entry under `modes:` in the config file [default: enforce].
     #[arg(long, env = "APPARMOR_LOADER_DEFAULT_MODE", value_parser = desired_mode())]
     pub default_mode: Option<DesiredMode>,
+    /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
+    #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES")]
+    pub cache_size: Option<u64>,
+    /// `include <…>` search directories.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub include: IncludeArgs,
+    /// Kernel, parser, state and procfs.
+    #[command(flatten)]
+    #[serde(skip)]
+    pub host: LoadHostArgs,
+}
+
+/// `--include-dir`, for every subcommand that compiles a directory (`run`, `sync`, `diff`, `check`,
+/// `admission-policy`).
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
+pub struct IncludeArgs {
     /// Also look for `include <…>` files here, before parser.conf's and the base dir (e.g. a second
     /// ConfigMap of abstractions); repeatable, comma-separated in the environment. Passed to the parser as -I.
     #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
     pub include_dir: Vec<PathBuf>,
-    /// Size bound of the compiled-policy cache in the state dir, in bytes; 0 turns it off [default: 67108864].
-    #[arg(long, env = "APPARMOR_LOADER_CACHE_SIZE", value_name = "BYTES", value_parser = clap::value_parser!(u64).range(0..=defaults::MAX_CACHE_SIZE))]
-    pub cache_size: Option<u64>,
-    /// Kernel, parser, state and procfs.
-    #[command(flatten)]
-    pub host: LoadHostArgs,
 }
 
 /// Where AppArmor audit records are read from (`run`, `denials`, `suggest --live`).
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct AuditArgs {
     /// auto | kmsg | netlink | off | PATH of an audit log [default: auto: netlink, then /dev/kmsg or the audit log].
     #[arg(long, env = "APPARMOR_LOADER_AUDIT_SOURCE", value_name = "SOURCE")]
+    #[serde(deserialize_with = "values::parsed")]
     pub audit_source: Option<SourceSpec>,
     /// The kernel log device [default: /dev/kmsg].
     #[arg(long, env = "APPARMOR_LOADER_KMSG", value_name = "PATH")]
@@ -96,13 +114,16 @@ pub struct AuditArgs {
 }
 
 /// Flags of `run`.
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct RunArgs {
     /// Directory settings.
     #[command(flatten)]
+    #[serde(skip)]
     pub reconcile: ReconcileArgs,
     /// Audit record source.
     #[command(flatten)]
+    #[serde(skip)]
     pub audit: AuditArgs,
     /// How many recent denials GET /denials keeps [default: 1000].
     #[arg(long, env = "APPARMOR_LOADER_DENIALS_BUFFER", value_name = "N")]
@@ -110,12 +131,15 @@ pub struct RunArgs {
     /// HTTP address for /healthz, /readyz, /profiles, /metrics and /denials (repeatable; comma-separated in
     /// the environment) [default: 127.0.0.1:9741].
     #[arg(long, env = "APPARMOR_LOADER_LISTEN", value_name = "ADDR", value_delimiter = ',')]
+    #[serde(deserialize_with = "values::addresses")]
     pub listen: Vec<SocketAddr>,
     /// Full rescan period, the safety net behind file and kernel events [default: 60s].
     #[arg(long, env = "APPARMOR_LOADER_RESYNC_INTERVAL", value_name = "DURATION")]
+    #[serde(deserialize_with = "values::duration")]
     pub resync_interval: Option<humantime::Duration>,
     /// Wait this long for more file events before rescanning [default: 50ms].
     #[arg(long, env = "APPARMOR_LOADER_DEBOUNCE", value_name = "DURATION")]
+    #[serde(deserialize_with = "values::duration")]
     pub debounce: Option<humantime::Duration>,
     /// Remove the taint apparmor-loader.io/not-ready:NoSchedule from this node once every profile is
     /// loaded, put it back if one is lost (talks to the API server; needs --node-name and a token).
@@ -126,6 +150,7 @@ pub struct RunArgs {
     pub node_name: Option<String>,
     /// The NFD feature file.
     #[command(flatten)]
+    #[serde(skip)]
     pub node_features: NodeFeaturesArgs,
 }
 
@@ -138,9 +163,9 @@ pub struct AdmissionPolicyArgs {
     /// Also read subdirectories.
     #[arg(long)]
     pub recursive: bool,
-    /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
-    #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
-    pub include_dir: Vec<PathBuf>,
+    /// `include <…>` search directories.
+    #[command(flatten)]
+    pub include: IncludeArgs,
     /// Compile for this kernel feature set (a saved `apparmor/features`) [default: the running
     /// kernel's; on a host without AppArmor, /usr/share/apparmor-features/features].
     #[arg(long, value_name = "FILE")]
@@ -168,9 +193,9 @@ pub enum Command {
         /// Files or directories to check.
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
-        /// Also look for `include <…>` files here, as `run --include-dir` does (repeatable).
-        #[arg(long, env = "APPARMOR_LOADER_INCLUDE_DIR", value_name = "DIR", value_delimiter = ',')]
-        include_dir: Vec<PathBuf>,
+        /// `include <…>` search directories.
+        #[command(flatten)]
+        include: IncludeArgs,
         /// Compile against this kernel feature set instead of the running kernel's (a file as
         /// `aa-features-abi -x` writes it; the repo's features/ holds those of the kernels it
         /// tests), so a pipeline can check profiles for the nodes it deploys to.

@@ -1,71 +1,107 @@
-//! The YAML config file: every key optional, unknown keys refused.
+//! The YAML config file: the flag groups themselves, read from it (a key is a flag's name in
+//! snake_case), plus the per-profile `modes:` only the file can say. Unknown keys are refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
-use super::{ConfigError, LogFormat};
+use super::ConfigError;
+use super::args::{AuditArgs, GlobalArgs, IncludeArgs, ReconcileArgs, RunArgs};
+use super::host_args::{KernelArgs, NodeFeaturesArgs, ParserArgs, ProcArgs, StateArgs, TimeoutArgs};
+use super::values::keys;
 use crate::kernel::DesiredMode;
 
-/// The config file. Unknown keys are errors, so a typo never silently does nothing.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub(super) securityfs: Option<PathBuf>,
-    pub(super) parser: Option<PathBuf>,
-    pub(super) state_dir: Option<PathBuf>,
-    pub(super) proc: Option<PathBuf>,
-    pub(super) parser_timeout: Option<String>,
-    pub(super) parser_jobs: Option<u32>,
-    pub(super) log_format: Option<LogFormat>,
-    pub(super) log_level: Option<String>,
-    pub(super) profiles: Option<PathBuf>,
-    pub(super) recursive: Option<bool>,
-    pub(super) max_file_size: Option<u64>,
-    pub(super) adopt: Option<Vec<String>>,
-    pub(super) unload_removed: Option<bool>,
-    pub(super) default_mode: Option<DesiredMode>,
-    pub(super) include_dir: Option<Vec<PathBuf>>,
-    pub(super) cache_size: Option<u64>,
-    #[serde(default)]
+/// What only the config file sets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct FileOnly {
+    /// The mode of each named profile; the others get `default_mode`.
     pub(super) modes: BTreeMap<String, DesiredMode>,
-    pub(super) listen: Option<Listen>,
-    pub(super) resync_interval: Option<String>,
-    pub(super) debounce: Option<String>,
-    pub(super) audit_source: Option<String>,
-    pub(super) kmsg: Option<PathBuf>,
-    pub(super) audit_log: Option<PathBuf>,
-    pub(super) denials_buffer: Option<usize>,
-    pub(super) node_features_file: Option<PathBuf>,
-    pub(super) node_taint: Option<bool>,
-    pub(super) node_name: Option<String>,
 }
 
-/// `listen:` in the config file: one address, a comma-separated list, or a YAML list.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum Listen {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl Listen {
-    pub(super) fn addresses(&self) -> Vec<&str> {
-        match self {
-            Listen::One(s) => s.split(',').map(str::trim).collect(),
-            Listen::Many(v) => v.iter().map(|s| s.trim()).collect(),
+/// Declares the config file as the list of flag groups it layers under: each group is read from
+/// the whole file (taking the keys it knows), and the union of their keys is what the file may hold.
+macro_rules! sections {
+    ($($(#[$doc:meta])* $field:ident: $group:ty,)*) => {
+        /// The config file, read into the flag groups. An absent file is every group's default (no key set).
+        #[derive(Debug, Default)]
+        pub struct FileConfig {
+            /// The file, for messages; `None` without `--config`.
+            pub(super) path: Option<PathBuf>,
+            $($(#[$doc])* pub(super) $field: $group,)*
         }
-    }
+
+        impl FileConfig {
+            fn read(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+                Ok(FileConfig { path: Some(path.to_path_buf()), $($field: section(path, text)?,)* })
+            }
+
+            /// Every key the file may hold.
+            pub(super) fn known_keys() -> BTreeSet<&'static str> {
+                [$(keys::<$group>()),*].concat().into_iter().collect()
+            }
+        }
+    };
+}
+
+sections! {
+    /// `log_format`, `log_level`.
+    global: GlobalArgs,
+    /// The directory settings of `run`, `sync` and `diff`.
+    reconcile: ReconcileArgs,
+    /// `include_dir`, also read by `check` and `admission-policy`.
+    include: IncludeArgs,
+    /// The audit record source.
+    audit: AuditArgs,
+    /// `run`'s own settings.
+    run: RunArgs,
+    /// `securityfs`.
+    kernel: KernelArgs,
+    /// `parser`, `parser_jobs`.
+    parser: ParserArgs,
+    /// `parser_timeout`.
+    timeout: TimeoutArgs,
+    /// `state_dir`.
+    state: StateArgs,
+    /// `proc`.
+    proc: ProcArgs,
+    /// `node_features_file`.
+    node_features: NodeFeaturesArgs,
+    /// `modes`.
+    only: FileOnly,
 }
 
 impl FileConfig {
-    /// Reads and parses the config file.
+    /// Reads and checks the config file: every key known, every value of its flag's type.
     pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         if text.trim().is_empty() {
-            return Ok(FileConfig::default());
+            return Ok(FileConfig { path: Some(path.to_path_buf()), ..FileConfig::default() });
         }
-        serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+        check_keys(path, &text)?;
+        FileConfig::read(path, &text)
     }
+}
+
+/// Refuses a key no flag group reads, naming it and its line: a typo must not silently do nothing.
+fn check_keys(path: &Path, text: &str) -> Result<(), ConfigError> {
+    let parse_error = |e: serde_saphyr::Error| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() };
+    let entries: BTreeMap<String, serde_saphyr::Spanned<IgnoredAny>> = serde_saphyr::from_str(text).map_err(parse_error)?;
+    let known = FileConfig::known_keys();
+    match entries.into_iter().find(|(key, _)| !known.contains(key.as_str())) {
+        Some((key, value)) => Err(ConfigError::UnknownKey {
+            path: path.to_path_buf(),
+            key,
+            line: value.referenced.line(),
+            known: known.into_iter().collect::<Vec<_>>().join(", "),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// One flag group as the file sets it (keys of other groups are left to them).
+fn section<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ConfigError> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
 }

@@ -5,11 +5,14 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use serde::Deserialize;
 
 use super::args::{Cli, Command};
+use super::values;
 
 /// `--securityfs`: the subcommands that read the kernel's policy or features.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct KernelArgs {
     /// Where securityfs is mounted [default: /sys/kernel/security]. If its apparmor/ directory is missing
     /// and this is the default path, it is mounted (root only).
@@ -18,27 +21,31 @@ pub struct KernelArgs {
 }
 
 /// The parser and its compile jobs.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct ParserArgs {
     /// The AppArmor parser [default: apparmor_parser on PATH, then /sbin/apparmor_parser].
     #[arg(long, env = "APPARMOR_LOADER_PARSER", value_name = "PATH")]
     pub parser: Option<PathBuf>,
     /// Compile jobs per parser process (bounds its memory on many-core nodes; an AppArmor 4
     /// parser runs one, so that its warnings can be read) [default: 4].
-    #[arg(long, env = "APPARMOR_LOADER_PARSER_JOBS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    #[arg(long, env = "APPARMOR_LOADER_PARSER_JOBS", value_name = "N")]
     pub parser_jobs: Option<u32>,
 }
 
 /// The parser's deadline, for the subcommands whose parser calls have one.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct TimeoutArgs {
     /// Kill a parser process that runs longer than this per file it compiles (at most 20 times this) [default: 30s].
     #[arg(long, env = "APPARMOR_LOADER_PARSER_TIMEOUT", value_name = "DURATION")]
+    #[serde(deserialize_with = "values::duration")]
     pub parser_timeout: Option<humantime::Duration>,
 }
 
 /// `--state-dir`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct StateArgs {
     /// Where ownership is recorded (state.json) and compiled policy cached [default: /var/lib/apparmor-loader].
     #[arg(long, env = "APPARMOR_LOADER_STATE_DIR", value_name = "DIR")]
@@ -46,7 +53,8 @@ pub struct StateArgs {
 }
 
 /// `--proc`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct ProcArgs {
     /// procfs: tasks still confined by a profile before it is removed, and the pods of denials [default: /proc].
     #[arg(long, env = "APPARMOR_LOADER_PROC", value_name = "DIR")]
@@ -54,7 +62,8 @@ pub struct ProcArgs {
 }
 
 /// `--node-features-file`.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(default)]
 pub struct NodeFeaturesArgs {
     /// Node Feature Discovery local feature file: node labels for the loaded profiles, written after
     /// every sync when its directory exists [default: /etc/kubernetes/node-feature-discovery/features.d/apparmor-loader].
@@ -98,63 +107,33 @@ pub struct CompileHostArgs {
     pub timeout: TimeoutArgs,
 }
 
-/// The host flags one invocation was given: `None` where its subcommand has no such flag, so the
-/// config file or the default applies.
+/// The host flag groups of one invocation: a group its subcommand does not have is left empty,
+/// so the config file or the default applies.
 #[derive(Debug, Clone, Default)]
 pub struct HostFlags {
-    /// `--securityfs`.
-    pub securityfs: Option<PathBuf>,
-    /// `--parser`.
-    pub parser: Option<PathBuf>,
-    /// `--parser-jobs`.
-    pub parser_jobs: Option<u32>,
-    /// `--parser-timeout`.
-    pub parser_timeout: Option<humantime::Duration>,
-    /// `--state-dir`.
-    pub state_dir: Option<PathBuf>,
-    /// `--proc`.
-    pub proc: Option<PathBuf>,
-    /// `--node-features-file`.
-    pub node_features_file: Option<PathBuf>,
+    #[allow(missing_docs)]
+    pub kernel: KernelArgs,
+    #[allow(missing_docs)]
+    pub parser: ParserArgs,
+    #[allow(missing_docs)]
+    pub timeout: TimeoutArgs,
+    #[allow(missing_docs)]
+    pub state: StateArgs,
+    #[allow(missing_docs)]
+    pub proc: ProcArgs,
+    #[allow(missing_docs)]
+    pub node_features: NodeFeaturesArgs,
 }
 
 impl HostFlags {
-    fn kernel(mut self, a: &KernelArgs) -> Self {
-        self.securityfs = a.securityfs.clone();
-        self
+    fn load(a: &LoadHostArgs) -> Self {
+        let LoadHostArgs { kernel, parser, timeout, state, proc } = a.clone();
+        HostFlags { kernel, parser, timeout, state, proc, ..Default::default() }
     }
 
-    fn parser(mut self, a: &ParserArgs) -> Self {
-        (self.parser, self.parser_jobs) = (a.parser.clone(), a.parser_jobs);
-        self
-    }
-
-    fn timeout(mut self, a: &TimeoutArgs) -> Self {
-        self.parser_timeout = a.parser_timeout;
-        self
-    }
-
-    fn state(mut self, a: &StateArgs) -> Self {
-        self.state_dir = a.state_dir.clone();
-        self
-    }
-
-    fn proc(mut self, a: &ProcArgs) -> Self {
-        self.proc = a.proc.clone();
-        self
-    }
-
-    fn load(self, a: &LoadHostArgs) -> Self {
-        self.kernel(&a.kernel).parser(&a.parser).timeout(&a.timeout).state(&a.state).proc(&a.proc)
-    }
-
-    fn compile(self, a: &CompileHostArgs) -> Self {
-        self.kernel(&a.kernel).parser(&a.parser).timeout(&a.timeout)
-    }
-
-    fn node_features(mut self, a: &NodeFeaturesArgs) -> Self {
-        self.node_features_file = a.node_features_file.clone();
-        self
+    fn compile(a: &CompileHostArgs) -> Self {
+        let CompileHostArgs { kernel, parser, timeout } = a.clone();
+        HostFlags { kernel, parser, timeout, ..Default::default() }
     }
 }
 
@@ -163,15 +142,17 @@ impl Cli {
     pub fn host_flags(&self) -> HostFlags {
         let none = HostFlags::default();
         match &self.command {
-            Command::Run(a) => none.load(&a.reconcile.host).node_features(&a.node_features),
-            Command::Sync(a) | Command::Diff(a) => none.load(&a.host),
-            Command::Unload { host, .. } => none.load(host),
-            Command::Check { host, .. } => none.compile(host),
-            Command::AdmissionPolicy(a) => none.compile(&a.host),
-            Command::Status { kernel, state, .. } => none.kernel(kernel).state(state),
-            Command::Inspect { securityfs, parser, .. } => none.kernel(securityfs).parser(parser),
-            Command::Denials { proc, .. } | Command::Suggest { proc, .. } => none.proc(proc),
-            Command::ClearNodeFeatures(a) => none.node_features(a),
+            Command::Run(a) => HostFlags { node_features: a.node_features.clone(), ..HostFlags::load(&a.reconcile.host) },
+            Command::Sync(a) | Command::Diff(a) => HostFlags::load(&a.host),
+            Command::Unload { host, .. } => HostFlags::load(host),
+            Command::Check { host, .. } => HostFlags::compile(host),
+            Command::AdmissionPolicy(a) => HostFlags::compile(&a.host),
+            Command::Status { kernel, state, .. } => HostFlags { kernel: kernel.clone(), state: state.clone(), ..none },
+            Command::Inspect { securityfs, parser, .. } => {
+                HostFlags { kernel: securityfs.clone(), parser: parser.clone(), ..none }
+            }
+            Command::Denials { proc, .. } | Command::Suggest { proc, .. } => HostFlags { proc: proc.clone(), ..none },
+            Command::ClearNodeFeatures(a) => HostFlags { node_features: a.clone(), ..none },
             Command::Completions { .. } => none,
         }
     }

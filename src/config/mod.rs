@@ -14,90 +14,71 @@ mod args;
 mod check;
 mod file;
 mod host_args;
+mod values;
 
-pub use args::{AdmissionPolicyArgs, AuditArgs, Cli, Command, GlobalArgs, LogFormat, ReconcileArgs, RunArgs};
+pub use args::{AdmissionPolicyArgs, AuditArgs, Cli, Command, GlobalArgs, IncludeArgs, LogFormat, ReconcileArgs, RunArgs};
 pub use file::FileConfig;
 pub use host_args::{
     CompileHostArgs, HostFlags, KernelArgs, LoadHostArgs, NodeFeaturesArgs, ParserArgs, ProcArgs, StateArgs, TimeoutArgs,
 };
 
-/// A settings problem; the message names the file or flag.
+/// A settings problem; the message names the file (and line, where the YAML reader gives one) or the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The config file cannot be read.
     #[error("cannot read the config file {}", path.display())]
     Read {
-        /// The file.
+        /// The `--config` path.
         path: PathBuf,
-        /// The I/O error.
+        /// Why it cannot be read.
         #[source]
         source: std::io::Error,
     },
-    /// The config file is not valid (the message has the line and column).
+    /// The config file is not YAML, or a value is not of its flag's type.
     #[error("invalid config file {}: {message}", path.display())]
     Parse {
-        /// The file.
+        /// The `--config` path.
         path: PathBuf,
-        /// The YAML error with its location.
+        /// The YAML reader's message, with the line and column.
         message: String,
     },
-    /// A duration in the config file does not parse.
-    #[error("invalid config file {}: {key}: {value:?} is not a duration like 500ms, 30s or 1m", path.display())]
-    Duration {
-        /// The file.
+    /// A key of the config file is no flag's name: a typo must not silently do nothing.
+    #[error("invalid config file {}: unknown key {key:?} at line {line}; the keys are the flags' names in snake_case: {known}", path.display())]
+    UnknownKey {
+        /// The `--config` path.
         path: PathBuf,
-        /// The key.
-        key: &'static str,
-        /// The value.
-        value: String,
+        /// The key as written.
+        key: String,
+        /// Its line, counted from 1.
+        line: u64,
+        /// Every key the file may hold, comma-separated.
+        known: String,
     },
-    /// A duration or size is outside what the agent can work with (zero, usually).
+    /// A duration, size or count is outside what the agent can work with (zero, usually).
     #[error("{origin}: {key} = {value} is out of range: {why}")]
     Range {
-        /// `--flag` or the config file's path.
+        /// `--flag` or `config file PATH`, whichever gave the value.
         origin: String,
-        /// The key.
+        /// The setting's config-file key.
         key: &'static str,
-        /// The value as given.
+        /// The value as a person would write it (`0s`, `0`).
         value: String,
-        /// What is allowed.
+        /// The allowed range, in words.
         why: &'static str,
     },
     /// The log filter does not parse.
     #[error("{origin}: log_level {value:?} is not a log filter like info, debug or apparmor_loader=debug: {message}")]
     LogLevel {
-        /// `--log-level` or the config file's path.
+        /// `--log-level` or `config file PATH`.
         origin: String,
-        /// The value.
+        /// The filter as given.
         value: String,
-        /// The parser's complaint.
+        /// What is wrong with it.
         message: String,
     },
     /// `--profiles` is missing.
     #[error("no profiles directory: pass --profiles DIR, set APPARMOR_LOADER_PROFILES or `profiles:` in the config file")]
     NoProfiles,
-    /// `cache_size` is beyond any sensible bound.
-    #[error("cache_size {value} is larger than the {} bytes allowed", defaults::MAX_CACHE_SIZE)]
-    CacheSize {
-        /// The value given.
-        value: u64,
-    },
-    /// `audit_source` in the config file does not parse.
-    #[error("invalid config file {}: audit_source: {message}", path.display())]
-    AuditSource {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
-    /// `listen` in the config file is not a list of socket addresses.
-    #[error("invalid config file {}: listen: {value:?} is not an address like 127.0.0.1:9741 or [::1]:9741", path.display())]
-    Listen {
-        /// The file.
-        path: PathBuf,
-        /// The value.
-        value: String,
-    },
     /// `--node-taint` without a node name.
     #[error(
         "--node-taint needs this node's name: pass --node-name, set APPARMOR_LOADER_NODE_NAME (the downward API's spec.nodeName) or `node_name:` in the config file"
@@ -106,9 +87,9 @@ pub enum ConfigError {
     /// An `--adopt` glob does not parse.
     #[error("invalid --adopt glob {glob:?}")]
     Glob {
-        /// The glob.
+        /// The glob as given (all of them, comma-joined, when the set fails to build).
         glob: String,
-        /// The error.
+        /// The glob compiler's complaint.
         #[source]
         source: globset::Error,
     },
@@ -238,154 +219,127 @@ pub struct RunSettings {
 }
 
 /// Merges flags (which already include the environment) over the config file over defaults.
+/// A flag and its file key are one field of one flag group ([`args`], [`host_args`]); this is
+/// where the defaults of [`defaults`] and the range checks ([`check`]) apply.
 pub struct Resolver {
     file: FileConfig,
-    path: Option<PathBuf>,
 }
 
 impl Resolver {
     /// Loads the config file named by `--config`, if any.
     pub fn new(config: Option<&Path>) -> Result<Resolver, ConfigError> {
         let file = config.map(FileConfig::load).transpose()?.unwrap_or_default();
-        Ok(Resolver { file, path: config.map(Path::to_path_buf) })
+        Ok(Resolver { file })
     }
 
     /// Host settings.
     pub fn host(&self, cli: &Cli) -> Result<HostSettings, ConfigError> {
-        let f = &self.file;
-        let (g, h) = (&cli.global, &cli.host_flags());
-        let securityfs = h.securityfs.clone().or_else(|| f.securityfs.clone()).unwrap_or_else(|| defaults::SECURITYFS.into());
+        let (g, h, f) = (&cli.global, cli.host_flags(), &self.file);
+        let securityfs =
+            h.kernel.securityfs.or_else(|| f.kernel.securityfs.clone()).unwrap_or_else(|| defaults::SECURITYFS.into());
+        let parser = h.parser.parser.or_else(|| f.parser.parser.clone());
+        let state_dir = h.state.state_dir.or_else(|| f.state.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into());
+        let jobs = check::PARSER_JOBS_RANGE;
         Ok(HostSettings {
             securityfs_is_default: securityfs == Path::new(defaults::SECURITYFS),
             securityfs,
-            parser: h
-                .parser
-                .clone()
-                .or_else(|| f.parser.clone())
-                .map(|p| if p.components().count() > 1 { anchored(p) } else { p }),
-            state_dir: anchored(
-                h.state_dir.clone().or_else(|| f.state_dir.clone()).unwrap_or_else(|| defaults::STATE_DIR.into()),
-            ),
-            proc_dir: h.proc.clone().or_else(|| f.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
+            parser: parser.map(|p| if p.components().count() > 1 { anchored(p) } else { p }),
+            state_dir: anchored(state_dir),
+            proc_dir: h.proc.proc.or_else(|| f.proc.proc.clone()).unwrap_or_else(|| defaults::PROC.into()),
             parser_timeout: self.duration(
-                h.parser_timeout,
+                h.timeout.parser_timeout,
                 "parser_timeout",
-                &f.parser_timeout,
+                f.timeout.parser_timeout,
                 defaults::PARSER_TIMEOUT,
                 check::PARSER_TIMEOUT_RANGE,
             )?,
-            parser_jobs: h.parser_jobs.or(f.parser_jobs).unwrap_or(defaults::PARSER_JOBS),
-            log_format: g.log_format.or(f.log_format).unwrap_or(LogFormat::Plain),
+            parser_jobs: self.within(h.parser.parser_jobs, "parser_jobs", f.parser.parser_jobs, defaults::PARSER_JOBS, jobs)?,
+            log_format: g.log_format.or(f.global.log_format).unwrap_or(LogFormat::Plain),
             log_level: self.log_level(g.log_level.as_ref())?,
             node_features_file: h
+                .node_features
                 .node_features_file
-                .clone()
-                .or_else(|| f.node_features_file.clone())
+                .or_else(|| f.node_features.node_features_file.clone())
                 .unwrap_or_else(|| defaults::NFD_FEATURES_FILE.into()),
         })
     }
 
     /// Audit source settings; `proc_dir` is the resolved `--proc`.
-    pub fn audit(&self, a: &AuditArgs, proc_dir: &Path) -> Result<AuditSettings, ConfigError> {
-        let f = &self.file;
-        let source = match (&a.audit_source, &f.audit_source) {
-            (Some(s), _) => s.clone(),
-            (None, Some(s)) => {
-                s.parse().map_err(|message| ConfigError::AuditSource { path: self.path.clone().unwrap_or_default(), message })?
-            }
-            (None, None) => SourceSpec::Auto,
-        };
+    pub fn audit(&self, a: &AuditArgs, proc_dir: &Path) -> AuditSettings {
+        let f = &self.file.audit;
         let paths = SourcePaths {
             kmsg: a.kmsg.clone().or_else(|| f.kmsg.clone()).unwrap_or_else(|| defaults::DEV_KMSG.into()),
             audit_log: a.audit_log.clone().or_else(|| f.audit_log.clone()).unwrap_or_else(|| defaults::AUDIT_LOG.into()),
             proc_root: proc_dir.to_path_buf(),
         };
-        Ok(AuditSettings { source, paths })
+        AuditSettings { source: a.audit_source.clone().or_else(|| f.audit_source.clone()).unwrap_or_default(), paths }
     }
 
     /// Directory settings.
     pub fn reconcile(&self, a: &ReconcileArgs) -> Result<ReconcileSettings, ConfigError> {
-        let f = &self.file;
+        let f = &self.file.reconcile;
+        let size = check::MAX_FILE_SIZE_RANGE;
         Ok(ReconcileSettings {
             profiles: a.profiles.clone().or_else(|| f.profiles.clone()).ok_or(ConfigError::NoProfiles)?,
-            recursive: a.recursive || f.recursive.unwrap_or(false),
-            max_file_size: self.at_least(
-                a.max_file_size,
-                "max_file_size",
-                f.max_file_size,
-                defaults::MAX_FILE_SIZE,
-                (1, "a profile file holds at least one byte"),
-            )?,
-            adopt: if a.adopt.is_empty() { f.adopt.clone().unwrap_or_default() } else { a.adopt.clone() },
-            unload_removed: a.unload_removed || f.unload_removed.unwrap_or(false),
-            default_mode: a.default_mode.or(f.default_mode).unwrap_or(DesiredMode::Enforce),
-            modes: f.modes.clone(),
-            include_dirs: self.include_dirs(&a.include_dir),
-            cache_size: match a.cache_size.or(f.cache_size).unwrap_or(defaults::CACHE_SIZE) {
-                n if n > defaults::MAX_CACHE_SIZE => return Err(ConfigError::CacheSize { value: n }),
-                n => n,
-            },
+            recursive: a.recursive || f.recursive,
+            max_file_size: self.within(a.max_file_size, "max_file_size", f.max_file_size, defaults::MAX_FILE_SIZE, size)?,
+            adopt: either(&a.adopt, &f.adopt),
+            unload_removed: a.unload_removed || f.unload_removed,
+            default_mode: a.default_mode.or(f.default_mode).unwrap_or_default(),
+            modes: self.file.only.modes.clone(),
+            include_dirs: self.include_dirs(&a.include),
+            cache_size: self.within(a.cache_size, "cache_size", f.cache_size, defaults::CACHE_SIZE, check::CACHE_SIZE_RANGE)?,
         })
     }
 
-    /// The extra include directories (`run`, `sync`, `diff`, `check`): the flag's, else the file's;
-    /// made absolute, since the parser runs inside the profiles directory.
-    pub fn include_dirs(&self, flag: &[PathBuf]) -> Vec<PathBuf> {
-        let dirs = if flag.is_empty() { self.file.include_dir.clone().unwrap_or_default() } else { flag.to_vec() };
-        dirs.into_iter().map(anchored).collect()
-    }
-
-    /// The listen addresses: the flag's, else the file's, else the default.
-    fn listen(&self, flag: &[SocketAddr]) -> Result<Vec<SocketAddr>, ConfigError> {
-        if !flag.is_empty() {
-            return Ok(flag.to_vec());
-        }
-        let Some(listen) = &self.file.listen else { return Ok(vec![defaults::LISTEN.parse().expect("valid default")]) };
-        let parsed = listen.addresses().into_iter().map(|a| {
-            a.parse().map_err(|_| ConfigError::Listen { path: self.path.clone().unwrap_or_default(), value: a.to_owned() })
-        });
-        let addrs = parsed.collect::<Result<Vec<SocketAddr>, _>>()?;
-        if addrs.is_empty() {
-            return Err(ConfigError::Listen { path: self.path.clone().unwrap_or_default(), value: String::new() });
-        }
-        Ok(addrs)
+    /// The extra include directories (`run`, `sync`, `diff`, `check`, `admission-policy`): the
+    /// flag's, else the file's; made absolute, since the parser runs inside the profiles directory.
+    pub fn include_dirs(&self, flag: &IncludeArgs) -> Vec<PathBuf> {
+        either(&flag.include_dir, &self.file.include.include_dir).into_iter().map(anchored).collect()
     }
 
     /// `run` settings.
     pub fn run(&self, a: &RunArgs, host: &HostSettings) -> Result<RunSettings, ConfigError> {
-        let f = &self.file;
+        let f = &self.file.run;
+        let denials = check::DENIALS_BUFFER_RANGE;
+        let default_listen = || vec![defaults::LISTEN.parse().expect("valid default")];
         Ok(RunSettings {
             reconcile: self.reconcile(&a.reconcile)?,
-            audit: self.audit(&a.audit, &host.proc_dir)?,
-            denials_buffer: self.at_least(
+            audit: self.audit(&a.audit, &host.proc_dir),
+            denials_buffer: self.within(
                 a.denials_buffer,
                 "denials_buffer",
                 f.denials_buffer,
                 defaults::DENIALS_BUFFER,
-                (1, "GET /denials needs room for at least one record"),
+                denials,
             )?,
-            listen: self.listen(&a.listen)?,
+            listen: Some(either(&a.listen, &f.listen)).filter(|l| !l.is_empty()).unwrap_or_else(default_listen),
             resync_interval: self.duration(
                 a.resync_interval,
                 "resync_interval",
-                &f.resync_interval,
+                f.resync_interval,
                 defaults::RESYNC_INTERVAL,
                 check::RESYNC_RANGE,
             )?,
-            debounce: self.duration(a.debounce, "debounce", &f.debounce, defaults::DEBOUNCE, check::DEBOUNCE_RANGE)?,
+            debounce: self.duration(a.debounce, "debounce", f.debounce, defaults::DEBOUNCE, check::DEBOUNCE_RANGE)?,
             node_taint: self.node_taint(a)?,
         })
     }
 
     /// `--node-taint`: off unless asked for; then this node's name, which it cannot do without.
     fn node_taint(&self, a: &RunArgs) -> Result<Option<String>, ConfigError> {
-        let f = &self.file;
-        if !(a.node_taint || f.node_taint.unwrap_or(false)) {
+        let f = &self.file.run;
+        if !(a.node_taint || f.node_taint) {
             return Ok(None);
         }
         let name = a.node_name.clone().or_else(|| f.node_name.clone()).filter(|n| !n.is_empty());
         name.map(Some).ok_or(ConfigError::NoNodeName)
     }
+}
+
+/// A list flag's values, else the file's: a list given on the command line replaces the file's.
+fn either<T: Clone>(flag: &[T], file: &[T]) -> Vec<T> {
+    if flag.is_empty() { file.to_vec() } else { flag.to_vec() }
 }
 
 /// `path` made absolute against the current directory. The parser runs inside the profiles

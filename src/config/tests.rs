@@ -36,18 +36,77 @@ fn flags_win_over_file_which_wins_over_defaults() {
 fn config_errors_name_the_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("bad.yaml");
-    std::fs::write(&path, "profiles: /p\nresync_intervall: 5s\n").unwrap();
-    let err = Resolver::new(Some(&path)).err().unwrap().to_string();
-    assert!(err.contains("bad.yaml") && err.contains("resync_intervall"), "{err}");
-    assert!(err.contains('2'), "line number: {err}");
-    std::fs::write(&path, "debounce: soon\n").unwrap();
+    let load_error = |yaml: &str| {
+        std::fs::write(&path, yaml).unwrap();
+        Resolver::new(Some(&path)).err().map(|e| e.to_string()).unwrap_or_else(|| panic!("{yaml:?} was accepted"))
+    };
+    let err = load_error("profiles: /p\nresync_intervall: 5s\n");
+    assert!(err.contains("bad.yaml") && err.contains("\"resync_intervall\" at line 2"), "{err}");
+    // `config` is a flag, but naming another config file from one would be a loop, not a setting.
+    assert!(load_error("config: /etc/other.yaml\n").contains("unknown key \"config\""));
+    // Every value is checked when the file is read, whichever subcommand reads it.
+    let cases = [
+        ("debounce: soon\n", "line 1 column 11: \"soon\" is not a duration"),
+        ("profiles: /p\nparser_timeout: 5\n", "line 2"),
+        ("audit_source: \"\"\n", "empty audit source"),
+        ("listen: []\n", "at least one address"),
+        ("parser_jobs: many\n", "line 1"),
+        ("modes: {x: loud}\n", "line 1"),
+        ("adopt: web-*\n", "line 1"),
+        ("profiles: [a, b]\n", "line 1"),
+    ];
+    for (yaml, want) in cases {
+        let err = load_error(yaml);
+        assert!(err.contains("bad.yaml") && err.contains(want), "{yaml:?}: {err}");
+    }
+}
+
+/// The keys the file may hold are exactly the flags of the groups it layers under, plus `modes`.
+#[test]
+fn every_layered_flag_is_a_key_and_nothing_else_is() {
+    let d = tempfile::tempdir().unwrap();
+    let path = d.path().join("config.yaml");
+    let yaml = "securityfs: /s\nparser: p\nstate_dir: /st\nproc: /pr\nparser_timeout: 1s\nparser_jobs: 2\nlog_format: json\n\
+                log_level: debug\nprofiles: /p\nrecursive: true\nmax_file_size: 9\nadopt: [a]\nunload_removed: true\n\
+                default_mode: complain\ninclude_dir: [/i]\ncache_size: 0\nmodes: {}\nlisten: 127.0.0.1:1\n\
+                resync_interval: 2s\ndebounce: 0s\naudit_source: off\nkmsg: /k\naudit_log: /a\ndenials_buffer: 3\n\
+                node_features_file: /n\nnode_taint: true\nnode_name: n1\n";
+    let keys: Vec<&str> = yaml.lines().map(|l| l.split(':').next().unwrap().trim()).collect();
+    assert_eq!(
+        file::FileConfig::known_keys().into_iter().collect::<Vec<_>>(),
+        keys.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>()
+    );
+    std::fs::write(&path, yaml).unwrap();
     let r = Resolver::new(Some(&path)).unwrap();
-    let c = cli(&["run", "--profiles", "/p"]);
-    let Command::Run(args) = &c.command else { panic!() };
+    let c = cli(&["run", "--config", path.to_str().unwrap()]);
+    let Command::Run(a) = &c.command else { panic!() };
     let host = r.host(&c).unwrap();
-    assert!(r.run(args, &host).unwrap_err().to_string().contains("debounce"));
-    std::fs::write(&path, "modes: {x: loud}\n").unwrap();
-    assert!(Resolver::new(Some(&path)).is_err());
+    let run = r.run(a, &host).unwrap();
+    assert_eq!((host.securityfs.to_str(), host.parser.as_deref(), host.parser_jobs), (Some("/s"), Some(Path::new("p")), 2));
+    assert_eq!((host.state_dir.to_str(), host.proc_dir.to_str()), (Some("/st"), Some("/pr")));
+    assert_eq!(
+        (host.parser_timeout, host.log_format, host.log_level.as_str()),
+        (Duration::from_secs(1), LogFormat::Json, "debug")
+    );
+    assert_eq!(host.node_features_file, Path::new("/n"));
+    let rc = &run.reconcile;
+    assert_eq!(
+        (rc.profiles.to_str(), rc.recursive, rc.max_file_size, rc.adopt.as_slice()),
+        (Some("/p"), true, 9, &["a".to_string()][..])
+    );
+    assert_eq!(
+        (rc.unload_removed, rc.default_mode, rc.include_dirs.as_slice(), rc.cache_size),
+        (true, DesiredMode::Complain, &[PathBuf::from("/i")][..], 0)
+    );
+    assert_eq!(
+        (run.listen.len(), run.resync_interval, run.debounce, run.denials_buffer),
+        (1, Duration::from_secs(2), Duration::ZERO, 3)
+    );
+    assert_eq!(
+        (&run.audit.source, run.audit.paths.kmsg.to_str(), run.audit.paths.audit_log.to_str()),
+        (&SourceSpec::Off, Some("/k"), Some("/a"))
+    );
+    assert_eq!(run.node_taint.as_deref(), Some("n1"));
 }
 
 #[test]
@@ -91,7 +150,7 @@ fn out_of_range_values_are_refused_naming_their_origin() {
         let Command::Run(a) = &c.command else { panic!() };
         r.run(a, &r.host(&c)?)
     };
-    let cases: [(&str, &[&str], &str); 9] = [
+    let cases: [(&str, &[&str], &str); 12] = [
         ("", &["--resync-interval", "0s"], "--resync-interval: resync_interval = 0s"),
         ("resync_interval: 0s\n", &[], "config.yaml: resync_interval = 0s"),
         ("", &["--parser-timeout", "0s"], "--parser-timeout: parser_timeout = 0s"),
@@ -99,6 +158,9 @@ fn out_of_range_values_are_refused_naming_their_origin() {
         ("debounce: 2h\n", &[], "config.yaml: debounce = 2h"),
         ("", &["--max-file-size", "0"], "--max-file-size: max_file_size = 0"),
         ("denials_buffer: 0\n", &[], "config.yaml: denials_buffer = 0"),
+        ("parser_jobs: 0\n", &[], "config.yaml: parser_jobs = 0"),
+        ("", &["--parser-jobs", "65"], "--parser-jobs: parser_jobs = 65"),
+        ("cache_size: 17179869185\n", &[], "config.yaml: cache_size = 17179869185"),
         ("", &["--log-level", "garbage"], "--log-level: log_level \"garbage\""),
         ("log_level: \"a=b=c\"\n", &[], "config.yaml: log_level"),
     ];
@@ -158,6 +220,6 @@ fn include_dirs_and_cache_size_come_from_flags_or_the_file() {
     let r = Resolver::new(Some(&path)).unwrap();
     let Command::Sync(a) = &cli(&["sync"]).command else { panic!() };
     assert!(r.reconcile(a).unwrap_err().to_string().contains("cache_size"));
-    let Command::Check { include_dir, .. } = &cli(&["check", "f", "--include-dir", "/z"]).command else { panic!() };
-    assert_eq!(r.include_dirs(include_dir), vec![PathBuf::from("/z")]);
+    let Command::Check { include, .. } = &cli(&["check", "f", "--include-dir", "/z"]).command else { panic!() };
+    assert_eq!(r.include_dirs(include), vec![PathBuf::from("/z")]);
 }

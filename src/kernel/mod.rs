@@ -38,10 +38,11 @@ pub use host::{CheckJob, HostKernel, parser_major};
 pub use process::{InFlight, resolve_parser};
 
 /// The mode the agent loads a file in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DesiredMode {
-    /// Load normally (the file's own flags apply).
+    /// Load normally (the file's own flags apply); the default.
+    #[default]
     Enforce,
     /// Compile with `apparmor_parser -C`: violations are logged, not denied.
     Complain,
