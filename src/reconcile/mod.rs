@@ -335,4 +335,6 @@ pub fn now() -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
