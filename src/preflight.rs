@@ -24,9 +24,9 @@ pub enum EnvironmentError {
     /// Mounting securityfs failed.
     #[error("securityfs is not mounted at {} and mounting it failed ({source}); run as root with CAP_SYS_ADMIN, or mount the host's /sys/kernel/security into the container", path.display())]
     Mount {
-        /// The mount point.
+        /// The default securityfs path; a mount is only tried there, never at a `--securityfs`.
         path: PathBuf,
-        /// The errno.
+        /// What mount(2) returned, typically `EPERM` without `CAP_SYS_ADMIN`.
         source: nix::Error,
     },
     /// No parser binary.
@@ -40,9 +40,9 @@ pub enum EnvironmentError {
     /// The parser does not run.
     #[error("the AppArmor parser {} does not run: {source}; reinstall the `apparmor` package or pass a working --parser", parser.display())]
     ParserBroken {
-        /// The binary.
+        /// The parser as resolved from `--parser` or `PATH`.
         parser: PathBuf,
-        /// Why.
+        /// How `parser -V` failed: it did not start, timed out, or exited non-zero.
         source: kernel::KernelError,
     },
 }

@@ -16,9 +16,10 @@ use sha2::{Digest, Sha256};
 /// How to read the directory.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
-    /// Descend into subdirectories.
+    /// `--recursive`: descend into subdirectories, at most 16 levels deep; otherwise they are
+    /// skipped.
     pub recursive: bool,
-    /// Larger files are rejected.
+    /// `--max-file-size`, in bytes: a larger file is rejected, naming the limit, not read.
     pub max_file_size: u64,
 }
 
@@ -48,7 +49,7 @@ pub enum ScanEntry {
     Rejected {
         /// Relative path, as for [`SourceFile::key`].
         key: String,
-        /// Why it was rejected.
+        /// A whole message that starts with the path concerned, e.g. `DIR/x: not UTF-8 text (…)`.
         reason: String,
     },
 }
@@ -57,9 +58,10 @@ pub enum ScanEntry {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read the profiles directory {}", path.display())]
 pub struct ScanError {
-    /// The directory.
+    /// The profiles directory as given (not resolved), also when the read that failed was of
+    /// one of its subdirectories.
     pub path: PathBuf,
-    /// The I/O error.
+    /// Why resolving or listing it failed.
     #[source]
     pub source: std::io::Error,
 }

@@ -21,15 +21,16 @@ use tokio_util::sync::CancellationToken;
 /// Settings of a [`Monitor`].
 #[derive(Debug, Clone)]
 pub struct MonitorConfig {
-    /// `--audit-source`.
+    /// `--audit-source`; with `off` no monitor thread is started at all.
     pub source: SourceSpec,
     /// Host paths (kmsg, audit log, procfs).
     pub paths: SourcePaths,
     /// How the source reads (the monitor forces `follow`).
     pub read: ReadOptions,
-    /// Records kept for `/denials`.
+    /// `--denials-buffer`: records `/denials` keeps before forgetting the oldest, in each of the
+    /// two rings (kernel-made records, and userspace-reported ones kept apart).
     pub ring_capacity: usize,
-    /// Denial logging limits.
+    /// Rate limits of the denial log lines, applied to each of the two rings' records apart.
     pub limiter: LimiterConfig,
     /// Attribute records to containers/pods via `<proc_root>/<pid>/cgroup`.
     pub resolve_containers: bool,
@@ -77,9 +78,9 @@ pub struct SourceStatus {
 /// What `GET /denials` returns: the source's state and the matching records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DenialsResponse {
-    /// The source's state.
+    /// The source's state when the request was answered.
     pub source: SourceStatus,
-    /// The records.
+    /// The matching records and the paging fields, flattened into the top-level object.
     #[serde(flatten)]
     pub snapshot: Snapshot,
 }

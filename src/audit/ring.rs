@@ -102,7 +102,8 @@ pub struct Snapshot {
     pub records: Vec<StoredRecord>,
     /// Records stored since start (including those the ring has already forgotten).
     pub total: u64,
-    /// The ring's capacity.
+    /// How many records the ring holds at most (`--denials-buffer`): `total` beyond it means
+    /// older records were forgotten.
     pub capacity: usize,
     /// The cursor for the next request (`after=`): the last record of a full page, else the newest
     /// record the ring holds, so polling with it returns only what this answer did not cover.

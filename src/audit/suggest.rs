@@ -33,11 +33,11 @@ pub struct SuggestOptions {
 /// How many records of each origin are behind a rule (or an input).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Support {
-    /// Made by the kernel.
+    /// Records of [`Origin::Kernel`]: provably the kernel's.
     pub kernel: u64,
     /// From lines whose writer cannot be shown.
     pub unproven: u64,
-    /// Reported by a process.
+    /// Records of [`Origin::Userspace`]: a process's claim, such as a USER_AVC.
     pub userspace: u64,
 }
 
@@ -57,7 +57,7 @@ impl Support {
         self.userspace += o.userspace;
     }
 
-    /// All records.
+    /// Records of all three origins together.
     pub fn total(&self) -> u64 {
         self.kernel + self.unproven + self.userspace
     }
@@ -112,7 +112,7 @@ pub struct Suggestion {
 pub struct Skipped {
     /// Why (e.g. `operation="mount" has no rule generator`).
     pub reason: String,
-    /// How many records.
+    /// How many records were left out for this reason: at least 1.
     pub count: u64,
 }
 

@@ -27,7 +27,8 @@ pub enum CliError {
     Read {
         /// The file given to `--from`.
         path: std::path::PathBuf,
-        /// Why.
+        /// The I/O error; a directory, a file over [`saved::MAX_SAVED_LOG`] and an interrupted
+        /// read are reported as one too.
         #[source]
         source: io::Error,
     },
@@ -48,9 +49,10 @@ pub struct DenialsArgs {
     pub json: bool,
     /// Include records other than denials and complain-mode allowances (AUDIT, STATUS).
     pub all: bool,
-    /// `--audit-source`.
+    /// `--audit-source`: `auto`, `kmsg`, `netlink` or a file; `off` is refused with
+    /// [`CliError::SourceOff`].
     pub source: SourceSpec,
-    /// Host paths.
+    /// Where `/dev/kmsg`, the `auto` fallback audit log and `/proc` are on this host.
     pub paths: SourcePaths,
     /// Attribute records to pods (reads `<proc>/<pid>/cgroup`).
     pub resolve_containers: bool,
@@ -142,9 +144,9 @@ pub enum SuggestInput {
     Files(Vec<PathBuf>),
     /// `--live`: read the configured source until stopped or for `duration`.
     Live {
-        /// `--audit-source`.
+        /// `--audit-source`, as for [`DenialsArgs::source`].
         source: SourceSpec,
-        /// Host paths.
+        /// Where `/dev/kmsg`, the `auto` fallback audit log and `/proc` are on this host.
         paths: SourcePaths,
         /// Stop by itself after this long (otherwise at SIGINT).
         duration: Option<Duration>,

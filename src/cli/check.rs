@@ -218,13 +218,12 @@ impl Drop for Scratch {
 mod tests {
     use super::*;
     use crate::cli::tests::{fake_parser, host, written};
+    use crate::reconcile::testing::profile_files;
 
     /// A good file `web` and a file `bad` with a rule on line 2 that lacks its comma.
     fn good_and_bad(dir: &Path) -> (PathBuf, PathBuf) {
-        let (good, bad) = (dir.join("web"), dir.join("bad"));
-        std::fs::write(&good, "profile web {\n  /srv/** r,\n}\n").unwrap();
-        std::fs::write(&bad, "profile bad {\n  /x r\n}\n").unwrap();
-        (good, bad)
+        let files = profile_files(dir, &[("web", "profile web {\n  /srv/** r,\n}\n"), ("bad", "profile bad {\n  /x r\n}\n")]);
+        (files[0].clone(), files[1].clone())
     }
 
     #[test]
@@ -273,9 +272,7 @@ mod tests {
     fn a_directory_with_one_profile_in_two_files_fails_both() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("profiles");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("web"), "profile web {\n}\n").unwrap();
-        std::fs::write(dir.join("web-copy"), "profile web {\n  /srv/** r,\n}\n").unwrap();
+        profile_files(&dir, &[("web", "profile web {\n}\n"), ("web-copy", "profile web {\n  /srv/** r,\n}\n")]);
         let args = CheckArgs { paths: vec![dir.clone()], ..CheckArgs::default() };
         let mut out = Vec::new();
         assert_eq!(check(&host(tmp.path(), Some(fake_parser())), &args, &mut out).unwrap(), Verdict::Failures);

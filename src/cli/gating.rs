@@ -53,6 +53,7 @@ mod tests {
     use super::*;
     use crate::cli::tests::{fake_parser, host, written};
     use crate::config::{Cli, Command};
+    use crate::reconcile::testing::profile_files;
 
     #[test]
     fn clear_node_features_says_whether_the_file_was_there() {
@@ -83,9 +84,7 @@ mod tests {
     fn admission_policy_goes_to_the_writer_or_to_the_output_file() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("profiles");
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join("sites"), "profile web {\n}\nprofile api {\n}\n").unwrap();
-        std::fs::write(dir.join("db"), "profile db {\n}\n").unwrap();
+        profile_files(&dir, &[("sites", "profile web {\n}\nprofile api {\n}\n"), ("db", "profile db {\n}\n")]);
         let host = host(tmp.path(), Some(fake_parser()));
         let shown = dir.display().to_string();
         let mut out = Vec::new();

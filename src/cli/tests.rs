@@ -1,19 +1,13 @@
 //! The one-shot subcommands of `mod.rs` on the recording fake kernel, their output read back from
 //! the writer they were given; and the host settings the submodules' tests share.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
 use super::*;
 use crate::config::LogFormat;
-use crate::kernel::DesiredMode;
 use crate::kernel::fake::{Call, FakeKernel};
-use crate::reconcile::Settings;
-use crate::reconcile::plan::Policy;
-use crate::scan::ScanOptions;
+use crate::reconcile::testing::{World, sha};
 
 /// Host settings with every path under `root` (nothing there yet) and `parser` as `--parser`.
 pub(crate) fn host(root: &Path, parser: Option<PathBuf>) -> HostSettings {
@@ -45,59 +39,9 @@ pub(crate) fn written(out: Vec<u8>) -> String {
     String::from_utf8(out).expect("UTF-8 output")
 }
 
-/// A profiles directory, a state directory and a /proc without processes, for a fake kernel.
-struct World {
-    dir: tempfile::TempDir,
-    state_dir: tempfile::TempDir,
-    proc_dir: tempfile::TempDir,
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            dir: tempfile::tempdir().unwrap(),
-            state_dir: tempfile::tempdir().unwrap(),
-            proc_dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Writes a profile file; the fake kernel compiles it to `defines`, or fails it when empty.
-    fn write(&self, kernel: &FakeKernel, name: &str, content: &str, defines: &[&str]) {
-        fs::write(self.dir.path().join(name), content).unwrap();
-        if !defines.is_empty() {
-            kernel.define(&crate::scan::hex(&sha2::Sha256::digest(content.as_bytes())), defines);
-        }
-    }
-
-    fn store(&self) -> StateStore {
-        StateStore::new(self.state_dir.path())
-    }
-
-    fn reconciler(&self, kernel: FakeKernel) -> Reconciler<FakeKernel> {
-        let settings = Settings {
-            profiles_dir: self.dir.path().to_path_buf(),
-            scan: ScanOptions { recursive: false, max_file_size: 1024 },
-            policy: Policy {
-                adopt: globset::GlobSet::empty(),
-                unload_removed: true,
-                default_mode: DesiredMode::Enforce,
-                modes: BTreeMap::new(),
-            },
-            proc_dir: self.proc_dir.path().to_path_buf(),
-            search: crate::reconcile::identity::SearchPath { dirs: Vec::new(), cwd: self.dir.path().to_path_buf() },
-            include_dirs: Vec::new(),
-            toolchain: "fake".into(),
-            cache: crate::kernel::cache::PolicyCache::new(self.state_dir.path().join("cache"), 0),
-        };
-        Reconciler::new(kernel, self.store(), settings).unwrap()
-    }
-
-    /// A task under the fake /proc confined by `label`.
-    fn confine(&self, pid: u32, label: &str) {
-        let attr = self.proc_dir.path().join(format!("{pid}/task/{pid}/attr"));
-        fs::create_dir_all(&attr).unwrap();
-        fs::write(attr.join("current"), format!("{label}\n")).unwrap();
-    }
+/// The subcommands' reconciler: [`World::settings`] as they are, removed files unloaded.
+fn reconciler(w: &World, kernel: FakeKernel) -> Reconciler<FakeKernel> {
+    w.reconciler_with(kernel, w.settings(true))
 }
 
 /// A good file `web`, a file `broken` that does not compile, and a foreign `docker-default`.
@@ -107,7 +51,7 @@ fn web_broken_and_foreign() -> (World, Reconciler<FakeKernel>) {
     w.write(&k, "web", "profile web {}", &["web"]);
     w.write(&k, "broken", "profile broken {", &[]);
     k.preload("docker-default");
-    let r = w.reconciler(k);
+    let r = reconciler(&w, k);
     (w, r)
 }
 
@@ -142,7 +86,7 @@ fn a_second_diff_has_nothing_to_change_and_a_second_sync_nothing_to_do() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "web", "profile web {}", &["web"]);
-    let mut r = w.reconciler(k);
+    let mut r = reconciler(&w, k);
     assert_eq!(sync_on(&mut r, &mut Vec::new()).unwrap(), Verdict::Ok);
     let mut out = Vec::new();
     assert_eq!(diff_on(&mut r, &mut out).unwrap(), Verdict::Ok);
@@ -157,7 +101,7 @@ fn a_removed_file_shows_as_an_unload_in_diff_and_sync() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "web", "profile web {}", &["web"]);
-    let mut r = w.reconciler(k);
+    let mut r = reconciler(&w, k);
     sync_on(&mut r, &mut Vec::new()).unwrap();
     fs::remove_file(w.dir.path().join("web")).unwrap();
     let mut out = Vec::new();
@@ -191,8 +135,7 @@ fn status_tells_managed_from_foreign_in_text_and_json() {
     assert_eq!((&rows[0]["managed"], &rows[0]["state"], &rows[0]["file"]), (&false.into(), &"foreign".into(), &().into()));
     assert_eq!(rows[1]["name"], "web");
     assert_eq!((&rows[1]["managed"], &rows[1]["state"], &rows[1]["file"]), (&true.into(), &"loaded".into(), &"web".into()));
-    let sha = crate::scan::hex(&sha2::Sha256::digest(b"profile web {}"));
-    assert_eq!(rows[1]["sha256"], sha.as_str());
+    assert_eq!(rows[1]["sha256"], sha("profile web {}").as_str());
     assert!(rows[1]["loaded_at"].is_string() && rows[0]["loaded_at"].is_null(), "{rows:?}");
 }
 
@@ -214,7 +157,7 @@ fn unload_removes_what_it_may_and_refuses_the_rest_on_the_error_writer() {
     w.write(&k, "web", "profile web {}", &["web"]);
     w.write(&k, "api", "profile api {}", &["api"]);
     k.preload("docker-default");
-    let mut r = w.reconciler(k);
+    let mut r = reconciler(&w, k);
     sync_on(&mut r, &mut Vec::new()).unwrap();
     r.kernel().take_calls();
     w.confine(42, "api (enforce)");
@@ -259,7 +202,7 @@ fn unload_saves_the_state_even_when_its_output_fails() {
     let k = FakeKernel::default();
     w.write(&k, "web", "profile web {}", &["web"]);
     w.write(&k, "api", "profile api {}", &["api"]);
-    let mut r = w.reconciler(k);
+    let mut r = reconciler(&w, k);
     sync_on(&mut r, &mut Vec::new()).unwrap();
     let names = vec!["web".to_string(), "api".to_string()];
     let request = UnloadRequest { names: &names, force: false, proc_dir: w.proc_dir.path() };

@@ -20,11 +20,10 @@ const HEADER: &str = "# AppArmor profiles apparmor-loader has loaded on this nod
 #[derive(Debug, thiserror::Error)]
 #[error("cannot {what} the node feature file {}", path.display())]
 pub struct FeatureFileError {
-    /// What was attempted.
+    /// `write` or `remove`: the verb of the message.
     what: &'static str,
-    /// The file.
+    /// The feature file, also when what failed was its temp file `.NAME.tmp` beside it.
     path: PathBuf,
-    /// The I/O error.
     #[source]
     source: std::io::Error,
 }

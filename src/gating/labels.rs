@@ -47,14 +47,15 @@ pub fn label_name(profile: &str) -> String {
 pub enum Renamed {
     /// Labelled under its hash.
     Hashed {
-        /// The profile.
+        /// The profile's full name, which is not a valid label name (over 63 characters, or a
+        /// character such as `/` a label cannot hold).
         profile: String,
-        /// Its label name.
+        /// `sha256-` and the first 32 hex digits of the name's SHA-256.
         label: String,
     },
     /// Not labelled: its hash collides with another profile's label name.
     Skipped {
-        /// The profile.
+        /// The profile's full name, not a valid label name.
         profile: String,
         /// The label name it would take.
         label: String,
@@ -64,7 +65,8 @@ pub enum Renamed {
 /// The labels of a node, in the order they are written: the summary first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeLabels {
-    /// `(key, value)` pairs.
+    /// `(key, value)` pairs: [`ALL_LOADED`] with `true`/`false`, then one key under
+    /// [`PROFILE_PREFIX`] per label name, sorted, with the kernel mode (`loaded` when unknown).
     pub labels: Vec<(String, String)>,
     /// Profiles whose names were hashed or skipped.
     pub renamed: Vec<Renamed>,

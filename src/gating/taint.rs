@@ -137,9 +137,9 @@ pub enum TaintError {
     Request {
         /// GET or PATCH.
         method: &'static str,
-        /// The node.
+        /// The agent's own node, named by the downward API: the only node it reads or patches.
         node: String,
-        /// The API error.
+        /// The API error; a 409 or 422 on the patch is a conflict, retried, never this.
         #[source]
         source: kube::Error,
     },

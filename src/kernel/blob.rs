@@ -124,7 +124,7 @@ pub enum BlobError {
     UnknownType {
         /// The type byte's offset.
         offset: usize,
-        /// The byte.
+        /// The byte found, outside the known [`code`]s `0..=12`.
         code: u8,
     },
     /// A header's version word names an ABI no kernel takes.
@@ -132,7 +132,7 @@ pub enum BlobError {
     Version {
         /// Where the version entry starts.
         offset: usize,
-        /// The whole version word.
+        /// The whole version word: the ABI in its low bits, flags such as force-complain above.
         version: u32,
     },
     /// The flags struct names a mode the kernel does not know.
@@ -140,7 +140,8 @@ pub enum BlobError {
     Mode {
         /// Where the mode word's entry starts.
         offset: usize,
-        /// The packed mode.
+        /// The second word of the flags struct, outside the known `0..=4` (enforce, complain,
+        /// kill, unconfined, user).
         mode: u32,
     },
     /// An empty profile or namespace name.
@@ -177,7 +178,7 @@ pub enum BlobError {
     Rename {
         /// Where the profile entry starts.
         offset: usize,
-        /// The profile.
+        /// The renaming profile's name, without its namespace.
         name: String,
         /// The profile it would replace.
         target: String,
@@ -189,7 +190,7 @@ pub enum BlobError {
         offset: usize,
         /// The namespace of the earlier profiles (`None`: the loader's own).
         first: Option<String>,
-        /// The later profile's namespace.
+        /// The later profile's namespace (`None`: the loader's own).
         second: Option<String>,
     },
     /// A child whose parent this blob does not define (see [`check_self_contained`]).
@@ -197,9 +198,9 @@ pub enum BlobError {
     Orphan {
         /// Where the child's entry starts.
         offset: usize,
-        /// The child.
+        /// The child's full name, `parent//child`.
         name: String,
-        /// The missing ancestor.
+        /// Its outermost ancestor the blob does not define: `a` for `a//b//c` when `a` is missing.
         parent: String,
     },
     /// One name defined twice in a blob (see [`check_self_contained`]).
@@ -207,7 +208,7 @@ pub enum BlobError {
     Duplicate {
         /// Where the second definition starts.
         offset: usize,
-        /// The name.
+        /// The full name defined twice, children as `parent//child`.
         name: String,
     },
 }

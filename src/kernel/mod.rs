@@ -64,36 +64,39 @@ pub enum KernelError {
     /// securityfs could not be read.
     #[error("cannot read {}", path.display())]
     Read {
-        /// The file or directory.
+        /// securityfs's `profiles` listing, a directory of its `policy/profiles` hash tree, or the
+        /// policy file `check` had the parser write.
         path: PathBuf,
-        /// The I/O error.
+        /// Why reading failed; a missing hash directory is not an error (kernels without policy
+        /// hashing have none).
         #[source]
         source: std::io::Error,
     },
     /// The kernel listing did not parse.
     #[error("unexpected content in {}", path.display())]
     Listing {
-        /// The listing file.
+        /// securityfs's `profiles` file, `<apparmor dir>/profiles`.
         path: PathBuf,
-        /// What was wrong.
+        /// The first line that did not parse, and its number.
         #[source]
         source: ListingError,
     },
     /// The parser could not be started.
     #[error("cannot run the AppArmor parser {}", parser.display())]
     Spawn {
-        /// The parser binary.
+        /// The parser as resolved: `--parser`, or `apparmor_parser` found on `PATH`.
         parser: PathBuf,
-        /// The I/O error.
+        /// Why `spawn` failed, typically a missing or non-executable binary.
         #[source]
         source: std::io::Error,
     },
     /// The parser ran longer than the timeout and was killed.
     #[error("{} timed out after {} ({what}) and was killed; raise --parser-timeout if the profile is just large", parser.display(), humantime::format_duration(*timeout))]
     Timeout {
-        /// The parser binary.
+        /// The parser as resolved, as for [`KernelError::Spawn`].
         parser: PathBuf,
-        /// The limit.
+        /// How long the parser ran before its whole process group was killed: `--parser-timeout`,
+        /// times the number of files (at most 20) for a batched compile.
         timeout: Duration,
         /// What it was doing, naming the file(s).
         what: String,
@@ -110,7 +113,8 @@ pub enum KernelError {
     /// The parser's output for a file is not valid binary policy.
     #[error("{}: the parser wrote policy the agent cannot read", file.display())]
     BadPolicy {
-        /// The source file.
+        /// The profile file the policy was compiled from, as the user knows it
+        /// ([`SourceFile::shown`]), not the parser's output file.
         file: PathBuf,
         /// What is wrong with it.
         #[source]
@@ -119,15 +123,17 @@ pub enum KernelError {
     /// The kernel refused a compiled file.
     #[error("{}: the kernel refused the policy ({what})", file.display())]
     LoadRefused {
-        /// The source file.
+        /// The profile file as the user knows it ([`SourceFile::shown`]); for a refused removal,
+        /// the profile's name.
         file: PathBuf,
-        /// The kernel's answer.
+        /// The error of the write to securityfs, or the parser's stderr with its scratch file's
+        /// path replaced by `<policy>`.
         what: String,
     },
     /// A new load found one of its profiles already in the kernel.
     #[error("{}: a profile of this file appeared in the kernel just before loading it; it was left untouched", file.display())]
     Exists {
-        /// The source file.
+        /// The profile file as the user knows it ([`SourceFile::shown`]).
         file: PathBuf,
     },
     /// A profile name cannot be expressed safely in a removal request.
@@ -136,9 +142,10 @@ pub enum KernelError {
     /// A file the agent needs for a parser call could not be written.
     #[error("cannot write {}", path.display())]
     Scratch {
-        /// The file.
+        /// The scratch directory in the state directory, or a staging directory or file in it.
         path: PathBuf,
-        /// The I/O error.
+        /// Why it could not be created or written; scratch files are always created new, so a
+        /// leftover one with the same name fails too.
         #[source]
         source: std::io::Error,
     },
@@ -231,14 +238,16 @@ pub enum ParserOp {
     Compile,
     /// `-B`: load binary policy (only where the agent cannot write securityfs itself).
     Load,
-    /// `-R`.
+    /// `-R`: remove the profile a stub file names (only where the agent cannot write securityfs
+    /// itself).
     Remove,
-    /// `-Q -K`, `-V`.
+    /// `-Q -K`: compile one file without loading it, for `check`; also `-V`, the version probe.
     Check,
 }
 
 impl ParserOp {
-    /// Metric label.
+    /// The `operation` label of the parser duration histogram: `compile`, `load`, `remove` or
+    /// `check`.
     pub fn as_str(self) -> &'static str {
         match self {
             ParserOp::Compile => "compile",

@@ -92,13 +92,14 @@ impl InFlight {
 
 /// One parser invocation.
 pub struct Invocation<'a> {
-    /// The parser binary.
+    /// The parser as resolved by [`resolve_parser`]; run directly, never through a shell.
     pub parser: &'a Path,
     /// Its arguments (never through a shell).
     pub args: Vec<OsString>,
     /// Its working directory (quoted relative includes resolve against it).
     pub cwd: Option<&'a Path>,
-    /// The deadline.
+    /// How long the parser may run before its process group is killed: `--parser-timeout`, or a
+    /// multiple of it for a batched compile.
     pub timeout: Duration,
     /// What it is doing, naming the file(s), for messages.
     pub what: String,

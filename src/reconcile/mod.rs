@@ -44,7 +44,7 @@ pub struct Settings {
     /// The parser's version, its configuration and the kernel's feature set: part of every
     /// identity, so policy compiled by another parser or for another kernel is never reused.
     pub toolchain: String,
-    /// Compiled policy by identity.
+    /// Compiled policy kept across restarts, looked up by [`SourceFile::identity`].
     pub cache: PolicyCache,
 }
 
@@ -66,9 +66,10 @@ pub enum SyncError {
     /// procfs could not be scanned for confined processes.
     #[error("cannot scan {} for confined processes", path.display())]
     Proc {
-        /// The proc directory.
+        /// [`Settings::proc_dir`]: scanned only when the plan would unload a profile.
         path: PathBuf,
-        /// The I/O error.
+        /// Why listing it, a process's tasks or a task's label failed: a label that cannot be
+        /// read is an error, never taken as "unused".
         #[source]
         source: std::io::Error,
     },
@@ -77,7 +78,8 @@ pub enum SyncError {
 /// Operations carried out, for metrics and exit codes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    /// (operation, success) → count.
+    /// How many of each operation succeeded (`true`) or failed (`false`); a pair never tried is
+    /// absent rather than 0. A file that did not compile counts as its failed load or replace.
     pub ops: BTreeMap<(Operation, bool), u64>,
     /// Files reloaded because the kernel lost or changed them.
     pub drift_repairs: u64,
@@ -104,9 +106,9 @@ impl Counts {
 pub struct Outcome {
     /// What the sync ended with: a load that failed shows as `stale` or `failed`.
     pub plan: Plan,
-    /// What was done.
+    /// The operations this sync tried, by result.
     pub counts: Counts,
-    /// The state afterwards.
+    /// Every file and profile as the kernel showed them after the sync acted.
     pub report: Report,
     /// The ownership record could not be written: the agent must not claim readiness.
     pub state_error: Option<String>,
@@ -124,7 +126,7 @@ impl Outcome {
 /// compiled policy of those that are to be loaded.
 #[derive(Debug, Clone, Default)]
 pub struct Planned {
-    /// The decisions.
+    /// What a sync would do now, per file and per removal; nothing of it has been done yet.
     pub plan: Plan,
     /// Top-level kernel profiles before acting.
     pub observed: BTreeMap<String, Observed>,
@@ -334,5 +336,7 @@ pub fn now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+#[cfg(test)]
+pub(crate) mod testing;
 #[cfg(test)]
 mod tests;

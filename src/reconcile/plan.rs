@@ -18,14 +18,14 @@ use crate::scan::SourceFile;
 pub enum FileInput {
     /// Read and named by the parser.
     Ready {
-        /// The file.
+        /// The scanned file, its [`SourceFile::identity`] already covering its includes.
         file: SourceFile,
         /// Top-level profile names it defines, as the parser compiled them.
         names: Vec<String>,
     },
     /// Unusable now: rejected by the scan or rejected by the parser.
     Broken {
-        /// Key of the file.
+        /// Path relative to the profiles directory, as [`SourceFile::key`].
         key: String,
         /// The error, naming the file (and line where the parser gave one).
         error: String,
@@ -35,7 +35,7 @@ pub enum FileInput {
 /// A top-level profile in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
-    /// Mode from the listing.
+    /// The mode the kernel's `profiles` listing shows in parentheses: `enforce`, `complain`, …
     pub mode: String,
     /// The kernel's hash of the loaded policy, where securityfs exposes it (SHA-1, or SHA-256
     /// on Linux 6.8 and later).
@@ -70,9 +70,10 @@ impl Policy {
 pub enum Why {
     /// Never loaded by the agent.
     New,
-    /// Its content changed.
+    /// What it compiles from (content, includes, toolchain) differs from what the agent loaded,
+    /// or it now defines a profile it did not define then.
     Changed,
-    /// The configured mode changed.
+    /// The mode it is to be loaded in ([`Policy::file_mode`]) is not the one it was loaded in.
     ModeChanged,
     /// The kernel lost it or has another version than the one the agent loaded.
     Drift,
@@ -112,15 +113,16 @@ impl Operation {
 pub enum FileAction {
     /// Load: none of its profiles is in the kernel.
     Load {
-        /// Why.
+        /// What makes the load necessary; [`Why::Drift`] when the kernel lost the profiles.
         why: Why,
     },
     /// Replace: some of its profiles are in the kernel.
     Replace {
-        /// Why.
+        /// What makes the replace necessary.
         why: Why,
     },
-    /// Nothing to do.
+    /// Nothing to do: the agent loaded this identity in this mode, and the kernel still shows
+    /// what it loaded.
     Unchanged,
     /// Not loaded, on purpose; nothing in the kernel is touched.
     Refuse {
@@ -153,13 +155,13 @@ impl FileAction {
 /// The plan for one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FilePlan {
-    /// Key of the file.
+    /// Path relative to the profiles directory, as [`SourceFile::key`].
     pub file: String,
     /// Top-level names it defines (for a broken file: those of its last good version).
     pub names: Vec<String>,
     /// Mode it is loaded in.
     pub mode: DesiredMode,
-    /// The decision.
+    /// What happens to it; serialized flat, as an `action` field beside the others.
     #[serde(flatten)]
     pub action: FileAction,
 }
@@ -181,11 +183,12 @@ pub enum RemovalAction {
 /// The plan for one owned profile whose file no longer defines it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Removal {
-    /// Profile name.
+    /// Top-level profile name, as the ownership record holds it.
     pub name: String,
-    /// The file that defined it.
+    /// Key of the file that defined it, from the ownership record.
     pub file: String,
-    /// The decision.
+    /// Decided by whether the kernel still has it, `--unload-removed` and the in-use scan, in
+    /// that order.
     pub action: RemovalAction,
 }
 

@@ -32,7 +32,7 @@ pub enum ItemState {
 }
 
 impl ItemState {
-    /// Every state, for metrics.
+    /// Every state, so that metrics and [`Report::counts`] show a 0 for the states no profile is in.
     pub const ALL: [ItemState; 8] = [
         ItemState::Loaded,
         ItemState::Stale,
@@ -76,9 +76,11 @@ pub struct ProfileReport {
     pub name: String,
     /// Mode from the kernel listing; `null` when not in the kernel.
     pub mode: Option<String>,
-    /// State.
+    /// For a profile a file defines, that file's state; `orphaned` or `in-use` once its file is
+    /// gone; `foreign` for a kernel profile the agent does not own.
     pub state: ItemState,
-    /// Source file key.
+    /// Key of the file the ownership record says loaded it; for a refused profile, the file that
+    /// wanted the name; `null` when the agent never loaded it (foreign, or a first load failed).
     pub file: Option<String>,
     /// sha256 of the loaded content.
     pub sha256: Option<String>,
@@ -104,9 +106,10 @@ pub fn short_digest(sha256: &str) -> &str {
 /// One file in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileReport {
-    /// File key.
+    /// Path relative to the profiles directory ([`SourceFile::key`](crate::scan::SourceFile::key)).
     pub file: String,
-    /// State.
+    /// `loaded`, `stale`, `failed` or `refused`, as the sync left it; `include` for a file other
+    /// files include.
     pub state: ItemState,
     /// The error, naming the file.
     pub error: Option<String>,

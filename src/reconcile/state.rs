@@ -73,7 +73,8 @@ impl Pending {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// Format version.
+    /// The on-disk format: files of formats 1 to 3 are read; a loaded state is always set to 3,
+    /// the only format [`StateStore::save`] writes.
     pub version: u32,
     /// Owned profiles by top-level name.
     #[serde(default)]
@@ -109,16 +110,16 @@ pub enum StateError {
     /// The file exists but cannot be read.
     #[error("cannot read the state file {}", path.display())]
     Read {
-        /// The state file.
+        /// `state.json` in the state directory (`--state-dir`).
         path: PathBuf,
-        /// The I/O error.
+        /// Any error but "not found": a missing file is a first start, an empty state.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid state JSON.
     #[error("the state file {} is corrupt (move it away to start over; loaded profiles then count as foreign until adopted)", path.display())]
     Corrupt {
-        /// The state file.
+        /// `state.json` in the state directory: the file to move away to start over.
         path: PathBuf,
         /// The JSON error (with line and column).
         #[source]
@@ -127,23 +128,24 @@ pub enum StateError {
     /// The file was written by a newer (or unknown) version of the agent.
     #[error("the state file {} has format version {found}, which this agent (format {FORMAT_VERSION}) does not understand; run the newer agent, or move the file away to start over", path.display())]
     Version {
-        /// The state file.
+        /// `state.json` in the state directory.
         path: PathBuf,
-        /// The version it declares.
+        /// Its `version` field: 0, or above this build's format.
         found: u32,
     },
     /// The new state could not be written.
     #[error("cannot write the state file {}", path.display())]
     Write {
-        /// The state file.
+        /// `state.json` in the state directory, also when what failed was its temp file
+        /// `state.json.tmp` or the fsync of the directory.
         path: PathBuf,
-        /// The I/O error.
+        /// Why the step failed; up to the rename the old state file is untouched.
         #[source]
         source: std::io::Error,
     },
 }
 
-/// Where the state lives.
+/// The state file, `<state dir>/state.json`: loads it, and saves it atomically.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     path: PathBuf,

@@ -1,65 +1,26 @@
-use std::collections::BTreeMap;
 use std::fs;
 
-use sha2::Digest;
-
-use super::plan::Policy;
 use super::state::{Owned, Pending};
+use super::testing::{World, sha};
 use super::*;
 use crate::kernel::fake::{Call, FakeKernel};
 use crate::kernel::{DesiredMode, LoadKind};
 
-struct World {
-    dir: tempfile::TempDir,
-    state_dir: tempfile::TempDir,
-    proc_dir: tempfile::TempDir,
+/// This file's reconciler: [`World::settings`] plus adoption of `host-*` and a `base` include
+/// directory (absent) on the search path.
+fn reconciler(w: &World, kernel: FakeKernel, unload_removed: bool) -> Reconciler<FakeKernel> {
+    let mut settings = w.settings(unload_removed);
+    let mut adopt = globset::GlobSetBuilder::new();
+    adopt.add(globset::Glob::new("host-*").unwrap());
+    settings.policy.adopt = adopt.build().unwrap();
+    settings.search.dirs = vec![w.dir.path().join("base")];
+    w.reconciler_with(kernel, settings)
 }
 
-fn sha(content: &str) -> String {
-    scan::hex(&sha2::Sha256::digest(content.as_bytes()))
-}
-
-impl World {
-    fn new() -> World {
-        World {
-            dir: tempfile::tempdir().unwrap(),
-            state_dir: tempfile::tempdir().unwrap(),
-            proc_dir: tempfile::tempdir().unwrap(),
-        }
-    }
-    /// Writes a file and declares what it compiles to.
-    fn write(&self, kernel: &FakeKernel, name: &str, content: &str, defines: &[&str]) {
-        fs::write(self.dir.path().join(name), content).unwrap();
-        kernel.define(&sha(content), defines);
-    }
-    fn reconciler(&self, kernel: FakeKernel, unload_removed: bool) -> Reconciler<FakeKernel> {
-        let mut adopt = globset::GlobSetBuilder::new();
-        adopt.add(globset::Glob::new("host-*").unwrap());
-        let settings = Settings {
-            profiles_dir: self.dir.path().to_path_buf(),
-            scan: ScanOptions { recursive: false, max_file_size: 1024 },
-            policy: Policy {
-                adopt: adopt.build().unwrap(),
-                unload_removed,
-                default_mode: DesiredMode::Enforce,
-                modes: BTreeMap::new(),
-            },
-            proc_dir: self.proc_dir.path().to_path_buf(),
-            search: crate::reconcile::identity::SearchPath {
-                dirs: vec![self.dir.path().join("base")],
-                cwd: self.dir.path().to_path_buf(),
-            },
-            include_dirs: Vec::new(),
-            toolchain: "fake".into(),
-            cache: crate::kernel::cache::PolicyCache::new(self.state_dir.path().join("cache"), 0),
-        };
-        Reconciler::new(kernel, StateStore::new(self.state_dir.path()), settings).unwrap()
-    }
-    /// A fresh reconciler (a restarted agent) on the same kernel.
-    fn restart(&self, r: Reconciler<FakeKernel>, unload_removed: bool) -> Reconciler<FakeKernel> {
-        let inner = r.kernel.0.into_inner().unwrap();
-        self.reconciler(FakeKernel(std::sync::Mutex::new(inner)), unload_removed)
-    }
+/// A fresh reconciler (a restarted agent) on the same kernel.
+fn restart(w: &World, r: Reconciler<FakeKernel>, unload_removed: bool) -> Reconciler<FakeKernel> {
+    let inner = r.kernel.0.into_inner().unwrap();
+    reconciler(w, FakeKernel(std::sync::Mutex::new(inner)), unload_removed)
 }
 
 fn state_of(outcome: &Outcome, file: &str) -> ItemState {
@@ -81,7 +42,7 @@ fn cold_start_compiles_once_then_restart_does_nothing() {
     w.write(&k, "a", "profile a {}", &["a"]);
     w.write(&k, "b", "profile b {}", &["b"]);
     k.preload("docker-default");
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(r.kernel().take_calls(), vec![compile(&["a", "b"]), load("a"), load("b")]);
     assert_eq!(out.counts.get(Operation::Load, true), 2);
@@ -91,7 +52,7 @@ fn cold_start_compiles_once_then_restart_does_nothing() {
     assert!(r.state().pending.is_empty());
 
     // Same kernel, fresh process: the state file says we own a and b; nothing to do.
-    let mut r2 = w.restart(r, false);
+    let mut r2 = restart(&w, r, false);
     let out = r2.sync().unwrap();
     assert_eq!(r2.kernel().take_calls(), vec![]);
     assert!(out.counts.ops.is_empty());
@@ -105,7 +66,7 @@ fn one_changed_file_costs_one_compile_and_one_load() {
     for i in 0..50 {
         w.write(&k, &format!("p{i}"), &format!("profile p{i} {{}}"), &[&format!("p{i}")]);
     }
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.sync().unwrap();
     r.kernel().take_calls();
     w.write(r.kernel(), "p7", "profile p7 { /x r, }", &["p7"]);
@@ -123,7 +84,7 @@ fn a_disguised_foreign_name_is_refused_before_any_load() {
     k.preload("docker-default");
     w.write(&k, "innocent", "profile \"\\x64ocker-default\" {}", &["docker-default"]);
     w.write(&k, "sneaky", "profile ok {\n  include <abstractions/closes-and-reopens>\n}", &["ok", "docker-default"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(r.kernel().take_calls(), vec![compile(&["innocent", "sneaky"])], "compiled, never loaded");
     assert_eq!(state_of(&out, "innocent"), ItemState::Refused);
@@ -139,7 +100,7 @@ fn bad_edit_keeps_last_good_and_other_files_go_on() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "a", "profile a {}", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.sync().unwrap();
     // New content the fake cannot compile: a syntax error.
     fs::write(w.dir.path().join("a"), "profile a { broken").unwrap();
@@ -174,7 +135,7 @@ fn a_load_the_kernel_does_not_show_is_failed_and_not_owned() {
     let content = "profile quiet {}";
     w.write(&k, "quiet", content, &["quiet"]);
     k.0.lock().unwrap().silently_ignore.insert(sha(content));
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(state_of(&out, "quiet"), ItemState::Failed);
     let error = out.report.files[0].error.clone().unwrap();
@@ -192,7 +153,7 @@ fn deleted_files_orphan_or_unload_unless_in_use() {
     let k = FakeKernel::default();
     w.write(&k, "a", "profile a {}", &["a"]);
     w.write(&k, "b", "profile b {}", &["b"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.sync().unwrap();
     fs::remove_file(w.dir.path().join("a")).unwrap();
     fs::remove_file(w.dir.path().join("b")).unwrap();
@@ -200,9 +161,8 @@ fn deleted_files_orphan_or_unload_unless_in_use() {
     assert!(out.report.profiles.iter().all(|p| p.state == ItemState::Orphaned));
     assert!(r.kernel().0.lock().unwrap().loaded.contains_key("a"));
 
-    let mut r = w.restart(r, true);
-    fs::create_dir_all(w.proc_dir.path().join("42/task/42/attr")).unwrap();
-    fs::write(w.proc_dir.path().join("42/task/42/attr/current"), "b (enforce)\n").unwrap();
+    let mut r = restart(&w, r, true);
+    w.confine(42, "b (enforce)");
     let out = r.sync().unwrap();
     assert!(r.kernel().take_calls().contains(&Call::Unload("a".into())));
     let b = out.report.profiles.iter().find(|p| p.name == "b").unwrap();
@@ -222,7 +182,7 @@ fn children_dropped_from_a_file_leave_the_kernel_once_unused() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "web", "v1", &["web", "web//admin", "web//report", "web//report//pdf"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.sync().unwrap();
     let thread = w.proc_dir.path().join("7/task/8/attr");
     fs::create_dir_all(&thread).unwrap();
@@ -257,7 +217,7 @@ fn a_foreign_profile_that_appears_while_compiling_is_not_replaced() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "ab", "v1", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.sync().unwrap();
     w.write(r.kernel(), "ab", "v2", &["a", "b"]);
     r.kernel().0.lock().unwrap().appear_on_compile.insert("b".into());
@@ -279,7 +239,7 @@ fn foreign_is_refused_and_adoptable_and_drift_is_repaired() {
     k.preload("host-web");
     w.write(&k, "d", "profile docker-default {}", &["docker-default"]);
     w.write(&k, "h", "profile host-web {}", &["host-web"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(state_of(&out, "d"), ItemState::Refused);
     assert_eq!(state_of(&out, "h"), ItemState::Loaded);
@@ -305,7 +265,7 @@ fn complain_mode_from_config_compiles_with_complain() {
     let k = FakeKernel::default();
     w.write(&k, "a", "profile a {}", &["a"]);
     w.write(&k, "b", "profile b {}", &["b"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     r.settings.policy.modes.insert("b".into(), DesiredMode::Complain);
     let out = r.sync().unwrap();
     // One compile for both: complain mode is applied to the compiled policy.
@@ -340,7 +300,7 @@ fn a_restart_claims_exactly_the_interrupted_loads() {
     st.pending.insert("docker-default".into(), pending_for_file("docker", "profile docker-default {}", "not-the-foreign-one"));
     store.save(&st).unwrap();
 
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(state_of(&out, "mine"), ItemState::Loaded);
     assert_eq!(state_of(&out, "docker"), ItemState::Refused);
@@ -372,7 +332,7 @@ fn the_intent_is_saved_before_the_load() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "a", "profile a {}", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let planned = r.plan().unwrap();
     let loads = apply::loads(&planned);
     let mut run = apply::Run::default();
@@ -390,7 +350,7 @@ fn a_failed_save_loads_nothing_and_is_retried() {
     let w = World::new();
     let k = FakeKernel::default();
     w.write(&k, "a", "profile a {}", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     // After the start, the state file's place is taken by a directory: every save fails.
     let blocker = w.state_dir.path().join(crate::defaults::STATE_FILE);
     fs::create_dir(&blocker).unwrap();
@@ -414,7 +374,7 @@ fn a_sha256_kernel_verifies_loads_and_claims_interrupted_ones() {
     let k = FakeKernel::default();
     k.0.lock().unwrap().sha256 = true;
     w.write(&k, "a", "profile a {}", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     let out = r.sync().unwrap();
     assert_eq!(state_of(&out, "a"), ItemState::Loaded);
     let kernel_hash = r.kernel().hashes().unwrap()["a"].clone();
@@ -433,7 +393,7 @@ fn a_sha256_kernel_verifies_loads_and_claims_interrupted_ones() {
     st.names.insert(sha("profile b {}"), vec!["b".into()]);
     st.pending.insert("b".into(), p);
     StateStore::new(w.state_dir.path()).save(&st).unwrap();
-    let mut r = w.restart(r, false);
+    let mut r = restart(&w, r, false);
     let out = r.sync().unwrap();
     assert_eq!(state_of(&out, "b"), ItemState::Loaded);
     assert!(r.state().profiles.contains_key("b"), "claimed by its SHA-256");
@@ -448,7 +408,7 @@ fn a_stale_sha256_fails_verification() {
     let k = FakeKernel::default();
     k.0.lock().unwrap().sha256 = true;
     w.write(&k, "a", "profile a {}", &["a"]);
-    let mut r = w.reconciler(k, false);
+    let mut r = reconciler(&w, k, false);
     assert_eq!(state_of(&r.sync().unwrap(), "a"), ItemState::Loaded);
     let edited = "profile a { /x r, }";
     w.write(r.kernel(), "a", edited, &["a"]);

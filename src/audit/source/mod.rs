@@ -74,7 +74,8 @@ pub struct ReadOptions {
     /// Block when the channel is full instead of dropping (and counting) the record. For the CLI; the
     /// agent drops, so a slow consumer can never stall the reader behind the kernel.
     pub lossless: bool,
-    /// Channel capacity.
+    /// Records the channel to the consumer holds before the source drops (or, lossless, waits);
+    /// 0 counts as 1. [`defaults::AUDIT_CHANNEL_CAPACITY`] by default.
     pub channel_capacity: usize,
     /// How often an idle source checks its stop token and a followed file for rotation.
     pub poll_interval: Duration,
@@ -119,7 +120,7 @@ impl SourceKind {
 pub struct SourceStats {
     /// Lines (kmsg records, netlink messages, file lines) read, AppArmor or not.
     pub lines: AtomicU64,
-    /// Records parsed and sent.
+    /// AppArmor records parsed, counted before sending: those then `dropped` are included.
     pub records: AtomicU64,
     /// AppArmor lines that failed to parse.
     pub parse_errors: AtomicU64,
@@ -155,9 +156,9 @@ pub enum SourceError {
     Open {
         /// `kmsg` or `audit log`.
         what: &'static str,
-        /// The path.
+        /// The device or file opened: `/dev/kmsg` (or a file in its format), or an audit log.
         path: PathBuf,
-        /// The error.
+        /// Why opening, reading its metadata or seeking to its end failed.
         error: io::Error,
     },
     /// The netlink socket could not be created or bound.
@@ -178,9 +179,9 @@ pub struct RunningSource {
     pub kind: SourceKind,
     /// Human-readable: which device/file/group, and for `auto` why it was chosen.
     pub description: String,
-    /// Parsed records.
+    /// AppArmor records, in the order read; disconnected once the reader thread ends.
     pub rx: Receiver<AuditRecord>,
-    /// Counters.
+    /// The reader thread's counters, shared with it: they move while it runs.
     pub stats: Arc<SourceStats>,
     stop: CancellationToken,
     handle: Option<JoinHandle<()>>,

@@ -13,7 +13,7 @@ use crate::reconcile::report::{NONE, short_digest};
 pub struct NodeRow {
     /// The node the pod runs on (`spec.nodeName`), or `-` when not scheduled.
     pub node: String,
-    /// The agent pod.
+    /// Name of the agent pod that answered (or failed to) for this node.
     pub pod: String,
     /// Managed profiles by name (foreign ones are left out).
     pub profiles: BTreeMap<String, Cell>,
@@ -62,7 +62,7 @@ struct AnswerProfile {
 /// The matrix: every node's row and, per profile, the digest most nodes enforce.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Matrix {
-    /// Rows, by node name.
+    /// One row per agent pod, sorted by node name, then pod name.
     pub nodes: Vec<NodeRow>,
     /// Per profile: the majority digest and how many nodes enforce each digest.
     pub versions: BTreeMap<String, Versions>,
@@ -73,7 +73,7 @@ pub struct Matrix {
 pub struct Versions {
     /// The digest most nodes enforce (on a tie, the smallest).
     pub majority: String,
-    /// Nodes per digest.
+    /// Per short digest, how many nodes enforce it; a failed or refused profile counts for none.
     pub nodes: BTreeMap<String, usize>,
 }
 
