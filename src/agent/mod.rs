@@ -25,6 +25,7 @@ use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::signals::AgentSignals;
 use crate::{audit, defaults, preflight};
 use dirwatch::{DirWatch, IncludeWatch};
+use triggers::Triggers;
 
 /// The inotify watches: the profiles directory, re-created when the directory is, and the
 /// directories of the files the profiles include.
@@ -39,6 +40,8 @@ pub mod metrics;
 pub mod profile_info;
 /// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
 pub mod serve;
+/// The one coalescer of sync triggers: events, the resync tick, the retry after a failed state save.
+pub mod triggers;
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,10 +103,10 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     let includes = IncludeWatch::new(tx.clone())?;
     watch_revision(revision, run.debounce, tx);
 
-    let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
+    let triggers = Triggers::new(rx, run.resync_interval, run.debounce);
     let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
     let published = Published { managed, gates };
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, rx, timing, includes, shutdown.clone()));
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, triggers, includes, shutdown.clone()));
     shutdown.cancelled().await;
     drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
@@ -227,43 +230,16 @@ struct Published {
     gates: Gates,
 }
 
-/// How often the loop resyncs and how long it coalesces events.
-struct Timing {
-    resync_interval: Duration,
-    debounce: Duration,
-}
-
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<AgentState>,
     mut published: Published,
-    mut rx: mpsc::Receiver<Trigger>,
-    timing: Timing,
+    mut triggers: Triggers,
     mut includes: IncludeWatch,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Timing { resync_interval, debounce } = timing;
     let reconciler = Arc::new(Mutex::new(reconciler));
-    let mut resync = tokio::time::interval(resync_interval);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A sync whose ownership record could not be written is retried well before the resync.
-    let mut retry: Option<tokio::time::Instant> = None;
-    loop {
-        let trigger = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = resync.tick() => Trigger::Resync,
-            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Trigger::Resync,
-            Some(t) = rx.recv() => t,
-        };
-        retry = None;
-        if matches!(trigger, Trigger::Files | Trigger::Kernel) {
-            // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(debounce) => {}
-            }
-        }
-        while rx.try_recv().is_ok() {}
+    while let Some(trigger) = triggers.next(&shutdown).await {
         shared.sync_started();
         let started = Instant::now();
         let r = reconciler.clone();
@@ -271,7 +247,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
         includes.update(reconciler.lock().expect("reconciler lock").include_dirs());
         if publish(&shared, &mut published, trigger, started, result) {
-            retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
+            triggers.retry_soon();
         }
     }
     shared.loops_stopped();
