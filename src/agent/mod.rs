@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -101,7 +101,7 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     tokio::spawn(dir_watch.follow());
     tokio::spawn(forward_hangups(signals, tx.clone(), shutdown.clone()));
     let includes = IncludeWatch::new(tx.clone())?;
-    watch_revision(revision, run.debounce, tx);
+    watch_revision(revision, tx);
 
     let triggers = Triggers::new(rx, run.resync_interval, run.debounce);
     let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
@@ -171,7 +171,7 @@ fn start_server(
 /// profile), so drift is repaired in well under the resync period. The kernel's
 /// `revision` file is pollable; a plain file (a test's fake kernel) is not, and then the
 /// periodic resync alone catches drift.
-fn watch_revision(path: PathBuf, coalesce: Duration, tx: mpsc::Sender<Trigger>) {
+fn watch_revision(path: PathBuf, tx: mpsc::Sender<Trigger>) {
     let spawned = std::thread::Builder::new().name("revision".into()).spawn(move || {
         let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(&path) {
             Ok(f) => f,
@@ -180,14 +180,21 @@ fn watch_revision(path: PathBuf, coalesce: Duration, tx: mpsc::Sender<Trigger>) 
                 return;
             }
         };
-        watch_revision_fd(&path, file, coalesce, &tx);
+        watch_revision_fd(&path, file, &tx);
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the revision watcher; relying on the periodic resync");
     }
 }
 
-fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc::Sender<Trigger>) {
+/// Sends [`Trigger::Kernel`] for every new value of the revision file `file` (opened
+/// non-blocking) until the receiver is gone or the file turns out not to be pollable.
+///
+/// No coalescing here: the reconcile loop's [`Triggers`] does it. A batch load bumps the revision
+/// once per profile and each bump is one wake-up (poll, a read of a few bytes, a `try_send` that
+/// finds the channel full once a trigger is queued), cheap next to the loads that cause it; bumps
+/// that land before the read are one wake-up. The thread never blocks on the channel.
+fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
     let mut buf = [0u8; 32];
     // The first read returns the current revision (or EAGAIN while it is still 0).
     let _ = file.read(&mut buf);
@@ -201,14 +208,11 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
             return;
         }
         match file.read(&mut buf) {
-            Ok(n) if n > 0 => {
-                if tx.blocking_send(Trigger::Kernel).is_err() {
-                    return;
-                }
-                // A batch load bumps the revision once per profile: one wake-up per window
-                // instead of one per profile (the next read returns the latest value).
-                std::thread::sleep(coalesce);
-            }
+            Ok(n) if n > 0 => match tx.try_send(Trigger::Kernel) {
+                // Full: a trigger is queued already, and the sync it starts rescans everything.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
             // POLLIN without a new value: a regular file, not the kernel's revision file.
             Ok(_) => {
                 tracing::info!(path = %path.display(), "kernel revision file is not pollable; relying on the periodic resync");
@@ -298,3 +302,6 @@ fn publish(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
