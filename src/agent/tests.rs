@@ -1,5 +1,6 @@
 //! The kernel revision watcher, on stand-ins for the revision file: a pipe is pollable like
-//! securityfs's `revision` (readable when a new value is there), a regular file is not.
+//! securityfs's `revision` (readable when a new value is there), a regular file is not. And
+//! `publish`: where a sync's result goes, and when it asks for a retry.
 
 use std::io::Write;
 use std::sync::mpsc as std_mpsc;
@@ -88,4 +89,83 @@ fn the_watcher_stops_when_the_loop_is_gone() {
     let done = spawn_watcher(read, tx);
     done.recv_timeout(STUCK).expect("the watcher stops once nobody listens");
     drop(write);
+}
+
+/// The agent's state, the managed set and gates whose feature file is in `dir`.
+fn published_into(dir: &Path) -> (AgentState, Published) {
+    let gates = Gates::start(dir.join("apparmor-loader"), None, CancellationToken::new()).unwrap();
+    let published = Published { managed: audit::ProfileSet::new(["gone"]), gates };
+    (AgentState::new(Metrics::new(), Duration::from_secs(60)), published)
+}
+
+/// A sync that loaded `web` (from the file `web`) and saw the foreign profile `other`.
+fn outcome(state_error: Option<&str>) -> Outcome {
+    let profile = |name: &str, state| crate::reconcile::ProfileReport {
+        name: name.into(),
+        mode: Some("enforce".into()),
+        state,
+        file: (state != ItemState::Foreign).then(|| name.into()),
+        sha256: None,
+        loaded_at: None,
+        error: None,
+    };
+    let file = crate::reconcile::FileReport {
+        file: "web".into(),
+        state: ItemState::Loaded,
+        error: None,
+        names: vec!["web".into()],
+        includes: Vec::new(),
+    };
+    let report = crate::reconcile::Report {
+        last_sync: Some("now".into()),
+        profiles: vec![profile("web", ItemState::Loaded), profile("other", ItemState::Foreign)],
+        files: vec![file],
+    };
+    Outcome { plan: Default::default(), counts: Default::default(), report, state_error: state_error.map(Into::into) }
+}
+
+#[test]
+fn a_sync_is_published_to_the_state_the_denial_monitor_and_the_gates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, mut published) = published_into(dir.path());
+    let retry = publish(&shared, &mut published, Trigger::Files, Instant::now(), Ok(outcome(None)));
+    assert!(!retry);
+    assert!(shared.readiness().ready);
+    assert_eq!(shared.report().profiles.len(), 2);
+    // Denials are counted for managed profiles only, and the set is replaced, not grown.
+    assert!(published.managed.contains("web"));
+    assert!(!published.managed.contains("other"));
+    assert!(!published.managed.contains("gone"));
+    assert!(dir.path().join("apparmor-loader").exists(), "the node's feature file follows the sync");
+    assert!(shared.metrics.render().contains("apparmor_loader_syncs_total{result=\"success\"} 1"));
+}
+
+#[test]
+fn an_unsaved_ownership_record_asks_for_a_retry_and_keeps_the_node_unready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, mut published) = published_into(dir.path());
+    let retry = publish(&shared, &mut published, Trigger::Resync, Instant::now(), Ok(outcome(Some("disk full"))));
+    assert!(retry);
+    let readiness = shared.readiness();
+    assert!(!readiness.ready);
+    assert!(readiness.reasons.iter().any(|r| r.error == "disk full"));
+    // What was loaded is still published: the profiles are in the kernel.
+    assert!(published.managed.contains("web"));
+}
+
+#[test]
+fn a_failed_sync_is_an_error_and_leaves_the_last_result_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, mut published) = published_into(dir.path());
+    publish(&shared, &mut published, Trigger::Files, Instant::now(), Ok(outcome(None)));
+    let error = SyncError::Proc { path: "/proc".into(), source: std::io::ErrorKind::PermissionDenied.into() };
+    let retry = publish(&shared, &mut published, Trigger::Kernel, Instant::now(), Err(error));
+    // Not a state-save failure: the next trigger or the resync tries again.
+    assert!(!retry);
+    let readiness = shared.readiness();
+    assert!(!readiness.ready);
+    assert!(readiness.reasons.iter().any(|r| r.error.contains("cannot scan /proc")), "{:?}", readiness.reasons);
+    assert_eq!(shared.report().profiles.len(), 2);
+    assert!(published.managed.contains("web"));
+    assert!(shared.metrics.render().contains("apparmor_loader_syncs_total{result=\"failure\"} 1"));
 }
