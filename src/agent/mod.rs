@@ -8,7 +8,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ use crate::reconcile::{ItemState, Outcome, Reconciler, SyncError};
 use crate::signals::AgentSignals;
 use crate::{audit, defaults, preflight};
 use dirwatch::{DirWatch, IncludeWatch};
+use triggers::Triggers;
 
 /// The inotify watches: the profiles directory, re-created when the directory is, and the
 /// directories of the files the profiles include.
@@ -39,6 +40,8 @@ pub mod metrics;
 pub mod profile_info;
 /// The HTTP server: accept loop, connection limits, response budget, descriptor budget.
 pub mod serve;
+/// The one coalescer of sync triggers: events, the resync tick, the retry after a failed state save.
+pub mod triggers;
 
 /// Why a sync runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +101,12 @@ pub async fn run(host: HostSettings, run: RunSettings, shutdown: CancellationTok
     tokio::spawn(dir_watch.follow());
     tokio::spawn(forward_hangups(signals, tx.clone(), shutdown.clone()));
     let includes = IncludeWatch::new(tx.clone())?;
-    watch_revision(revision, run.debounce, tx);
+    watch_revision(revision, tx);
 
-    let timing = Timing { resync_interval: run.resync_interval, debounce: run.debounce };
+    let triggers = Triggers::new(rx, run.resync_interval, run.debounce);
     let gates = Gates::start(host.node_features_file.clone(), run.node_taint.clone(), shutdown.clone())?;
     let published = Published { managed, gates };
-    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, rx, timing, includes, shutdown.clone()));
+    let worker = tokio::spawn(reconcile_loop(reconciler, shared.clone(), published, triggers, includes, shutdown.clone()));
     shutdown.cancelled().await;
     drain(worker, &in_flight).await?;
     server.await.context("HTTP server task panicked")?;
@@ -168,7 +171,7 @@ fn start_server(
 /// profile), so drift is repaired in well under the resync period. The kernel's
 /// `revision` file is pollable; a plain file (a test's fake kernel) is not, and then the
 /// periodic resync alone catches drift.
-fn watch_revision(path: PathBuf, coalesce: Duration, tx: mpsc::Sender<Trigger>) {
+fn watch_revision(path: PathBuf, tx: mpsc::Sender<Trigger>) {
     let spawned = std::thread::Builder::new().name("revision".into()).spawn(move || {
         let file = match std::fs::OpenOptions::new().read(true).custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits()).open(&path) {
             Ok(f) => f,
@@ -177,14 +180,21 @@ fn watch_revision(path: PathBuf, coalesce: Duration, tx: mpsc::Sender<Trigger>) 
                 return;
             }
         };
-        watch_revision_fd(&path, file, coalesce, &tx);
+        watch_revision_fd(&path, file, &tx);
     });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the revision watcher; relying on the periodic resync");
     }
 }
 
-fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc::Sender<Trigger>) {
+/// Sends [`Trigger::Kernel`] for every new value of the revision file `file` (opened
+/// non-blocking) until the receiver is gone or the file turns out not to be pollable.
+///
+/// No coalescing here: the reconcile loop's [`Triggers`] does it. A batch load bumps the revision
+/// once per profile and each bump is one wake-up (poll, a read of a few bytes, a `try_send` that
+/// finds the channel full once a trigger is queued), cheap next to the loads that cause it; bumps
+/// that land before the read are one wake-up. The thread never blocks on the channel.
+fn watch_revision_fd(path: &Path, mut file: File, tx: &mpsc::Sender<Trigger>) {
     let mut buf = [0u8; 32];
     // The first read returns the current revision (or EAGAIN while it is still 0).
     let _ = file.read(&mut buf);
@@ -198,14 +208,11 @@ fn watch_revision_fd(path: &Path, mut file: File, coalesce: Duration, tx: &mpsc:
             return;
         }
         match file.read(&mut buf) {
-            Ok(n) if n > 0 => {
-                if tx.blocking_send(Trigger::Kernel).is_err() {
-                    return;
-                }
-                // A batch load bumps the revision once per profile: one wake-up per window
-                // instead of one per profile (the next read returns the latest value).
-                std::thread::sleep(coalesce);
-            }
+            Ok(n) if n > 0 => match tx.try_send(Trigger::Kernel) {
+                // Full: a trigger is queued already, and the sync it starts rescans everything.
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
             // POLLIN without a new value: a regular file, not the kernel's revision file.
             Ok(_) => {
                 tracing::info!(path = %path.display(), "kernel revision file is not pollable; relying on the periodic resync");
@@ -227,43 +234,16 @@ struct Published {
     gates: Gates,
 }
 
-/// How often the loop resyncs and how long it coalesces events.
-struct Timing {
-    resync_interval: Duration,
-    debounce: Duration,
-}
-
 async fn reconcile_loop<K: Kernel + 'static>(
     reconciler: Reconciler<K>,
     shared: Arc<AgentState>,
     mut published: Published,
-    mut rx: mpsc::Receiver<Trigger>,
-    timing: Timing,
+    mut triggers: Triggers,
     mut includes: IncludeWatch,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let Timing { resync_interval, debounce } = timing;
     let reconciler = Arc::new(Mutex::new(reconciler));
-    let mut resync = tokio::time::interval(resync_interval);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A sync whose ownership record could not be written is retried well before the resync.
-    let mut retry: Option<tokio::time::Instant> = None;
-    loop {
-        let trigger = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = resync.tick() => Trigger::Resync,
-            () = tokio::time::sleep_until(retry.unwrap_or_else(tokio::time::Instant::now)), if retry.is_some() => Trigger::Resync,
-            Some(t) = rx.recv() => t,
-        };
-        retry = None;
-        if matches!(trigger, Trigger::Files | Trigger::Kernel) {
-            // Coalesce a burst (a ConfigMap swap is several events) into one rescan.
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(debounce) => {}
-            }
-        }
-        while rx.try_recv().is_ok() {}
+    while let Some(trigger) = triggers.next(&shutdown).await {
         shared.sync_started();
         let started = Instant::now();
         let r = reconciler.clone();
@@ -271,7 +251,7 @@ async fn reconcile_loop<K: Kernel + 'static>(
             tokio::task::spawn_blocking(move || r.lock().expect("reconciler lock").sync()).await.context("sync panicked")?;
         includes.update(reconciler.lock().expect("reconciler lock").include_dirs());
         if publish(&shared, &mut published, trigger, started, result) {
-            retry = Some(tokio::time::Instant::now() + defaults::STATE_RETRY.min(resync_interval));
+            triggers.retry_soon();
         }
     }
     shared.loops_stopped();
@@ -322,3 +302,6 @@ fn publish(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
